@@ -1,0 +1,195 @@
+"""Canonical JSON (RFC 8785 as Chio uses it) and strict JSON parsing (PROTOCOL.md 1.1).
+
+Written here rather than taken from a library: the strict RFC 8785 implementations refuse
+integers beyond 2^53, which Chio tokens carry (u64 timestamps), and none of them has a fast
+path for the values that dominate the request path (objects of ASCII keys, strings and
+integers). That fast path is the C-accelerated ``json`` encoder, whose output is exactly
+RFC 8785 for such values: ``sort_keys`` orders ASCII keys as UTF-16 code units do, strings
+are escaped with the short forms and lowercase ``\\u00xx``, and integers print exactly.
+Everything else (floats, non-ASCII keys) takes the exact path below.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+from json.encoder import encode_basestring
+from typing import Any
+
+__all__ = [
+    "CanonicalJsonError",
+    "JsonParseError",
+    "canonical_json",
+    "canonical_json_exact",
+    "parse_json",
+]
+
+
+class CanonicalJsonError(ValueError):
+    """The value cannot be represented in canonical JSON (NaN, infinity, bad type...)."""
+
+
+class JsonParseError(ValueError):
+    """Input is not strict JSON (syntax error, duplicate key, NaN, invalid UTF-8...)."""
+
+
+_FAST_ENCODER = json.JSONEncoder(
+    ensure_ascii=False,
+    check_circular=False,
+    allow_nan=False,
+    sort_keys=True,
+    separators=(",", ":"),
+)
+
+
+def _is_fast(value: Any) -> bool:
+    """True when the C encoder's output is already canonical for ``value``."""
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return True
+    if t is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii() or not _is_fast(item):
+                return False
+        return True
+    if t is list or t is tuple:
+        return all(_is_fast(item) for item in value)
+    return False
+
+
+def canonical_json(value: Any) -> bytes:
+    """Return the canonical JSON bytes of ``value`` (dicts, lists, str, int, float, bool, None)."""
+    if _is_fast(value):
+        try:
+            return _FAST_ENCODER.encode(value).encode("utf-8")
+        except (ValueError, UnicodeEncodeError) as exc:
+            # Lone surrogates, or an integer beyond the interpreter's digit limit.
+            raise CanonicalJsonError(f"value cannot be canonicalised: {exc}") from None
+    return canonical_json_exact(value)
+
+
+def canonical_json_exact(value: Any) -> bytes:
+    """Return canonical JSON through the general path (any JSON value, floats included)."""
+    parts: list[str] = []
+    _write(value, parts)
+    try:
+        return "".join(parts).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CanonicalJsonError("strings must be valid Unicode (no lone surrogates)") from None
+
+
+def _utf16_key(key: str) -> bytes:
+    # Big-endian UTF-16 bytes compare exactly as the sequence of UTF-16 code units.
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+def _write(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(encode_basestring(value))
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        out.append(_format_number(value))
+    elif isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise CanonicalJsonError(f"object keys must be strings, not {type(key).__name__}")
+        out.append("{")
+        for index, key in enumerate(sorted(value, key=_utf16_key)):
+            if index:
+                out.append(",")
+            out.append(encode_basestring(key))
+            out.append(":")
+            _write(value[key], out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _write(item, out)
+        out.append("]")
+    else:
+        raise CanonicalJsonError(f"type {type(value).__name__} is not a JSON value")
+
+
+def _format_number(value: float) -> str:
+    """ECMAScript Number::toString (the shortest round-trip form), as RFC 8785 3.2.2.3."""
+    if not math.isfinite(value):
+        raise CanonicalJsonError("NaN and infinities have no JSON form")
+    if value == 0:
+        return "0"  # covers -0.0
+    sign = "-" if value < 0 else ""
+    # repr() is the shortest decimal that round-trips (David Gay / Ryu semantics).
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).as_tuple()
+    digits = "".join(map(str, digit_tuple)).rstrip("0")
+    assert isinstance(exponent, int)
+    exponent += len(digit_tuple) - len(digits)
+    k = len(digits)
+    n = exponent + k  # the decimal point sits after n digits
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        text = "0." + "0" * (-n) + digits
+    else:
+        e = n - 1
+        mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+        text = f"{mantissa}e{'+' if e >= 0 else '-'}{abs(e)}"
+    return sign + text
+
+
+def _pairs_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise JsonParseError(f"duplicate object key {key!r}")
+            seen.add(key)
+    return result
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JsonParseError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise JsonParseError(f"number {text[:32]} is out of range")
+    return number
+
+
+_STRICT_DECODER = json.JSONDecoder(
+    object_pairs_hook=_pairs_without_duplicates,
+    parse_constant=_refuse_constant,
+    parse_float=_finite_float,
+)
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Parse strict JSON: UTF-8 only, no duplicate keys, no NaN/Infinity, finite numbers."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise JsonParseError("JSON text is not valid UTF-8") from None
+    else:
+        text = data
+    if text.startswith("\ufeff"):
+        raise JsonParseError("JSON text must not start with a byte order mark")
+    try:
+        return _STRICT_DECODER.decode(text)
+    except JsonParseError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise JsonParseError(f"invalid JSON: {exc}") from None

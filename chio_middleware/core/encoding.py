@@ -1,0 +1,87 @@
+"""JSON objects carried in HTTP headers (PROTOCOL.md 1.3).
+
+Request headers carry one JSON object either as raw JSON text or as base64url of the JSON
+bytes (padded or not); both are accepted. Response headers use base64url without padding
+of the canonical JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+from .canonical import JsonParseError, canonical_json, parse_json
+from .errors import HeadersTooLarge, MalformedHeader
+
+__all__ = [
+    "DEFAULT_MAX_HEADER_BYTES",
+    "b64url_decode",
+    "b64url_encode",
+    "decode_header_object",
+    "encode_header_object",
+]
+
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+
+
+def b64url_encode(data: bytes) -> str:
+    """base64url without padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode base64url with or without padding; raise ``ValueError`` on anything else."""
+    if not _B64URL.fullmatch(text):
+        raise ValueError("not base64url")
+    stripped = text.rstrip("=")
+    if len(stripped) % 4 == 1:
+        raise ValueError("impossible base64url length")
+    if "=" in text and len(text) % 4:
+        raise ValueError("bad base64url padding")
+    try:
+        return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64url") from None
+
+
+def decode_header_object(
+    value: str | bytes, *, name: str = "header", max_bytes: int = DEFAULT_MAX_HEADER_BYTES
+) -> dict[str, Any]:
+    """Decode a Chio header value into a JSON object, or raise the PROTOCOL.md 8 error.
+
+    Raises :class:`HeadersTooLarge` past ``max_bytes`` and :class:`MalformedHeader` for a
+    value that is neither form, is not an object, or repeats a key.
+    """
+    if len(value) > max_bytes:
+        raise HeadersTooLarge(f"{name} is larger than {max_bytes} bytes")
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedHeader(f"{name} is not valid UTF-8") from None
+    text = value.strip(" \t")
+    if not text:
+        raise MalformedHeader(f"{name} is empty")
+    if text.startswith("{"):
+        raw: bytes | str = text
+    else:
+        try:
+            raw = b64url_decode(text)
+        except ValueError:
+            raise MalformedHeader(f"{name} is neither JSON nor base64url JSON") from None
+    try:
+        obj = parse_json(raw)
+    except JsonParseError as exc:
+        raise MalformedHeader(f"{name} does not hold valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MalformedHeader(f"{name} must hold a JSON object")
+    return obj
+
+
+def encode_header_object(obj: Any) -> str:
+    """Encode a JSON object for a response header: base64url(JCS(obj)), no padding."""
+    return b64url_encode(canonical_json(obj))

@@ -1,0 +1,187 @@
+"""The exception hierarchy of chio_middleware (PROTOCOL.md section 8).
+
+Every failure a request can meet is a :class:`ChioError`; each concrete class carries the
+stable snake_case ``code`` and the HTTP ``status`` of PROTOCOL.md 8 as class attributes, so
+an adapter renders any of them with :meth:`ChioError.to_body` and no lookup table::
+
+    ChioError
+    ├── BadRequest                 chio_bad_request          400
+    │   └── MalformedHeader
+    ├── CapabilityRequired         chio_capability_required  401
+    ├── CapabilityInvalid          chio_capability_invalid   401  (.reason)
+    ├── DpopRequired               chio_dpop_required        401
+    ├── DpopInvalid                chio_dpop_invalid         401  (.step)
+    ├── ReplayDetected             chio_replay_detected      401
+    ├── NonceInvalid               chio_nonce_invalid        401  (.step)
+    ├── AccessDenied               chio_access_denied        403
+    ├── PayloadTooLarge            chio_payload_too_large    413
+    ├── HeadersTooLarge            chio_headers_too_large    431
+    ├── NonceRequired              chio_nonce_required       428
+    ├── RateLimited                chio_rate_limited         429  (.retry_after)
+    └── Unavailable                chio_unavailable          503
+        └── StoreFull
+
+Errors that are not about a request (bad configuration, bad key material, values that
+cannot be canonicalised) are plain ``ValueError`` subclasses defined next to the code that
+raises them; the verifiers convert them into the classes above at the boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ChioError(Exception):
+    """Base of every request-level failure; renders its own PROTOCOL.md 8 error body."""
+
+    code: ClassVar[str] = "chio_error"
+    status: ClassVar[int] = 500
+    #: The guard name recorded in the receipt's deny verdict and evidence.
+    guard: ClassVar[str] = "ChioMiddleware"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_body(self, receipt_id: str | None = None) -> dict[str, Any]:
+        """Return the JSON error envelope of PROTOCOL.md 8."""
+        body: dict[str, Any] = {"error": self.code, "message": self.message, "status": self.status}
+        if receipt_id is not None:
+            body["receipt_id"] = receipt_id
+        return body
+
+
+class BadRequest(ChioError):
+    """Malformed header, JSON, body, duplicate header or query key, bad Content-Length."""
+
+    code = "chio_bad_request"
+    status = 400
+    guard = "RequestGuard"
+
+
+class MalformedHeader(BadRequest):
+    """A Chio header value that is neither raw JSON nor base64url JSON of one object."""
+
+
+class CapabilityRequired(ChioError):
+    """A route that needs a capability got none."""
+
+    code = "chio_capability_required"
+    status = 401
+    guard = "CapabilityGuard"
+
+
+class CapabilityInvalid(ChioError):
+    """The capability failed verification; ``reason`` names the failed check."""
+
+    code = "chio_capability_invalid"
+    status = 401
+    guard = "CapabilityGuard"
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class DpopRequired(ChioError):
+    """DPoP is required and the header is absent."""
+
+    code = "chio_dpop_required"
+    status = 401
+    guard = "DpopGuard"
+
+
+class DpopInvalid(ChioError):
+    """A DPoP verification step (PROTOCOL.md 3, steps 1-5) failed; ``step`` names it."""
+
+    code = "chio_dpop_invalid"
+    status = 401
+    guard = "DpopGuard"
+
+    def __init__(self, message: str, *, step: str) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class ReplayDetected(ChioError):
+    """A DPoP proof nonce or an execution nonce was already used."""
+
+    code = "chio_replay_detected"
+    status = 401
+    guard = "ReplayGuard"
+    step = "replay"
+
+
+class NonceInvalid(ChioError):
+    """An execution nonce failed verification (PROTOCOL.md 4); ``step`` names the check."""
+
+    code = "chio_nonce_invalid"
+    status = 401
+    guard = "ExecutionNonceGuard"
+
+    def __init__(self, message: str, *, step: str) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class AccessDenied(ChioError):
+    """Valid credentials, but no matching grant, or a constraint or guard said no."""
+
+    code = "chio_access_denied"
+    status = 403
+    guard = "CapabilityGuard"
+
+    def __init__(self, message: str, *, guard: str | None = None) -> None:
+        super().__init__(message)
+        if guard is not None:
+            self.guard = guard  # type: ignore[misc]
+
+
+class PayloadTooLarge(ChioError):
+    """The request body is above ``max_body_bytes``."""
+
+    code = "chio_payload_too_large"
+    status = 413
+    guard = "BodyLimitGuard"
+
+
+class HeadersTooLarge(ChioError):
+    """A Chio header value is above its size bound."""
+
+    code = "chio_headers_too_large"
+    status = 431
+    guard = "RequestGuard"
+
+
+class NonceRequired(ChioError):
+    """The route requires an execution nonce; the response carries a fresh one (428)."""
+
+    code = "chio_nonce_required"
+    status = 428
+    guard = "ExecutionNonceGuard"
+
+
+class RateLimited(ChioError):
+    """A rate or budget guard refused the call; ``retry_after`` is in whole seconds."""
+
+    code = "chio_rate_limited"
+    status = 429
+    guard = "RateLimitGuard"
+
+    def __init__(self, message: str, *, retry_after: int, guard: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+        if guard is not None:
+            self.guard = guard  # type: ignore[misc]
+
+
+class Unavailable(ChioError):
+    """The replay store or the receipt sink failed: fail closed."""
+
+    code = "chio_unavailable"
+    status = 503
+    guard = "ChioMiddleware"
+
+
+class StoreFull(Unavailable):
+    """The in-memory replay store is full of live entries and refuses new ones."""

@@ -1,0 +1,130 @@
+"""Signed HttpReceipts (PROTOCOL.md 7): build, sign, verify, header encoding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from .canonical import JsonParseError, canonical_json, parse_json
+from .clock import uuid7
+from .crypto import KeyFormatError, PublicKey, SignatureInvalid, SigningKey
+from .encoding import b64url_decode, b64url_encode
+from .models import GuardEvidence, HttpReceipt, Verdict
+
+__all__ = [
+    "ReceiptInvalid",
+    "decode_receipt_header",
+    "encode_receipt_header",
+    "parse_receipt",
+    "receipt_json",
+    "sign_receipt",
+    "verify_receipt",
+]
+
+
+class ReceiptInvalid(ValueError):
+    """A receipt that does not parse, does not verify, or is signed by an unexpected key."""
+
+
+def sign_receipt(
+    key: SigningKey,
+    *,
+    request_id: str,
+    route_pattern: str,
+    method: str,
+    caller_identity_hash: str,
+    verdict: Verdict,
+    response_status: int,
+    timestamp: int,
+    content_hash: str,
+    policy_hash: str,
+    evidence: Sequence[GuardEvidence] = (),
+    capability_id: str | None = None,
+    session_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    receipt_id: str | None = None,
+) -> HttpReceipt:
+    """Build an HttpReceipt and sign ``JCS(receipt without signature)`` with ``key``."""
+    body: dict[str, Any] = {
+        "id": receipt_id or uuid7(),
+        "request_id": request_id,
+        "route_pattern": route_pattern,
+        "method": method.upper(),
+        "caller_identity_hash": caller_identity_hash,
+        "verdict": verdict.to_wire(),
+        "response_status": response_status,
+        "timestamp": timestamp,
+        "content_hash": content_hash,
+        "policy_hash": policy_hash,
+        "kernel_key": key.public_key.hex,
+    }
+    if session_id is not None:
+        body["session_id"] = session_id
+    if evidence:
+        body["evidence"] = [item.to_wire() for item in evidence]
+    if capability_id is not None:
+        body["capability_id"] = capability_id
+    if metadata:
+        body["metadata"] = metadata
+    body["signature"] = key.sign(canonical_json(body))
+    return HttpReceipt.model_validate(body)
+
+
+def receipt_json(receipt: HttpReceipt) -> bytes:
+    """The canonical JSON of the signed receipt (a sink line, the header payload)."""
+    return canonical_json(receipt.to_wire())
+
+
+def parse_receipt(obj: Any) -> HttpReceipt:
+    """Parse a receipt object (or JSON text) into the model; raise ``ReceiptInvalid``."""
+    if isinstance(obj, HttpReceipt):
+        return obj
+    if isinstance(obj, bytes | str):
+        try:
+            obj = parse_json(obj)
+        except JsonParseError as exc:
+            raise ReceiptInvalid(f"receipt is not JSON: {exc}") from None
+    try:
+        return HttpReceipt.model_validate(obj)
+    except ValidationError as exc:
+        raise ReceiptInvalid(f"not an HttpReceipt: {exc.error_count()} field error(s)") from None
+
+
+def verify_receipt(
+    receipt: HttpReceipt | dict[str, Any] | bytes | str,
+    *,
+    trusted_keys: Iterable[PublicKey] | None = None,
+) -> HttpReceipt:
+    """Check the signature under the receipt's own ``kernel_key``.
+
+    With ``trusted_keys``, the kernel key must also be one of them (otherwise anyone could
+    sign a receipt with a key of their own). Returns the parsed receipt.
+    """
+    parsed = parse_receipt(receipt)
+    try:
+        kernel_key = PublicKey.from_hex(parsed.kernel_key)
+    except KeyFormatError as exc:
+        raise ReceiptInvalid(f"kernel_key: {exc}") from None
+    if trusted_keys is not None and kernel_key not in set(trusted_keys):
+        raise ReceiptInvalid("receipt is signed by a key that is not trusted")
+    try:
+        kernel_key.verify(canonical_json(parsed.signing_body()), parsed.signature)
+    except (SignatureInvalid, KeyFormatError):
+        raise ReceiptInvalid("receipt signature does not verify") from None
+    return parsed
+
+
+def encode_receipt_header(receipt: HttpReceipt) -> str:
+    """The ``X-Chio-Receipt`` value: base64url (no padding) of ``JCS(receipt)``."""
+    return b64url_encode(receipt_json(receipt))
+
+
+def decode_receipt_header(value: str) -> HttpReceipt:
+    """Parse an ``X-Chio-Receipt`` value (does not verify it: see :func:`verify_receipt`)."""
+    try:
+        raw = b64url_decode(value.strip())
+    except ValueError:
+        raise ReceiptInvalid("receipt header is not base64url") from None
+    return parse_receipt(raw)

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from chio_middleware.core.encoding import decode_header_object, encode_header_object
+from chio_middleware.core.errors import HeadersTooLarge, MalformedHeader
+from tests.vectors import cases
+
+
+@pytest.mark.parametrize("case", cases("chio_http/headers_v1.json"))
+def test_header_vector(case: dict) -> None:
+    if case["result"] == "malformed":
+        with pytest.raises(MalformedHeader):
+            decode_header_object(case["value"])
+    else:
+        assert decode_header_object(case["value"]) == case["result"]
+        assert decode_header_object(case["value"].encode()) == case["result"]
+
+
+def test_padded_base64url_is_accepted() -> None:
+    padded = base64.urlsafe_b64encode(b'{"ab":1}').decode()
+    assert padded.endswith("=")
+    assert decode_header_object(padded) == {"ab": 1}
+    assert decode_header_object(padded.rstrip("=")) == {"ab": 1}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["e30=x", "e30===", "a", "e3 0", "eyJhIjoxfQ.", "W10", b"\xff{}", '{"a":1}x', "null", "  "],
+)
+def test_malformed_values(value: str | bytes) -> None:
+    with pytest.raises(MalformedHeader):
+        decode_header_object(value)
+
+
+def test_oversize_value_is_431_before_parsing() -> None:
+    value = '{"a":"' + "x" * 20000 + '"}'
+    with pytest.raises(HeadersTooLarge) as info:
+        decode_header_object(value)
+    assert info.value.status == 431
+    assert decode_header_object(value, max_bytes=30000)["a"] == "x" * 20000
+
+
+def test_encode_is_unpadded_base64url_of_canonical_json() -> None:
+    encoded = encode_header_object({"b": 1, "a": "é"})
+    assert "=" not in encoded
+    assert base64.urlsafe_b64decode(encoded + "==") == '{"a":"é","b":1}'.encode()
+    assert decode_header_object(encoded) == {"a": "é", "b": 1}
