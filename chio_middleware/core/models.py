@@ -155,7 +155,7 @@ class DelegationLink(OpenWireModel):
 class CapabilityToken(OpenWireModel):
     """A Chio capability token minted by a kernel or authority."""
 
-    _omit_when_empty = frozenset({"delegation_chain"})
+    _omit_when_empty = frozenset({"delegation_chain", "caveats", "scope_attenuations"})
 
     id: str
     issuer: str
@@ -166,6 +166,11 @@ class CapabilityToken(OpenWireModel):
     delegation_chain: list[DelegationLink] | None = None
     algorithm: str | None = None
     schema_: str | None = Field(default=None, alias="schema")
+    # Members of newer issuers that the reference knows (kept under the signature).
+    caveats: list[JsonValue] | None = None
+    scope_attenuations: list[JsonValue] | None = None
+    attenuation_proof: dict[str, JsonValue] | None = None
+    budget_share_bps: Annotated[int, Field(ge=0, le=10000)] | None = None
     signature: str
 
     def signing_body(self) -> dict[str, Any]:
