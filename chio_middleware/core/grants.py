@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import AccessDenied
 from .models import CapabilityToken, Constraint, ToolGrant
@@ -164,7 +164,7 @@ def constraint_holds(constraint: Constraint, arguments: Mapping[str, Any]) -> bo
     return False
 
 
-def _is_count(value: Any) -> bool:
+def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 

@@ -13,6 +13,7 @@ third_party = {
     name.split(".")[0] for name, module in sys.modules.items()
     if module is not None and getattr(module, "__file__", None)
     and "site-packages" in (module.__file__ or "")
+    and not name.startswith("__editable__")  # pip's editable-install finder
 }
 print(sorted(third_party - allowed_roots))
 print("starlette" in sys.modules, "structlog" in sys.modules, "flask" in sys.modules)
