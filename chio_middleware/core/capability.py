@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from .canonical import canonical_json
-from .crypto import KeyFormatError, PublicKey, SignatureInvalid, UnsupportedKeyType, sha256_hex
+from .crypto import (
+    KeyFormatError,
+    PublicKey,
+    SignatureInvalid,
+    SigningKey,
+    UnsupportedKeyType,
+    sha256_hex,
+)
 from .errors import CapabilityInvalid
 from .models import CAPABILITY_SCHEMA, CapabilityToken
 
@@ -25,6 +32,7 @@ __all__ = [
     "capability_time_status",
     "check_capability_time",
     "parse_capability",
+    "sign_capability",
     "verify_capability_signature",
     "verify_delegation_chain",
 ]
@@ -215,3 +223,18 @@ class CapabilityVerifier:
                 reason="delegation",
             )
         return token
+
+
+def sign_capability(issuer: SigningKey, body: Mapping[str, Any]) -> CapabilityToken:
+    """Sign a token body as a current Chio issuer does (``schema`` included and signed).
+
+    ``body`` holds every member but ``signature``; ``schema`` is set to
+    ``chio.capability.v1`` when absent. Used by the CLI's ``issue`` and by tests.
+    """
+    unsigned = parse_capability({**body, "signature": "00" * 64}).to_wire()
+    del unsigned["signature"]
+    unsigned.setdefault("schema", CAPABILITY_SCHEMA)
+    if PublicKey.from_hex(unsigned["issuer"]) != issuer.public_key:
+        raise ValueError("the token's issuer member is not the signing key's public key")
+    signed_body = {k: v for k, v in unsigned.items() if k not in _UNSIGNED_MEMBERS}
+    return parse_capability({**unsigned, "signature": issuer.sign(canonical_json(signed_body))})

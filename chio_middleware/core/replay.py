@@ -17,7 +17,15 @@ from typing import Protocol, runtime_checkable
 
 from .errors import RateLimited, ReplayDetected, StoreFull
 
-__all__ = ["BudgetExceeded", "MemoryReplayStore", "ReplayStore", "TokenBucket"]
+__all__ = [
+    "AsyncReplayStore",
+    "BudgetExceeded",
+    "MemoryReplayStore",
+    "ReplayStore",
+    "SyncStoreAsAsync",
+    "TokenBucket",
+    "as_async",
+]
 
 DEFAULT_CAPACITY = 8192
 
@@ -51,6 +59,52 @@ class ReplayStore(Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+
+
+class AsyncReplayStore(Protocol):
+    """The same operations for the ASGI path; the same exceptions."""
+
+    async def reserve(self, key: str, *, expires_at: float, now: float) -> None:
+        """See :meth:`ReplayStore.reserve`."""
+
+    async def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
+        """See :meth:`ReplayStore.consume`."""
+
+    async def take(self, key: str, *, bucket: TokenBucket, now: float) -> None:
+        """See :meth:`ReplayStore.take`."""
+
+
+class SyncStoreAsAsync:
+    """Runs a sync store's operations inline behind the async interface.
+
+    For stores whose operations never wait on the network (memory; the WSGI path, where
+    nothing is awaited for real). The pipeline is written once, as coroutines.
+    """
+
+    def __init__(self, store: ReplayStore) -> None:
+        self.store = store
+
+    async def reserve(self, key: str, *, expires_at: float, now: float) -> None:
+        """See :meth:`ReplayStore.reserve`."""
+        self.store.reserve(key, expires_at=expires_at, now=now)
+
+    async def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
+        """See :meth:`ReplayStore.consume`."""
+        return self.store.consume(key, limit=limit, expires_at=expires_at, now=now)
+
+    async def take(self, key: str, *, bucket: TokenBucket, now: float) -> None:
+        """See :meth:`ReplayStore.take`."""
+        self.store.take(key, bucket=bucket, now=now)
+
+
+def as_async(store: ReplayStore) -> AsyncReplayStore:
+    """The async view of ``store``: its own ``async_view()`` if it has one (a store with a
+    native async client), else :class:`SyncStoreAsAsync`."""
+    view = getattr(store, "async_view", None)
+    if callable(view):
+        result: AsyncReplayStore = view()
+        return result
+    return SyncStoreAsAsync(store)
 
 
 class MemoryReplayStore:

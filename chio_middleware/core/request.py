@@ -1,0 +1,83 @@
+"""The neutral request view the core decides on, and the decoding rules behind it.
+
+Adapters translate ASGI scopes and WSGI environs into a :class:`RequestView`; the agent
+client and the CLI use the same :func:`parse_query` and :func:`split_target` so that both
+ends compute the request binding hash (PROTOCOL.md 6) from identical inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes, urlsplit
+
+from .errors import BadRequest
+
+__all__ = ["RequestView", "decode_path", "parse_query", "split_target"]
+
+
+def parse_query(raw: str | bytes) -> dict[str, str]:
+    """Decode a query string into an object of strings (PROTOCOL.md 6).
+
+    ``&``-separated ``key=value`` pairs, percent-decoded as UTF-8 with ``+`` as a space
+    (form encoding, as Starlette and Flask read queries); a pair without ``=`` has the
+    empty value; empty pairs are skipped. A repeated key or invalid UTF-8 is a
+    :class:`BadRequest`.
+    """
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    result: dict[str, str] = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        try:
+            name = _form_decode(key)
+            decoded = _form_decode(value)
+        except UnicodeDecodeError:
+            raise BadRequest("query string is not valid UTF-8") from None
+        if name in result:
+            raise BadRequest(f"query parameter {name!r} is repeated")
+        result[name] = decoded
+    return result
+
+
+def _form_decode(text: str) -> str:
+    return unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
+
+
+def decode_path(raw: str | bytes) -> str:
+    """Percent-decode a raw request path as UTF-8; invalid UTF-8 is a :class:`BadRequest`."""
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+    try:
+        return unquote_to_bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("request path is not valid UTF-8") from None
+
+
+def split_target(url: str) -> tuple[str, dict[str, str]]:
+    """The decoded path and query of a URL or request target (for clients and the CLI)."""
+    parts = urlsplit(url)
+    return decode_path(parts.path or "/"), parse_query(parts.query)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """Everything the core needs to know about an HTTP request, and nothing else.
+
+    ``path`` is the decoded path the application sees (mount prefix included, no query);
+    ``query`` the decoded query parameters; ``headers`` the raw header pairs with
+    lower-case names, in order and with repeats, so duplicates can be refused.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Sequence[tuple[str, bytes]]
+    body: bytes = b""
+    raw_path: str = ""
+    client: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def header_values(self, name: str) -> list[bytes]:
+        """All values of header ``name`` (lower-case)."""
+        return [value for key, value in self.headers if key == name]

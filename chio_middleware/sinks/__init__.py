@@ -1,0 +1,135 @@
+"""Receipt sinks: where every signed HttpReceipt goes besides the response headers.
+
+A sink takes part in signing: :meth:`ReceiptSink.record` is handed a ``sign`` callback and
+calls it with the metadata the sink adds (a chained log adds its sequence number and the
+previous line's hash, PROTOCOL.md 7), so the receipt in the header and the one in the sink
+are the same signed object. A sink that cannot record raises; the middleware then answers
+503 ``chio_unavailable`` (fail closed) and never forwards an unrecorded allow.
+
+Backends: :class:`MemorySink` (tests), :class:`CallbackSink`, :class:`StructlogSink`, and
+the JSON Lines file sink in :mod:`chio_middleware.sinks.jsonl`. :func:`open_sink` builds
+one from the ``receipt_sink`` setting.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import structlog
+
+from ..core.models import HttpReceipt
+
+__all__ = [
+    "CallbackSink",
+    "MemorySink",
+    "ReceiptSink",
+    "SignReceipt",
+    "SinkError",
+    "StructlogSink",
+    "open_sink",
+]
+
+#: Signs the pending receipt with ``extra_metadata`` merged into its ``metadata``.
+SignReceipt = Callable[[Mapping[str, Any]], HttpReceipt]
+
+
+class SinkError(RuntimeError):
+    """A sink could not record a receipt."""
+
+
+@runtime_checkable
+class ReceiptSink(Protocol):
+    """Where receipts are recorded."""
+
+    def record(self, sign: SignReceipt) -> HttpReceipt:
+        """Sign the receipt through ``sign`` and record it; raise on failure."""
+
+    def flush(self) -> None:
+        """Make everything recorded so far durable (per the sink's policy)."""
+
+    def close(self) -> None:
+        """Flush and release resources; later ``record`` calls raise."""
+
+
+class MemorySink:
+    """Keeps receipts in a list (tests, and apps that inspect receipts in process)."""
+
+    def __init__(self) -> None:
+        self.receipts: list[HttpReceipt] = []
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def record(self, sign: SignReceipt) -> HttpReceipt:
+        """Sign and append."""
+        if self.closed:
+            raise SinkError("sink is closed")
+        receipt = sign({})
+        with self._lock:
+            self.receipts.append(receipt)
+        return receipt
+
+    def flush(self) -> None:
+        """Nothing to flush."""
+
+    def close(self) -> None:
+        """Refuse further receipts."""
+        self.closed = True
+
+
+class CallbackSink:
+    """Hands each receipt to an application callback; an exception is a sink failure."""
+
+    def __init__(self, callback: Callable[[HttpReceipt], object]) -> None:
+        self.callback = callback
+
+    def record(self, sign: SignReceipt) -> HttpReceipt:
+        """Sign and pass to the callback."""
+        receipt = sign({})
+        try:
+            self.callback(receipt)
+        except Exception as exc:
+            raise SinkError(f"receipt callback failed: {type(exc).__name__}") from exc
+        return receipt
+
+    def flush(self) -> None:
+        """Nothing to flush."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+class StructlogSink:
+    """Emits one ``chio_receipt`` event per receipt (for apps that ship their logs)."""
+
+    def __init__(self, logger_name: str = "chio_middleware.receipts") -> None:
+        self.logger = structlog.get_logger(logger_name)
+
+    def record(self, sign: SignReceipt) -> HttpReceipt:
+        """Sign and log the whole signed receipt as the event's ``receipt`` field."""
+        receipt = sign({})
+        try:
+            self.logger.info("chio_receipt", receipt=receipt.to_wire())
+        except Exception as exc:
+            raise SinkError(f"structlog sink failed: {type(exc).__name__}") from exc
+        return receipt
+
+    def flush(self) -> None:
+        """Nothing to flush."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def open_sink(spec: str, **options: Any) -> ReceiptSink:
+    """Build a sink from a ``receipt_sink`` setting: ``jsonl:<path>``, ``structlog``, ``memory``."""
+    if spec == "memory":
+        return MemorySink()
+    if spec == "structlog":
+        return StructlogSink()
+    if spec.startswith("jsonl:") and len(spec) > len("jsonl:"):
+        from .jsonl import JsonlSink
+
+        return JsonlSink(spec[len("jsonl:") :], **options)
+    raise ValueError(f"unknown receipt sink {spec!r}: use jsonl:<path>, structlog or memory")
