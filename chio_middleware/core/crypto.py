@@ -98,6 +98,11 @@ class PublicKey:
             raise
         except KeyFormatError as exc:
             raise SignatureInvalid(str(exc)) from None
+        digits = signature_hex[2:] if signature_hex[:2] in ("0x", "0X") else signature_hex
+        if digits != digits.lower():
+            # Signatures are emitted lowercase; accepting other spellings of the same bytes
+            # would let a signed object change on the wire and still verify.
+            raise SignatureInvalid("signature hex must be lowercase")
         try:
             self._verify_key.verify(message, signature)
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):

@@ -43,9 +43,12 @@ def b64url_decode(text: str) -> bytes:
     if "=" in text and len(text) % 4:
         raise ValueError("bad base64url padding")
     try:
-        return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+        data = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
     except (binascii.Error, ValueError):
         raise ValueError("not base64url") from None
+    if b64url_encode(data) != stripped:
+        raise ValueError("non-canonical base64url (unused bits set)")
+    return data
 
 
 def decode_header_object(
@@ -56,7 +59,8 @@ def decode_header_object(
     Raises :class:`HeadersTooLarge` past ``max_bytes`` and :class:`MalformedHeader` for a
     value that is neither form, is not an object, or repeats a key.
     """
-    if len(value) > max_bytes:
+    size = len(value) if isinstance(value, bytes) else len(value.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
         raise HeadersTooLarge(f"{name} is larger than {max_bytes} bytes")
     if isinstance(value, bytes):
         try:

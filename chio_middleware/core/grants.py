@@ -29,7 +29,16 @@ from typing import Any, TypeGuard
 from .errors import AccessDenied
 from .models import CapabilityToken, Constraint, ToolGrant
 
-__all__ = ["SUPPORTED_CONSTRAINTS", "GrantMatch", "constraint_holds", "match_grant"]
+__all__ = [
+    "SUPPORTED_CONSTRAINTS",
+    "GrantMatch",
+    "Leaf",
+    "constraint_holds",
+    "is_path_like_leaf",
+    "match_grant",
+    "normalise_path",
+    "string_leaves",
+]
 
 SUPPORTED_CONSTRAINTS = frozenset(
     {"path_prefix", "domain_exact", "domain_glob", "regex_match", "max_length", "max_args_size"}
@@ -49,20 +58,23 @@ class GrantMatch:
 
 
 @dataclass(frozen=True, slots=True)
-class _Leaf:
+class Leaf:
+    """A string leaf of the arguments and the object key it sits under."""
+
     key: str | None
     value: str
 
 
-def _string_leaves(value: Any, key: str | None = None) -> Iterator[_Leaf]:
+def string_leaves(value: Any, key: str | None = None) -> Iterator[Leaf]:
+    """Every string leaf of a JSON value; array items inherit their array's key."""
     if isinstance(value, str):
-        yield _Leaf(key, value)
+        yield Leaf(key, value)
     elif isinstance(value, dict):
         for child_key, child in value.items():
-            yield from _string_leaves(child, child_key)
+            yield from string_leaves(child, child_key)
     elif isinstance(value, list):
         for child in value:
-            yield from _string_leaves(child, key)
+            yield from string_leaves(child, key)
 
 
 def _is_path_key(key: str | None) -> bool:
@@ -72,13 +84,19 @@ def _is_path_key(key: str | None) -> bool:
     return "path" in lowered or lowered in _PATH_KEYS
 
 
+def is_path_like_leaf(leaf: Leaf) -> bool:
+    """A leaf under a path-ish key, or whose value looks like a path (the reference's test)."""
+    return _is_path_key(leaf.key) or _looks_like_path(leaf.value)
+
+
 def _looks_like_path(value: str) -> bool:
     if "://" in value:
         return False
     return value.startswith(("/", "./", "../", "~/")) or "/" in value or "\\" in value
 
 
-def _normalise_path(path: str) -> tuple[bool, list[str]] | None:
+def normalise_path(path: str) -> tuple[bool, list[str]] | None:
+    """``(absolute, segments)`` with ``.``/``..`` resolved; ``None`` if it climbs above root."""
     absolute = path.startswith(("/", "\\"))
     segments: list[str] = []
     for segment in re.split(r"[/\\]", path):
@@ -94,8 +112,8 @@ def _normalise_path(path: str) -> tuple[bool, list[str]] | None:
 
 
 def _path_has_prefix(candidate: str, prefix: str) -> bool:
-    normal_candidate = _normalise_path(candidate)
-    normal_prefix = _normalise_path(prefix)
+    normal_candidate = normalise_path(candidate)
+    normal_prefix = normalise_path(prefix)
     if normal_candidate is None or normal_prefix is None:
         return False
     if normal_candidate[0] != normal_prefix[0]:
@@ -140,11 +158,9 @@ def _compact_json_size(arguments: Any) -> int:
 def constraint_holds(constraint: Constraint, arguments: Mapping[str, Any]) -> bool:
     """Whether ``constraint`` holds on ``arguments``; unknown or ill-typed ones do not."""
     kind, value = constraint.type, constraint.value
-    leaves = list(_string_leaves(dict(arguments)))
+    leaves = list(string_leaves(dict(arguments)))
     if kind == "path_prefix" and isinstance(value, str):
-        paths = [
-            leaf.value for leaf in leaves if _is_path_key(leaf.key) or _looks_like_path(leaf.value)
-        ]
+        paths = [leaf.value for leaf in leaves if is_path_like_leaf(leaf)]
         return bool(paths) and all(_path_has_prefix(path, value) for path in paths)
     if kind in ("domain_exact", "domain_glob") and isinstance(value, str):
         domains = [d for d in (_parse_domain(leaf.value) for leaf in leaves) if d is not None]

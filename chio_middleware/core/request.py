@@ -55,9 +55,19 @@ def decode_path(raw: str | bytes) -> str:
 
 
 def split_target(url: str) -> tuple[str, dict[str, str]]:
-    """The decoded path and query of a URL or request target (for clients and the CLI)."""
-    parts = urlsplit(url)
-    return decode_path(parts.path or "/"), parse_query(parts.query)
+    """The decoded path and query of a URL or request target (for clients and the CLI).
+
+    A target that starts with ``/`` is split at the first ``?`` (``//a/b`` is a path, not
+    a host); an absolute URL is split by :func:`urllib.parse.urlsplit`.
+    """
+    if url.startswith("/"):
+        path, _, rest = url.partition("?")
+        query = rest.partition("#")[0]
+        path = path.partition("#")[0]
+    else:
+        parts = urlsplit(url)
+        path, query = parts.path, parts.query
+    return decode_path(path or "/"), parse_query(query)
 
 
 @dataclass(frozen=True, slots=True)

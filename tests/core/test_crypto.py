@@ -73,3 +73,21 @@ def test_sha256_hex() -> None:
 def test_signing_key_repr_does_not_leak_the_seed() -> None:
     key = SigningKey.from_seed_hex(SEED)
     assert SEED not in repr(key) and ISSUER_PUB in repr(key)
+
+
+def test_signature_hex_must_be_lowercase() -> None:
+    key = SigningKey.from_seed_hex(SEED)
+    signature = key.sign(b"m")
+    with pytest.raises(SignatureInvalid, match="lowercase"):
+        key.public_key.verify(b"m", signature.upper())
+
+
+def test_uppercase_in_the_first_signature_characters_is_refused() -> None:
+    key = SigningKey.from_seed_hex(SEED)
+    for message in (bytes([i]) for i in range(64)):
+        signature = key.sign(message)
+        if signature[0] in "abcdef":
+            with pytest.raises(SignatureInvalid):
+                key.public_key.verify(message, signature[0].upper() + signature[1:])
+            return
+    raise AssertionError("no signature starting with a letter in 64 tries")

@@ -53,10 +53,13 @@ def test_replay_of_the_valid_vector_is_refused() -> None:
 def test_vector_request_gives_the_expected_action_hash() -> None:
     import base64
 
+    from chio_middleware.core.request import split_target
+
     request = VECTORS["request"]
     body = base64.b64decode(request["body_b64"])
+    path, query = split_target(request["url"])
     assert (
-        request_binding_hash(request["method"], request["url"], {}, body_hash(body))
+        request_binding_hash(request["method"], path, query, body_hash(body))
         == EXPECTED.action_hash
     )
 

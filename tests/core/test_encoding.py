@@ -48,3 +48,17 @@ def test_encode_is_unpadded_base64url_of_canonical_json() -> None:
     assert "=" not in encoded
     assert base64.urlsafe_b64decode(encoded + "==") == '{"a":"é","b":1}'.encode()
     assert decode_header_object(encoded) == {"a": "é", "b": 1}
+
+
+def test_non_canonical_base64url_is_refused() -> None:
+    # "e30" is {} ; "e31" decodes to the same bytes with unused bits set
+    assert decode_header_object("e30") == {}
+    with pytest.raises(MalformedHeader):
+        decode_header_object("e31")
+
+
+def test_size_bound_counts_bytes_not_characters() -> None:
+    value = '{"a":"' + "é" * 9000 + '"}'
+    assert len(value) < 16384 < len(value.encode())
+    with pytest.raises(HeadersTooLarge):
+        decode_header_object(value)

@@ -1,0 +1,265 @@
+"""The pure ASGI middleware (Starlette, FastAPI, any ASGI app).
+
+``app.add_middleware(ChioMiddleware, settings=ChioSettings(...))``. HTTP requests are
+buffered up to ``max_body_bytes``, evaluated by the core, and either answered with the
+PROTOCOL.md 8 error or passed to the app with the body replayed unchanged; the receipt is
+signed when the response starts, with the status the client gets, and added to its
+headers. ``lifespan`` passes through (the sink is flushed at shutdown); ``websocket`` is
+refused unless ``websocket="allow_unverified"``. Nothing else is held back, so streaming
+responses stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from .core.clock import Clock
+from .core.engine import Evaluation
+from .core.errors import BadRequest, ChioError, PayloadTooLarge
+from .core.guards import Guard
+from .core.replay import ReplayStore, as_async
+from .core.request import RequestView, parse_query
+from .runtime import ChioRuntime
+from .settings import ChioSettings
+from .sinks import ReceiptSink
+
+__all__ = ["ChioMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = structlog.get_logger("chio_middleware")
+
+_CRASH_BODY = b'{"error":"internal_error","message":"the application failed","status":500}'
+
+
+class _ClientGone(Exception):
+    """The client disconnected before the request body was complete."""
+
+
+class ChioMiddleware:
+    """Verify, guard and receipt every HTTP request to the wrapped ASGI app."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: ChioSettings | None = None,
+        clock: Clock | None = None,
+        guards: Sequence[Guard] = (),
+        store: ReplayStore | None = None,
+        sink: ReceiptSink | None = None,
+    ) -> None:
+        self.app = app
+        self.runtime = ChioRuntime(settings, clock=clock, guards=guards, store=store, sink=sink)
+        self.settings = self.runtime.settings
+        self.store = as_async(self.runtime.store)
+        self._blocking_sink = getattr(self.runtime.sink, "blocking", False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self.app(scope, receive, self._lifespan_send(send))
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await asyncio.to_thread(self.runtime.close)
+            await send(message)
+
+        return lifespan_send
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.settings.websocket == "allow_unverified":
+            logger.warning("chio_websocket_unverified", path=scope.get("path"))
+            await self.app(scope, receive, send)
+            return
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            # Closing before accept makes the server answer the handshake with 403.
+            await send({"type": "websocket.close", "code": 1008, "reason": "chio: refused"})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        engine = self.runtime.engine
+        view, query_error = _request_view(scope)
+        evaluation = engine.start(view)
+        try:
+            if query_error is not None:
+                raise query_error
+            body = await self._read_body(receive, view)
+        except _ClientGone:
+            return
+        except ChioError as exc:
+            engine.reject(evaluation, exc)
+        else:
+            evaluation.request = replace(view, body=body)
+            await engine.evaluate(evaluation, self.store)
+        if evaluation.error is not None:
+            await self._send_error(evaluation, evaluation.error, send)
+            return
+        await self._call_app(scope, receive, evaluation, send)
+
+    async def _read_body(self, receive: Receive, view: RequestView) -> bytes:
+        limit = self.settings.max_body_bytes
+        lengths = view.header_values("content-length")
+        if len(lengths) > 1:
+            raise BadRequest("Content-Length appears more than once")
+        if lengths:
+            text = lengths[0].decode("latin-1").strip()
+            if not text.isdigit():
+                raise BadRequest("Content-Length is not a number")
+            if int(text) > limit:
+                raise PayloadTooLarge(f"body is larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body is larger than {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if lengths and len(body) != int(lengths[0]):
+            raise BadRequest("body length does not match Content-Length")
+        return body
+
+    async def _record(self, evaluation: Evaluation, status: int) -> None:
+        if self._blocking_sink:
+            await asyncio.to_thread(self.runtime.record, evaluation, status)
+        else:
+            self.runtime.record(evaluation, status)
+
+    async def _send_error(self, evaluation: Evaluation, error: ChioError, send: Send) -> None:
+        if self._blocking_sink:
+            rendered = await asyncio.to_thread(self.runtime.render_error, evaluation, error)
+        else:
+            rendered = self.runtime.render_error(evaluation, error)
+        status, headers, body = rendered
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _call_app(
+        self, scope: Scope, receive: Receive, evaluation: Evaluation, send: Send
+    ) -> None:
+        body = evaluation.request.body
+        replayed = False
+        started = False
+        replaced = False  # the app's response was replaced by a 503 (sink failure)
+
+        async def replay_receive() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: http.disconnect when the client leaves
+
+        async def receipted_send(message: Message) -> None:
+            nonlocal started, replaced
+            if replaced:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+                try:
+                    await self._record(evaluation, int(message["status"]))
+                except ChioError as exc:
+                    replaced = True
+                    await self._send_unrecorded(evaluation, exc, send)
+                    return
+                headers = list(message.get("headers", []))
+                headers.extend(
+                    (k.encode("latin-1"), v.encode("latin-1"))
+                    for k, v in self.runtime.engine.response_headers(evaluation)
+                )
+                message = {**message, "headers": headers}
+            await send(message)
+
+        state = scope.setdefault("state", {})
+        state["chio_request_id"] = evaluation.request_id
+        if evaluation.capability is not None:
+            state["chio_capability_id"] = evaluation.capability.id
+        try:
+            await self.app(scope, replay_receive, receipted_send)
+        except Exception:
+            if not started:
+                await self._send_crash(evaluation, send)
+            raise
+
+    async def _send_unrecorded(self, evaluation: Evaluation, error: ChioError, send: Send) -> None:
+        status, headers, body = self.runtime.engine.error_response(evaluation, error)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _send_crash(self, evaluation: Evaluation, send: Send) -> None:
+        headers = [(b"content-type", b"application/json")]
+        try:
+            await self._record(evaluation, 500)
+        except ChioError:
+            pass
+        else:
+            headers.extend(
+                (k.encode("latin-1"), v.encode("latin-1"))
+                for k, v in self.runtime.engine.response_headers(evaluation)
+            )
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
+        await send({"type": "http.response.body", "body": _CRASH_BODY})
+
+
+def _request_view(scope: Scope) -> tuple[RequestView, ChioError | None]:
+    """Translate an HTTP scope; a malformed query is returned to be refused after routing."""
+    path: str = scope.get("path", "/")
+    root_path: str = scope.get("root_path", "")
+    if root_path and not path.startswith(root_path):
+        path = root_path + path
+    raw_path_bytes: bytes | None = scope.get("raw_path")
+    raw_path = ""
+    if raw_path_bytes:
+        raw_path = raw_path_bytes.decode("latin-1").split("?", 1)[0]
+        if root_path and not raw_path.startswith(root_path):
+            raw_path = root_path + raw_path
+    headers = [(name.decode("latin-1").lower(), value) for name, value in scope.get("headers", [])]
+    error: ChioError | None = None
+    try:
+        query = parse_query(scope.get("query_string", b""))
+    except ChioError as exc:
+        query, error = {}, exc
+    client = scope.get("client")
+    view = RequestView(
+        method=scope.get("method", "GET").upper(),
+        path=path,
+        query=query,
+        headers=headers,
+        raw_path=raw_path,
+        client=f"{client[0]}:{client[1]}" if client else None,
+    )
+    return view, error

@@ -1,0 +1,480 @@
+"""The decision engine: one framework-free path from a request view to a decision.
+
+Both adapters call :meth:`ChioEngine.evaluate` (a coroutine: the ASGI adapter awaits it,
+the WSGI adapter drives it with :func:`run_sync`, so the logic is written once) and then
+:meth:`ChioEngine.sign` when the response starts, which signs the one receipt of the
+request with the status the client gets and records it in the sink.
+
+Order for a bound route (PROTOCOL.md 2-5): capability present, capability valid, grant
+(with its constraints), DPoP steps 1-5, execution nonce checks, replay reservations (DPoP
+then nonce), the nonce challenge when one is required and absent, then the guards.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .canonical import JsonParseError, canonical_json, parse_json
+from .capability import CapabilityVerifier
+from .clock import Clock, uuid7
+from .crypto import PublicKey, SigningKey, sha256_hex
+from .dpop import DpopBinding, check_dpop_proof, dpop_replay_slot, parse_dpop_proof
+from .encoding import decode_header_object, encode_header_object
+from .errors import (
+    AccessDenied,
+    BadRequest,
+    CapabilityRequired,
+    ChioError,
+    DpopRequired,
+    NonceRequired,
+    RateLimited,
+    Unavailable,
+)
+from .grants import match_grant
+from .guards import Guard, GuardContext
+from .hashing import (
+    anonymous_identity,
+    bearer_identity,
+    body_hash,
+    caller_identity_hash,
+    content_hash,
+    dpop_identity,
+    request_binding_hash,
+)
+from .models import CapabilityToken, GuardEvidence, HttpReceipt, NonceBinding, Verdict
+from .nonce import check_execution_nonce, mint_execution_nonce, nonce_replay_key
+from .nonce import parse_execution_nonce as parse_nonce
+from .receipts import encode_receipt_header, sign_receipt
+from .replay import AsyncReplayStore
+from .request import RequestView
+from .routing import RouteMatch, RouteTable
+
+__all__ = ["ChioEngine", "EngineConfig", "Evaluation", "run_sync"]
+
+CAPABILITY_HEADER = "x-chio-capability"
+DPOP_HEADER = "x-chio-dpop"
+NONCE_HEADER = "x-chio-execution-nonce"
+CAPABILITY_QUERY = "chio_capability"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+T = TypeVar("T")
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (sync stores, sync guards) to completion."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coroutine.close()
+    raise RuntimeError("an async guard or store suspended on the synchronous (WSGI) path")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine needs, already parsed and validated."""
+
+    signing_key: SigningKey
+    trusted_issuers: frozenset[PublicKey]
+    trusted_kernel_keys: frozenset[PublicKey]
+    routes: RouteTable
+    guards: Sequence[Guard]
+    policy: Mapping[str, Any]
+    revoked_capabilities: frozenset[str] = frozenset()
+    default_policy: str = "allow_safe"
+    proof_ttl: int = 300
+    max_clock_skew: int = 30
+    nonce_ttl: int = 30
+    max_delegation_depth: int = 4
+    max_header_bytes: int = 16 * 1024
+
+
+@dataclass
+class Evaluation:
+    """The state of one request through the pipeline, and then its outcome."""
+
+    request: RequestView
+    request_id: str
+    now: int
+    route: RouteMatch | None = None
+    error: ChioError | None = None
+    evidence: list[GuardEvidence] = field(default_factory=list)
+    capability: CapabilityToken | None = None
+    agent_key: PublicKey | None = None
+    challenge: str | None = None
+    receipt: HttpReceipt | None = None
+    #: An unexpected exception met while evaluating (logged by the adapter; denied 503).
+    failure: BaseException | None = None
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the application may run."""
+        return self.error is None
+
+    @property
+    def route_pattern(self) -> str:
+        """The matched template, or the raw path when no route matched."""
+        return self.route.pattern if self.route is not None else self.request.path
+
+    def deny(self, error: ChioError) -> None:
+        """Record the deciding failure and its evidence."""
+        self.error = error
+        self.evidence.append(
+            GuardEvidence(guard_name=error.guard, verdict=False, details=error.message)
+        )
+
+
+class ChioEngine:
+    """Verifies requests and signs their receipts. Thread-safe; one per middleware."""
+
+    def __init__(self, config: EngineConfig, *, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.signing_key = config.signing_key
+        self.policy_hash = sha256_hex(canonical_json(dict(config.policy)))
+        self.capabilities = CapabilityVerifier(
+            trusted_issuers={*config.trusted_issuers, config.signing_key.public_key},
+            revoked=config.revoked_capabilities,
+            max_delegation_depth=config.max_delegation_depth,
+        )
+        self.nonce_signers = (config.signing_key.public_key, *config.trusted_kernel_keys)
+        self._async_guards = any(inspect.iscoroutinefunction(g.check) for g in config.guards)
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    def start(self, request: RequestView) -> Evaluation:
+        """Begin an evaluation (route matched) before the body is read."""
+        now = self.clock()
+        evaluation = Evaluation(request=request, request_id=uuid7(int(now * 1000)), now=int(now))
+        try:
+            evaluation.route = self.config.routes.match(
+                request.method, request.path, request.raw_path or None
+            )
+        except ChioError as exc:
+            evaluation.deny(exc)
+        return evaluation
+
+    async def evaluate(self, evaluation: Evaluation, store: AsyncReplayStore) -> Evaluation:
+        """Run every check; on failure ``evaluation.error`` holds the deciding error."""
+        if evaluation.error is not None:
+            return evaluation
+        try:
+            await self._evaluate(evaluation, store)
+        except ChioError as exc:
+            evaluation.deny(exc)
+        except Exception as exc:  # a bug must never turn into an allow
+            evaluation.failure = exc
+            evaluation.deny(Unavailable("request could not be evaluated; refusing (fail closed)"))
+        return evaluation
+
+    def reject(self, evaluation: Evaluation, error: ChioError) -> Evaluation:
+        """Deny a request the adapter refused itself (body too large, bad framing)."""
+        if evaluation.error is None:
+            evaluation.deny(error)
+        return evaluation
+
+    async def _evaluate(self, ev: Evaluation, store: AsyncReplayStore) -> None:
+        request = ev.request
+        capability_raw, dpop_raw, nonce_raw = self._chio_headers(request)
+        route = ev.route
+        if route is None:
+            await self._unbound(ev, store, capability_raw, dpop_raw)
+            return
+        if capability_raw is None:
+            raise CapabilityRequired("side-effect route requires a capability token")
+        token = self._verify_capability(ev, capability_raw)
+        arguments = self._arguments(request, route)
+        grant = match_grant(
+            token, server=route.tool_server, tool=route.tool_name, arguments=arguments
+        )
+        if grant.grant.constraints:
+            ev.evidence.append(
+                GuardEvidence(
+                    guard_name="ConstraintGuard", verdict=True, details="grant constraints hold"
+                )
+            )
+        action_hash = request_binding_hash(
+            request.method, request.path, request.query, body_hash(request.body)
+        )
+        binding = route.binding
+        require_dpop = grant.dpop_required or binding is None or binding.require_dpop
+        proof = None
+        if dpop_raw is not None:
+            proof = parse_dpop_proof(dpop_raw)
+            ev.agent_key = check_dpop_proof(
+                proof,
+                subject=token.subject,
+                expected=DpopBinding(token.id, route.tool_server, route.tool_name, action_hash),
+                now=ev.now,
+                proof_ttl=self.config.proof_ttl,
+                max_clock_skew=self.config.max_clock_skew,
+            )
+        elif require_dpop:
+            raise DpopRequired("this route requires a DPoP proof (X-Chio-DPoP)")
+        nonce_binding = NonceBinding(
+            subject_id=PublicKey.from_hex(token.subject).hex,
+            capability_id=token.id,
+            tool_server=route.tool_server,
+            tool_name=route.tool_name,
+            parameter_hash=action_hash,
+        )
+        nonce = None
+        if nonce_raw is not None:
+            nonce = parse_nonce(nonce_raw)
+            check_execution_nonce(
+                nonce, expected=nonce_binding, now=ev.now, trusted_signers=self.nonce_signers
+            )
+        if proof is not None:
+            key, expires_at = dpop_replay_slot(
+                proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
+            )
+            await store.reserve(key, expires_at=expires_at, now=ev.now)
+            ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
+        if nonce is not None:
+            await store.reserve(
+                nonce_replay_key(nonce), expires_at=nonce.nonce.expires_at, now=ev.now
+            )
+            ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
+        elif binding is not None and binding.require_nonce:
+            minted = mint_execution_nonce(
+                self.signing_key, binding=nonce_binding, now=ev.now, ttl=self.config.nonce_ttl
+            )
+            ev.challenge = encode_header_object(minted.to_wire())
+            raise NonceRequired("this route requires an execution nonce; retry with the one issued")
+        context = GuardContext(
+            request=request,
+            route=route,
+            capability=token,
+            grant=grant.grant,
+            grant_index=grant.index,
+            subject=PublicKey.from_hex(token.subject).hex,
+            arguments=arguments,
+            now=ev.now,
+            store=store,
+        )
+        for guard in self.config.guards:
+            try:
+                outcome = guard.check(context)
+                detail = await outcome if inspect.isawaitable(outcome) else outcome
+            except (AccessDenied, RateLimited) as exc:
+                raise _as_guard_error(exc, guard.name) from None
+            except ChioError:
+                raise
+            except Exception as exc:
+                ev.failure = exc
+                raise Unavailable(f"guard {guard.name} failed; refusing (fail closed)") from None
+            ev.evidence.append(GuardEvidence(guard_name=guard.name, verdict=True, details=detail))
+
+    async def _unbound(
+        self,
+        ev: Evaluation,
+        store: AsyncReplayStore,
+        capability_raw: dict[str, Any] | None,
+        dpop_raw: dict[str, Any] | None,
+    ) -> None:
+        """The default policy for unbound routes; a presented credential is still verified."""
+        request = ev.request
+        safe = request.method in SAFE_METHODS
+        if self.config.default_policy == "deny":
+            raise AccessDenied("no route binding matches this request", guard="DefaultPolicyGuard")
+        if capability_raw is None:
+            if safe:
+                ev.evidence.append(
+                    GuardEvidence(
+                        guard_name="DefaultPolicyGuard",
+                        verdict=True,
+                        details="safe method, session-scoped allow",
+                    )
+                )
+                return
+            raise CapabilityRequired("side-effect route requires a capability token")
+        token = self._verify_capability(ev, capability_raw)
+        if dpop_raw is None:
+            if safe:
+                return
+            raise DpopRequired("side-effect routes require a DPoP proof (X-Chio-DPoP)")
+        proof = parse_dpop_proof(dpop_raw)
+        # No tool is bound to this route: the proof must still hold the subject's key and
+        # bind this capability and these request bytes; its tool fields are its own.
+        action_hash = request_binding_hash(
+            request.method, request.path, request.query, body_hash(request.body)
+        )
+        ev.agent_key = check_dpop_proof(
+            proof,
+            subject=token.subject,
+            expected=DpopBinding(
+                token.id, proof.body.tool_server, proof.body.tool_name, action_hash
+            ),
+            now=ev.now,
+            proof_ttl=self.config.proof_ttl,
+            max_clock_skew=self.config.max_clock_skew,
+        )
+        key, expires_at = dpop_replay_slot(
+            proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
+        )
+        await store.reserve(key, expires_at=expires_at, now=ev.now)
+        ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
+
+    def _verify_capability(self, ev: Evaluation, raw: dict[str, Any]) -> CapabilityToken:
+        token = self.capabilities.verify(raw, now=ev.now)
+        ev.capability = token
+        ev.evidence.append(
+            GuardEvidence(
+                guard_name="CapabilityGuard",
+                verdict=True,
+                details="valid capability token presented",
+            )
+        )
+        return token
+
+    def _chio_headers(
+        self, request: RequestView
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+        limit = self.config.max_header_bytes
+        decoded: list[dict[str, Any] | None] = []
+        for name in (CAPABILITY_HEADER, DPOP_HEADER, NONCE_HEADER):
+            values = request.header_values(name)
+            if len(values) > 1:
+                raise BadRequest(f"header {name} appears more than once")
+            decoded.append(
+                decode_header_object(values[0], name=name, max_bytes=limit) if values else None
+            )
+        query_capability = request.query.get(CAPABILITY_QUERY)
+        if query_capability is not None:
+            if decoded[0] is not None:
+                raise BadRequest("capability given both as a header and as a query parameter")
+            decoded[0] = decode_header_object(
+                query_capability, name=CAPABILITY_QUERY, max_bytes=limit
+            )
+        return decoded[0], decoded[1], decoded[2]
+
+    def _arguments(self, request: RequestView, route: RouteMatch) -> dict[str, Any]:
+        """Path parameters, query parameters and JSON object body members (PROTOCOL.md 5)."""
+        arguments: dict[str, Any] = dict(route.params)
+        for name, value in request.query.items():
+            if name == CAPABILITY_QUERY:
+                continue
+            if name in arguments:
+                raise BadRequest(f"argument {name!r} is given twice")
+            arguments[name] = value
+        if request.body and _is_json(request):
+            try:
+                body = parse_json(request.body)
+            except JsonParseError as exc:
+                raise BadRequest(f"request body is not valid JSON: {exc}") from None
+            if isinstance(body, dict):
+                for name, value in body.items():
+                    if name in arguments:
+                        raise BadRequest(f"argument {name!r} is given twice")
+                    arguments[name] = value
+        return arguments
+
+    # -- receipts -----------------------------------------------------------------------
+
+    def sign(self, ev: Evaluation, status: int, sink_record: Any) -> HttpReceipt:
+        """Sign the request's one receipt with the status the client receives, via the sink.
+
+        ``sink_record`` is the sink's ``record``; it calls back with its own metadata.
+        Raises whatever the sink raises (the adapter answers 503).
+        """
+        request = ev.request
+        route_pattern = ev.route_pattern
+        if ev.error is None:
+            verdict = Verdict.allow()
+        else:
+            verdict = Verdict.deny(ev.error.message, ev.error.guard, ev.error.status)
+        identity = _identity(ev)
+
+        def sign(extra: Mapping[str, Any]) -> HttpReceipt:
+            now = self.clock()
+            return sign_receipt(
+                self.signing_key,
+                receipt_id=uuid7(int(now * 1000)),
+                request_id=ev.request_id,
+                route_pattern=route_pattern,
+                method=request.method,
+                caller_identity_hash=caller_identity_hash(identity),
+                verdict=verdict,
+                evidence=ev.evidence,
+                response_status=status,
+                timestamp=int(now),
+                content_hash=content_hash(
+                    request.method,
+                    request.path,
+                    request.query,
+                    body_hash(request.body),
+                    route_pattern,
+                ),
+                policy_hash=self.policy_hash,
+                capability_id=ev.capability.id if ev.capability is not None else None,
+                metadata={"chio_http_status_scope": "final", **extra},
+            )
+
+        receipt: HttpReceipt = sink_record(sign)
+        ev.receipt = receipt
+        return receipt
+
+    def response_headers(self, ev: Evaluation) -> list[tuple[str, str]]:
+        """Receipt headers for the response (and the nonce challenge, when one was issued)."""
+        assert ev.receipt is not None
+        headers = [
+            ("x-chio-receipt-id", ev.receipt.id),
+            ("x-chio-receipt", encode_receipt_header(ev.receipt)),
+        ]
+        if ev.challenge is not None:
+            headers.append(("x-chio-execution-nonce", ev.challenge))
+        return headers
+
+    def error_response(
+        self, ev: Evaluation, error: ChioError
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Status, headers and JSON body of a denial (PROTOCOL.md 8)."""
+        receipt_id = ev.receipt.id if ev.receipt is not None else None
+        body = json.dumps(error.to_body(receipt_id), separators=(",", ":")).encode("utf-8")
+        headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+            ("cache-control", "no-store"),
+        ]
+        if error.status == 401:
+            headers.append(("www-authenticate", f'ChioDPoP error="{error.code}"'))
+        if isinstance(error, RateLimited):
+            headers.append(("retry-after", str(error.retry_after)))
+        if ev.receipt is not None:
+            headers.extend(self.response_headers(ev))
+        return error.status, headers, body
+
+    @property
+    def has_async_guards(self) -> bool:
+        """True when an application guard is a coroutine function."""
+        return self._async_guards
+
+
+def _as_guard_error(error: ChioError, guard_name: str) -> ChioError:
+    if "guard" not in vars(error):  # the class default: name the guard that said no
+        error.guard = guard_name  # type: ignore[misc]
+    return error
+
+
+def _is_json(request: RequestView) -> bool:
+    values = request.header_values("content-type")
+    if not values:
+        return False
+    media = values[0].split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
+
+
+def _identity(ev: Evaluation) -> dict[str, Any]:
+    if ev.agent_key is not None:
+        return dpop_identity(ev.agent_key.hex)
+    authorization = ev.request.header_values("authorization")
+    if len(authorization) == 1 and authorization[0][:7].lower() == b"bearer ":
+        token = authorization[0][7:].strip().decode("latin-1")
+        if token:
+            return bearer_identity(token)
+    return anonymous_identity()

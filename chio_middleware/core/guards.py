@@ -1,0 +1,179 @@
+"""The guard pipeline: the :class:`Guard` protocol and the built-in guards.
+
+A guard looks at a verified call (:class:`GuardContext`) and either passes, optionally
+returning a short detail for its evidence, or raises a :class:`ChioError` (usually
+:class:`AccessDenied` or :class:`RateLimited`). ``check`` may be a plain or an ``async``
+method. Guards run in order; each adds one GuardEvidence to the receipt; the first denial
+decides, with its own code and status.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import AccessDenied
+from .grants import is_path_like_leaf, normalise_path, string_leaves
+from .models import CapabilityToken, ToolGrant
+from .replay import AsyncReplayStore, TokenBucket
+from .request import RequestView
+from .routing import RouteMatch
+
+__all__ = [
+    "ForbiddenPathGuard",
+    "Guard",
+    "GuardContext",
+    "InvocationBudgetGuard",
+    "RateLimitGuard",
+    "SecretLeakGuard",
+    "parse_rate",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardContext:
+    """What a guard may look at: the request, its route and the verified credentials."""
+
+    request: RequestView
+    route: RouteMatch
+    capability: CapabilityToken
+    grant: ToolGrant
+    grant_index: int
+    subject: str
+    arguments: dict[str, Any]
+    now: int
+    store: AsyncReplayStore
+
+
+@runtime_checkable
+class Guard(Protocol):
+    """A check on a verified call. Raise a ChioError to deny; return a detail or None."""
+
+    name: str
+
+    def check(self, context: GuardContext) -> str | Awaitable[str | None] | None:
+        """Pass (optionally with a detail for the evidence) or raise to deny."""
+
+
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*")
+_PERIOD = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate(text: str) -> TokenBucket:
+    """Parse ``"60/minute"`` (also ``s``/``sec``/``second``, ``m``/``min``, ``h``/``hour``)."""
+    match = _RATE.fullmatch(text)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"rate {text!r} is not of the form '<count>/<second|minute|hour>'")
+    count = int(match.group(1))
+    return TokenBucket(rate=count / _PERIOD[match.group(2)], burst=count)
+
+
+class RateLimitGuard:
+    """A token bucket per capability subject, shared through the replay/budget store."""
+
+    name = "RateLimitGuard"
+
+    def __init__(self, bucket: TokenBucket) -> None:
+        self.bucket = bucket
+
+    async def check(self, context: GuardContext) -> str | None:
+        """Take a token for the subject; ``RateLimited`` (429) when the bucket is empty."""
+        await context.store.take(f"rate:{context.subject}", bucket=self.bucket, now=context.now)
+        return None
+
+
+class InvocationBudgetGuard:
+    """Counts calls against the matched grant's ``max_invocations``, across all workers."""
+
+    name = "InvocationBudgetGuard"
+
+    async def check(self, context: GuardContext) -> str | None:
+        """Consume one invocation; ``BudgetExceeded`` (429) once the budget is spent."""
+        limit = context.grant.max_invocations
+        if limit is None:
+            return None
+        key = f"budget:{context.capability.id}:{context.grant_index}"
+        used = await context.store.consume(
+            key, limit=limit, expires_at=context.capability.expires_at, now=context.now
+        )
+        return f"invocation {used} of {limit}"
+
+
+class ForbiddenPathGuard:
+    """Refuses calls whose path-like arguments match a forbidden glob (``**`` spans dirs)."""
+
+    name = "ForbiddenPathGuard"
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns = list(patterns)
+        self._regexes = [re.compile(_glob_to_regex(p)) for p in self.patterns]
+
+    def check(self, context: GuardContext) -> str | None:
+        """Deny (403) when a normalised path argument matches a pattern."""
+        for leaf in string_leaves(context.arguments):
+            if not is_path_like_leaf(leaf):
+                continue
+            normal = normalise_path(leaf.value)
+            if normal is None:
+                raise AccessDenied("a path argument climbs above its root", guard=self.name)
+            absolute, segments = normal
+            candidate = ("/" if absolute else "") + "/".join(segments)
+            for pattern, regex in zip(self.patterns, self._regexes, strict=True):
+                if regex.fullmatch(candidate):
+                    raise AccessDenied(
+                        f"a path argument matches the forbidden pattern {pattern!r}",
+                        guard=self.name,
+                    )
+        return None
+
+
+def _glob_to_regex(pattern: str) -> str:
+    # '**' matches across directories, '*' and '?' within one segment.
+    out = []
+    index = 0
+    while index < len(pattern):
+        if pattern.startswith("**", index):
+            out.append(".*")
+            index += 2
+        else:
+            char = pattern[index]
+            out.append("[^/]*" if char == "*" else "[^/]" if char == "?" else re.escape(char))
+            index += 1
+    return "".join(out)
+
+
+# Well-known secret formats. Each is specific enough that a match in a request body is
+# almost certainly a leaked credential; the detail names the kind, never the value.
+_SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("private key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")),
+    ("AWS access key id", re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b")),
+    (
+        "AWS secret access key",
+        re.compile(r"aws_secret_access_key\W{0,4}[A-Za-z0-9/+=]{40}", re.IGNORECASE),
+    ),
+    ("Google API key", re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b")),
+    ("GCP service account key", re.compile(r'"private_key_id"\s*:\s*"[0-9a-f]{40}"')),
+    ("GitHub token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{60,})")),
+    ("Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("Stripe secret key", re.compile(r"\b[rs]k_live_[A-Za-z0-9]{20,}")),
+    ("Azure storage key", re.compile(r"AccountKey=[A-Za-z0-9+/]{86}==")),
+    ("OpenAI API key", re.compile(r"\bsk-(?:proj-)?[A-Za-z0-9_\-]{32,}")),
+)
+
+
+class SecretLeakGuard:
+    """Refuses bodies and arguments carrying private keys or well-known cloud credentials."""
+
+    name = "SecretLeakGuard"
+
+    def check(self, context: GuardContext) -> str | None:
+        """Deny (403) naming the kind of secret found; the value is never echoed."""
+        texts = [context.request.body.decode("utf-8", "replace")]
+        texts.extend(leaf.value for leaf in string_leaves(context.arguments))
+        for text in texts:
+            for kind, pattern in _SECRET_PATTERNS:
+                if pattern.search(text):
+                    raise AccessDenied(f"request carries a secret ({kind})", guard=self.name)
+        return None

@@ -1,0 +1,240 @@
+"""What both adapters share: settings turned into an engine, a store and a sink.
+
+The adapters only translate ASGI/WSGI into :class:`~chio_middleware.core.request.RequestView`
+and render what :class:`ChioRuntime` decides. Everything that can be wrong in the settings
+fails here, at construction, never at the first request.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import inspect
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from .core.clock import Clock, system_clock
+from .core.crypto import PublicKey, SigningKey
+from .core.engine import ChioEngine, EngineConfig, Evaluation
+from .core.errors import ChioError, Unavailable
+from .core.guards import (
+    ForbiddenPathGuard,
+    Guard,
+    InvocationBudgetGuard,
+    RateLimitGuard,
+    SecretLeakGuard,
+    parse_rate,
+)
+from .core.models import HttpReceipt
+from .core.replay import ReplayStore
+from .core.routing import RouteTable
+from .settings import ChioSettings, load_policy_file
+from .sinks import ReceiptSink, open_sink
+
+__all__ = ["ChioRuntime"]
+
+logger = structlog.get_logger("chio_middleware")
+
+
+class ChioRuntime:
+    """The engine, store and sink built from :class:`ChioSettings`, plus decision logging."""
+
+    def __init__(
+        self,
+        settings: ChioSettings | None = None,
+        *,
+        clock: Clock | None = None,
+        guards: Sequence[Guard] = (),
+        store: ReplayStore | None = None,
+        sink: ReceiptSink | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else ChioSettings()
+        s = self.settings
+        signing_key = s.load_signing_key()
+        if signing_key is None:
+            signing_key = SigningKey.generate()
+            logger.warning(
+                "chio_ephemeral_signing_key",
+                message=(
+                    "no signing_key configured: using a random key for this process only; "
+                    "receipts and nonces will not verify after a restart. Set CHIO_SIGNING_KEY "
+                    "or CHIO_SIGNING_KEY_FILE in production."
+                ),
+                kernel_key=signing_key.public_key.hex,
+            )
+        routes = list(s.routes)
+        default_policy: str = s.default_policy
+        rate_limit, forbidden, secret_leak, custom = (
+            s.rate_limit,
+            list(s.forbidden_paths),
+            s.secret_leak_guard,
+            list(s.guards),
+        )
+        if s.policy_file is not None:
+            policy = load_policy_file(s.policy_file)
+            routes.extend(policy.routes)
+            default_policy = policy.default_policy or default_policy
+            g = policy.guards
+            rate_limit = g.rate_limit if g.rate_limit is not None else rate_limit
+            forbidden = g.forbidden_paths if g.forbidden_paths is not None else forbidden
+            secret_leak = g.secret_leak if g.secret_leak is not None else secret_leak
+            custom = custom + (g.custom or [])
+        try:
+            table = RouteTable(routes)
+        except ValueError as exc:
+            raise ValueError(f"routes: {exc}") from None
+        pipeline: list[Guard] = []
+        if rate_limit is not None:
+            pipeline.append(RateLimitGuard(parse_rate(rate_limit)))
+        if forbidden:
+            pipeline.append(ForbiddenPathGuard(forbidden))
+        if secret_leak:
+            pipeline.append(SecretLeakGuard())
+        pipeline.extend(_import_guard(path) for path in custom)
+        pipeline.extend(guards)
+        pipeline.append(InvocationBudgetGuard())
+        policy_view: dict[str, Any] = {
+            "default_policy": default_policy,
+            "routes": [binding.policy_view() for binding in table.bindings],
+            "guards": [g.name for g in pipeline],
+            "rate_limit": rate_limit,
+            "forbidden_paths": forbidden,
+            "max_body_bytes": s.max_body_bytes,
+            "proof_ttl": s.proof_ttl,
+            "max_clock_skew": s.max_clock_skew,
+            "nonce_ttl": s.nonce_ttl,
+            "max_delegation_depth": s.max_delegation_depth,
+            "revoked_capabilities": sorted(s.revoked_capabilities),
+        }
+        config = EngineConfig(
+            signing_key=signing_key,
+            trusted_issuers=frozenset(PublicKey.from_hex(k) for k in s.trusted_issuers),
+            trusted_kernel_keys=frozenset(PublicKey.from_hex(k) for k in s.trusted_kernel_keys),
+            routes=table,
+            guards=tuple(pipeline),
+            policy=policy_view,
+            revoked_capabilities=frozenset(s.revoked_capabilities),
+            default_policy=default_policy,
+            proof_ttl=s.proof_ttl,
+            max_clock_skew=s.max_clock_skew,
+            nonce_ttl=s.nonce_ttl,
+            max_delegation_depth=s.max_delegation_depth,
+            max_header_bytes=s.max_header_bytes,
+        )
+        self.engine = ChioEngine(config, clock=clock or system_clock)
+        self.store = store if store is not None else _open_store(s)
+        self.sink = sink if sink is not None else _open_sink(s)
+        self._closed = False
+        _RUNTIMES.add(self)
+
+    @property
+    def kernel_key(self) -> PublicKey:
+        """The public key receipts and nonces are signed with."""
+        return self.engine.signing_key.public_key
+
+    def record(self, evaluation: Evaluation, status: int) -> HttpReceipt:
+        """Sign and record the request's receipt; raise ``Unavailable`` if the sink fails."""
+        try:
+            receipt = self.engine.sign(evaluation, status, self.sink.record)
+        except Exception as exc:
+            logger.error(
+                "chio_receipt_sink_failed",
+                error=type(exc).__name__,
+                request_id=evaluation.request_id,
+                route=evaluation.route_pattern,
+            )
+            raise Unavailable("receipt could not be recorded; refusing (fail closed)") from None
+        self.log_decision(evaluation, receipt)
+        return receipt
+
+    def log_decision(self, evaluation: Evaluation, receipt: HttpReceipt) -> None:
+        """One structlog event per decision; never a key, token or signature."""
+        error = evaluation.error
+        if evaluation.failure is not None:
+            logger.error(
+                "chio_evaluation_failed",
+                error=type(evaluation.failure).__name__,
+                exc_info=evaluation.failure,
+            )
+        logger.info(
+            "chio_decision",
+            verdict="allow" if error is None else "deny",
+            status=receipt.response_status,
+            code=None if error is None else error.code,
+            guard=None if error is None else error.guard,
+            method=evaluation.request.method,
+            route=evaluation.route_pattern,
+            tool=None
+            if evaluation.route is None
+            else f"{evaluation.route.tool_server}/{evaluation.route.tool_name}",
+            capability_id=receipt.capability_id,
+            receipt_id=receipt.id,
+            request_id=evaluation.request_id,
+        )
+
+    def render_error(
+        self, evaluation: Evaluation, error: ChioError
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Sign the denial's receipt and return the error response (503 if that fails)."""
+        try:
+            self.record(evaluation, error.status)
+        except Unavailable as unavailable:
+            evaluation.receipt = None
+            return self.engine.error_response(evaluation, unavailable)
+        return self.engine.error_response(evaluation, error)
+
+    def close(self) -> None:
+        """Flush the sink and close the store (lifespan shutdown, atexit)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.sink.close()
+        finally:
+            self.store.close()
+
+
+def _open_store(settings: ChioSettings) -> ReplayStore:
+    from .stores import open_store
+
+    return open_store(
+        settings.replay_store,
+        key_prefix=settings.store_key_prefix,
+        timeout=settings.store_timeout,
+        capacity=settings.store_capacity,
+    )
+
+
+def _open_sink(settings: ChioSettings) -> ReceiptSink:
+    if settings.receipt_sink.startswith("jsonl:"):
+        return open_sink(
+            settings.receipt_sink,
+            max_bytes=settings.receipt_max_bytes,
+            backups=settings.receipt_backups,
+            fsync=settings.receipt_fsync,
+        )
+    return open_sink(settings.receipt_sink)
+
+
+def _import_guard(path: str) -> Guard:
+    module_name, _, attribute = path.partition(":")
+    try:
+        target: Any = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"guards: cannot import {path!r}: {exc}") from None
+    guard = target() if inspect.isclass(target) else target
+    if not isinstance(guard, Guard):
+        raise ValueError(f"guards: {path!r} is not a Guard (needs .name and .check)")
+    return guard
+
+
+_RUNTIMES: weakref.WeakSet[ChioRuntime] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:  # receipts are never lost on a clean interpreter exit
+    for runtime in list(_RUNTIMES):
+        runtime.close()

@@ -1,0 +1,194 @@
+"""ChioSettings: the one configuration object (environment prefix ``CHIO_``).
+
+Keyword arguments override the environment; list values are JSON in the environment
+(``CHIO_TRUSTED_ISSUERS='["ab12..."]'``). Everything is validated at construction, and a
+bad value raises ``pydantic.ValidationError`` naming the setting. Route bindings and
+guard settings may also come from a TOML policy file (``policy_file``); see
+:func:`load_policy_file`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .core.crypto import KeyFormatError, PublicKey, SigningKey
+from .core.guards import parse_rate
+from .core.routing import RouteBinding
+
+__all__ = ["DEFAULT_FORBIDDEN_PATHS", "ChioSettings", "PolicyFile", "load_policy_file"]
+
+#: Paths that an agent's tool call should never name (globs; ``**`` spans directories).
+DEFAULT_FORBIDDEN_PATHS = ("/etc/shadow", "/root/**", "**/.ssh/**", "**/.aws/**", "**/.gnupg/**")
+
+_STORE_SCHEMES = ("memory://", "sqlite:///", "redis://", "rediss://")
+
+
+def _check_keys(values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            PublicKey.from_hex(value)
+        except KeyFormatError as exc:
+            raise ValueError(str(exc)) from None
+    return values
+
+
+class ChioSettings(BaseSettings):
+    """Settings of the Chio middleware (environment prefix ``CHIO_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CHIO_", frozen=True, extra="forbid")
+
+    signing_key: SecretStr | None = Field(
+        default=None, description="Hex Ed25519 seed of the middleware (signs receipts, nonces)."
+    )
+    signing_key_file: Path | None = Field(default=None, description="File holding the hex seed.")
+    trusted_issuers: list[str] = Field(default_factory=list, description="Capability issuer keys.")
+    trusted_kernel_keys: list[str] = Field(
+        default_factory=list, description="Kernel keys whose execution nonces are accepted."
+    )
+    routes: list[RouteBinding] = Field(default_factory=list, description="Route bindings.")
+    policy_file: Path | None = Field(default=None, description="TOML file of bindings and guards.")
+    revoked_capabilities: list[str] = Field(default_factory=list, description="Revoked token ids.")
+    replay_store: str = Field(default="memory://", description="memory://, sqlite:///..., redis://")
+    store_key_prefix: str = Field(default="chio:", description="Key prefix in shared stores.")
+    store_timeout: float = Field(default=0.25, gt=0, le=30, description="Store timeout, seconds.")
+    store_capacity: int = Field(default=8192, ge=16, description="In-memory store entries.")
+    receipt_sink: str = Field(
+        default="jsonl:chio-receipts.jsonl", description="jsonl:<path>, structlog or memory."
+    )
+    receipt_fsync: Literal["always", "interval", "never"] = "interval"
+    receipt_max_bytes: int = Field(default=50 * 2**20, ge=4096)
+    receipt_backups: int = Field(default=5, ge=0)
+    proof_ttl: int = Field(default=300, ge=1, le=86400)
+    max_clock_skew: int = Field(default=30, ge=0, le=3600)
+    nonce_ttl: int = Field(default=30, ge=1, le=3600)
+    max_body_bytes: int = Field(default=2**20, ge=0)
+    max_header_bytes: int = Field(default=16 * 1024, ge=256, le=2**20)
+    max_delegation_depth: int = Field(default=4, ge=0, le=64)
+    default_policy: Literal["allow_safe", "deny"] = "allow_safe"
+    rate_limit: str | None = Field(default=None, description="Per-subject rate, e.g. 60/minute.")
+    forbidden_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_FORBIDDEN_PATHS))
+    secret_leak_guard: bool = True
+    guards: list[str] = Field(default_factory=list, description="Guard import paths mod:attr.")
+    websocket: Literal["refuse", "allow_unverified"] = "refuse"
+
+    @field_validator("trusted_issuers", "trusted_kernel_keys")
+    @classmethod
+    def _valid_keys(cls, values: list[str]) -> list[str]:
+        return _check_keys(values)
+
+    @field_validator("signing_key")
+    @classmethod
+    def _valid_seed(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                SigningKey.from_seed_hex(value.get_secret_value())
+            except KeyFormatError:
+                raise ValueError("must be 64 hex characters (an Ed25519 seed)") from None
+        return value
+
+    @field_validator("replay_store")
+    @classmethod
+    def _valid_store(cls, value: str) -> str:
+        if not value.startswith(_STORE_SCHEMES):
+            raise ValueError("must start with memory://, sqlite:///, redis:// or rediss://")
+        return value
+
+    @field_validator("receipt_sink")
+    @classmethod
+    def _valid_sink(cls, value: str) -> str:
+        if value in ("structlog", "memory") or (value.startswith("jsonl:") and len(value) > 6):
+            return value
+        raise ValueError("must be jsonl:<path>, structlog or memory")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)
+        return value
+
+    @field_validator("guards")
+    @classmethod
+    def _valid_guard_paths(cls, values: list[str]) -> list[str]:
+        for value in values:
+            module, _, attr = value.partition(":")
+            if not module or not attr:
+                raise ValueError(f"guard {value!r} must be an import path 'module:attribute'")
+        return values
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ChioSettings:
+        if self.signing_key is not None and self.signing_key_file is not None:
+            raise ValueError("set signing_key or signing_key_file, not both")
+        if self.signing_key_file is not None:
+            read_seed_file(self.signing_key_file)
+        if self.policy_file is not None:
+            load_policy_file(self.policy_file)
+        return self
+
+    def load_signing_key(self) -> SigningKey | None:
+        """The configured signing key, or ``None`` when none is configured."""
+        if self.signing_key is not None:
+            return SigningKey.from_seed_hex(self.signing_key.get_secret_value())
+        if self.signing_key_file is not None:
+            return read_seed_file(self.signing_key_file)
+        return None
+
+
+def read_seed_file(path: Path) -> SigningKey:
+    """Read a hex seed file; raise ``ValueError`` naming ``signing_key_file``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"signing_key_file {path}: {exc.strerror}") from None
+    try:
+        return SigningKey.from_seed_hex(text.strip())
+    except KeyFormatError:
+        raise ValueError(f"signing_key_file {path}: not a hex Ed25519 seed") from None
+
+
+class PolicyGuards(BaseModel):
+    """The ``[guards]`` table of a policy file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate_limit: str | None = None
+    forbidden_paths: list[str] | None = None
+    secret_leak: bool | None = None
+    custom: list[str] | None = None
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)
+        return value
+
+
+class PolicyFile(BaseModel):
+    """A TOML policy file: ``default_policy``, ``[[routes]]`` and ``[guards]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_policy: Literal["allow_safe", "deny"] | None = None
+    routes: list[RouteBinding] = Field(default_factory=list)
+    guards: PolicyGuards = Field(default_factory=PolicyGuards)
+
+
+def load_policy_file(path: Path) -> PolicyFile:
+    """Parse and validate a policy file; errors name ``policy_file`` and the path."""
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"policy_file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"policy_file {path}: invalid TOML: {exc}") from None
+    try:
+        return PolicyFile.model_validate(data)
+    except ValueError as exc:
+        raise ValueError(f"policy_file {path}: {exc}") from None

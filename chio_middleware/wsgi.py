@@ -1,0 +1,272 @@
+"""The native WSGI middleware (Flask, any WSGI app); not an ASGI bridge.
+
+``app.wsgi_app = ChioWSGIMiddleware(app.wsgi_app, settings=ChioSettings(...))``. The body
+is read from ``wsgi.input`` within ``max_body_bytes`` (Content-Length first; chunked bodies
+counted as they arrive) and re-provided as a fresh stream with its exact length, without
+``Transfer-Encoding: chunked`` so Flask reads it. The receipt is signed when the app calls
+``start_response``, with that status, and its headers are added there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+from .core.clock import Clock
+from .core.engine import Evaluation, run_sync
+from .core.errors import BadRequest, ChioError, PayloadTooLarge
+from .core.guards import Guard
+from .core.replay import ReplayStore, SyncStoreAsAsync
+from .core.request import RequestView, parse_query
+from .runtime import ChioRuntime
+from .settings import ChioSettings
+from .sinks import ReceiptSink
+
+__all__ = ["ChioWSGIMiddleware"]
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+logger = structlog.get_logger("chio_middleware")
+
+_CRASH_BODY = b'{"error":"internal_error","message":"the application failed","status":500}'
+_READ_CHUNK = 64 * 1024
+
+
+class ChioWSGIMiddleware:
+    """Verify, guard and receipt every request to the wrapped WSGI app."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        settings: ChioSettings | None = None,
+        clock: Clock | None = None,
+        guards: Sequence[Guard] = (),
+        store: ReplayStore | None = None,
+        sink: ReceiptSink | None = None,
+    ) -> None:
+        self.app = app
+        self.runtime = ChioRuntime(settings, clock=clock, guards=guards, store=store, sink=sink)
+        self.settings = self.runtime.settings
+        self.store = SyncStoreAsAsync(self.runtime.store)
+        self._loops = threading.local()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        engine = self.runtime.engine
+        try:
+            view = _request_view(environ)
+            error: ChioError | None = None
+        except ChioError as exc:
+            view, error = _fallback_view(environ), exc
+        evaluation = engine.start(view)
+        if error is None:
+            try:
+                body = self._read_body(environ, view)
+            except ChioError as exc:
+                error = exc
+        if error is not None:
+            engine.reject(evaluation, error)
+        else:
+            evaluation.request = replace(view, body=body)
+            self._evaluate(evaluation)
+        if evaluation.error is not None:
+            status, headers, payload = self.runtime.render_error(evaluation, evaluation.error)
+            start_response(_status_line(status), headers)
+            return [payload]
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        environ["chio.request_id"] = evaluation.request_id
+        if evaluation.capability is not None:
+            environ["chio.capability_id"] = evaluation.capability.id
+        return self._call_app(environ, start_response, evaluation)
+
+    def _evaluate(self, evaluation: Evaluation) -> None:
+        coroutine = self.runtime.engine.evaluate(evaluation, self.store)
+        if not self.runtime.engine.has_async_guards:
+            run_sync(coroutine)
+            return
+        # An application guard is async: give this thread an event loop of its own.
+        runner = getattr(self._loops, "runner", None)
+        if runner is None:
+            runner = self._loops.runner = asyncio.Runner()
+        runner.run(coroutine)
+
+    def _read_body(self, environ: dict[str, Any], view: RequestView) -> bytes:
+        limit = self.settings.max_body_bytes
+        stream = environ.get("wsgi.input")
+        length_text = environ.get("CONTENT_LENGTH", "")
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if length_text and not chunked:
+            if not length_text.strip().isdigit():
+                raise BadRequest("Content-Length is not a number")
+            length = int(length_text)
+            if length > limit:
+                raise PayloadTooLarge(f"body is larger than {limit} bytes")
+            body = stream.read(length) if stream is not None and length else b""
+            if len(body) != length:
+                raise BadRequest("body is shorter than Content-Length")
+            return bytes(body)
+        if not chunked or stream is None:
+            return b""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = stream.read(_READ_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body is larger than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _call_app(
+        self, environ: dict[str, Any], start_response: StartResponse, evaluation: Evaluation
+    ) -> Iterable[bytes]:
+        state: dict[str, Any] = {"replaced": None, "started": False}
+
+        def receipted_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            if state["started"] and exc_info is None:
+                raise AssertionError("start_response called twice without exc_info")
+            state["started"] = True
+            try:
+                self.runtime.record(evaluation, int(status[:3]))
+            except ChioError as exc:
+                code, error_headers, payload = self.runtime.engine.error_response(evaluation, exc)
+                state["replaced"] = payload
+                start_response(_status_line(code), error_headers, exc_info)
+                return lambda _data: None
+            extra = self.runtime.engine.response_headers(evaluation)
+            return start_response(status, [*headers, *extra], exc_info)
+
+        try:
+            result = self.app(environ, receipted_start_response)
+        except Exception:
+            if state["started"]:
+                raise
+            return self._crash(evaluation, start_response)
+        if state["replaced"] is not None:
+            _close(result)
+            return [state["replaced"]]
+        return _ClosingIterator(result, state)
+
+    def _crash(self, evaluation: Evaluation, start_response: StartResponse) -> Iterable[bytes]:
+        logger.error("chio_app_failed", request_id=evaluation.request_id, exc_info=True)
+        headers = [("Content-Type", "application/json")]
+        try:
+            self.runtime.record(evaluation, 500)
+        except ChioError:
+            pass
+        else:
+            headers.extend(self.runtime.engine.response_headers(evaluation))
+        start_response("500 Internal Server Error", headers, sys.exc_info())
+        return [_CRASH_BODY]
+
+
+class _ClosingIterator:
+    """Passes the app's body through; a sink failure at start swaps in the 503 body."""
+
+    def __init__(self, result: Iterable[bytes], state: dict[str, Any]) -> None:
+        self._result = result
+        self._state = state
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._result:
+            replaced = self._state["replaced"]
+            if replaced is not None:
+                yield replaced
+                return
+            yield chunk
+        if not self._state["started"]:
+            raise RuntimeError("the WSGI app returned without calling start_response")
+
+    def close(self) -> None:
+        """Close the app's iterable (WSGI requires it)."""
+        _close(self._result)
+
+
+def _close(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if callable(close):
+        close()
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    413: "Content Too Large",
+    428: "Precondition Required",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def _status_line(status: int) -> str:
+    return f"{status} {_REASONS.get(status, 'Error')}"
+
+
+def _headers(environ: dict[str, Any]) -> list[tuple[str, bytes]]:
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").lower()
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            name = key.replace("_", "-").lower()
+        else:
+            continue
+        if isinstance(value, str) and value:
+            headers.append((name, value.encode("latin-1")))
+    return headers
+
+
+def _wsgi_path(environ: dict[str, Any]) -> str:
+    raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    try:
+        return str(raw.encode("latin-1").decode("utf-8")) or "/"
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        raise BadRequest("request path is not valid UTF-8") from None
+
+
+def _raw_path(environ: dict[str, Any]) -> str:
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    return str(raw).split("?", 1)[0]
+
+
+def _request_view(environ: dict[str, Any]) -> RequestView:
+    """Translate a WSGI environ (path and query decoded as the application sees them)."""
+    return RequestView(
+        method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
+        path=_wsgi_path(environ),
+        query=parse_query(str(environ.get("QUERY_STRING", ""))),
+        headers=_headers(environ),
+        raw_path=_raw_path(environ),
+        client=environ.get("REMOTE_ADDR"),
+    )
+
+
+def _fallback_view(environ: dict[str, Any]) -> RequestView:
+    """A view of a request too malformed to translate, enough to receipt its refusal."""
+    raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    return RequestView(
+        method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
+        path=raw.encode("latin-1", "replace").decode("utf-8", "replace") or "/",
+        query={},
+        headers=_headers(environ),
+    )

@@ -1,0 +1,78 @@
+"""The notes tool service on Starlette, protected by chio_middleware (ASGI).
+
+Run: ``uvicorn examples.starlette_app.app:app`` with ``CHIO_*`` variables set (see the
+README beside this file). Without ``CHIO_ROUTES``/``CHIO_POLICY_FILE`` the bindings of
+``examples/policy.toml`` apply.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chio_middleware import ChioSettings
+from chio_middleware.asgi import ChioMiddleware
+
+POLICY = Path(__file__).resolve().parents[1] / "policy.toml"
+
+
+def create_app(settings: ChioSettings | None = None, **middleware_options: Any) -> Starlette:
+    """Build the notes app wrapped in ChioMiddleware."""
+    notes: dict[str, dict[str, str]] = {}
+    ids = itertools.count(1)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def list_notes(request: Request) -> Response:
+        return JSONResponse(list(notes.values()))
+
+    async def read_note(request: Request) -> Response:
+        note = notes.get(request.path_params["note_id"])
+        if note is None:
+            return JSONResponse({"error": "not_found"}, status_code=404)
+        return JSONResponse(note)
+
+    async def write_note(request: Request) -> Response:
+        data = await request.json()
+        if not isinstance(data, dict) or not isinstance(data.get("title"), str):
+            return JSONResponse({"error": "title and body are required"}, status_code=422)
+        note = {"id": str(next(ids)), "title": data["title"], "body": str(data.get("body", ""))}
+        notes[note["id"]] = note
+        return JSONResponse(note, status_code=201)
+
+    async def delete_note(request: Request) -> Response:
+        if notes.pop(request.path_params["note_id"], None) is None:
+            return JSONResponse({"error": "not_found"}, status_code=404)
+        return Response(status_code=204)
+
+    app = Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/notes", list_notes, methods=["GET"]),
+            Route("/notes", write_note, methods=["POST"]),
+            Route("/notes/{note_id}", read_note, methods=["GET"]),
+            Route("/notes/{note_id}", delete_note, methods=["DELETE"]),
+        ]
+    )
+    app.add_middleware(ChioMiddleware, settings=with_default_policy(settings), **middleware_options)
+    return app
+
+
+def with_default_policy(settings: ChioSettings | None) -> ChioSettings:
+    """The settings from the environment, with the example's policy file if none is set."""
+    settings = settings if settings is not None else ChioSettings()
+    if not settings.routes and settings.policy_file is None:
+        settings = ChioSettings(
+            **{**settings.model_dump(exclude_unset=True), "policy_file": POLICY}
+        )
+    return settings
+
+
+app = create_app()
