@@ -18,6 +18,9 @@ test: $(STAMP)
 	$(BIN)/mypy chio_middleware
 	$(BIN)/python -m pytest -q
 
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check chio_middleware tests examples benchmarks
 	$(BIN)/mypy chio_middleware
@@ -26,4 +29,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info demo-state

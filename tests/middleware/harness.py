@@ -136,7 +136,9 @@ def tool_for(method: str, path: str) -> tuple[str, str]:
         template = route.path.split("/")
         parts = path.split("/")
         same_shape = route.method == method and len(template) == len(parts)
-        if same_shape and all(t.startswith("{") or t == p for t, p in zip(template, parts, strict=True)):
+        if same_shape and all(
+            t.startswith("{") or t == p for t, p in zip(template, parts, strict=True)
+        ):
             return route.tool_server, route.tool_name
     return "srv-notes", "none"
 
