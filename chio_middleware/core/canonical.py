@@ -44,18 +44,33 @@ _FAST_ENCODER = json.JSONEncoder(
 
 
 def _is_fast(value: Any) -> bool:
-    """True when the C encoder's output is already canonical for ``value``."""
+    """True when the C encoder's output is already canonical for ``value``.
+
+    Leaves are tested inline and only containers recurse: this runs on every request.
+    """
     t = type(value)
-    if t is str or t is int or t is bool or value is None:
-        return True
     if t is dict:
-        for key, item in value.items():
-            if type(key) is not str or not key.isascii() or not _is_fast(item):
+        items: Any = value.items()
+        for key, item in items:
+            if type(key) is not str or not key.isascii():
                 return False
+            ti = type(item)
+            if ti is str or ti is int or ti is bool or item is None:
+                continue
+            if (ti is dict or ti is list or ti is tuple) and _is_fast(item):
+                continue
+            return False
         return True
     if t is list or t is tuple:
-        return all(_is_fast(item) for item in value)
-    return False
+        for item in value:
+            ti = type(item)
+            if ti is str or ti is int or ti is bool or item is None:
+                continue
+            if (ti is dict or ti is list or ti is tuple) and _is_fast(item):
+                continue
+            return False
+        return True
+    return t is str or t is int or t is bool or value is None
 
 
 def canonical_json(value: Any) -> bytes:

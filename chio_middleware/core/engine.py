@@ -75,6 +75,16 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("an async guard or store suspended on the synchronous (WSGI) path")
 
 
+@dataclass(frozen=True, slots=True)
+class _ChioHeaders:
+    """The decoded Chio request headers (and the capability's exact bytes, a cache key)."""
+
+    capability: dict[str, Any] | None
+    raw_capability: bytes
+    dpop: dict[str, Any] | None
+    nonce: dict[str, Any] | None
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything the engine needs, already parsed and validated."""
@@ -143,7 +153,12 @@ class ChioEngine:
             max_delegation_depth=config.max_delegation_depth,
         )
         self.nonce_signers = (config.signing_key.public_key, *config.trusted_kernel_keys)
-        self._async_guards = any(inspect.iscoroutinefunction(g.check) for g in config.guards)
+        # Application guards written as coroutines may await real I/O: the WSGI adapter then
+        # needs an event loop. Built-in guards await only the store and never suspend there.
+        self._async_guards = any(
+            inspect.iscoroutinefunction(g.check) and not getattr(g, "store_only", False)
+            for g in config.guards
+        )
 
     # -- evaluation ---------------------------------------------------------------------
 
@@ -180,14 +195,15 @@ class ChioEngine:
 
     async def _evaluate(self, ev: Evaluation, store: AsyncReplayStore) -> None:
         request = ev.request
-        capability_raw, dpop_raw, nonce_raw = self._chio_headers(request)
+        headers = self._chio_headers(request)
+        dpop_raw, nonce_raw = headers.dpop, headers.nonce
         route = ev.route
         if route is None:
-            await self._unbound(ev, store, capability_raw, dpop_raw)
+            await self._unbound(ev, store, headers)
             return
-        if capability_raw is None:
+        if headers.capability is None:
             raise CapabilityRequired("side-effect route requires a capability token")
-        token = self._verify_capability(ev, capability_raw)
+        token = self._verify_capability(ev, headers)
         arguments = self._arguments(request, route)
         grant = match_grant(
             token, server=route.tool_server, tool=route.tool_name, arguments=arguments
@@ -274,15 +290,14 @@ class ChioEngine:
         self,
         ev: Evaluation,
         store: AsyncReplayStore,
-        capability_raw: dict[str, Any] | None,
-        dpop_raw: dict[str, Any] | None,
+        headers: _ChioHeaders,
     ) -> None:
         """The default policy for unbound routes; a presented credential is still verified."""
         request = ev.request
         safe = request.method in SAFE_METHODS
         if self.config.default_policy == "deny":
             raise AccessDenied("no route binding matches this request", guard="DefaultPolicyGuard")
-        if capability_raw is None:
+        if headers.capability is None:
             if safe:
                 ev.evidence.append(
                     GuardEvidence(
@@ -293,12 +308,12 @@ class ChioEngine:
                 )
                 return
             raise CapabilityRequired("side-effect route requires a capability token")
-        token = self._verify_capability(ev, capability_raw)
-        if dpop_raw is None:
+        token = self._verify_capability(ev, headers)
+        if headers.dpop is None:
             if safe:
                 return
             raise DpopRequired("side-effect routes require a DPoP proof (X-Chio-DPoP)")
-        proof = parse_dpop_proof(dpop_raw)
+        proof = parse_dpop_proof(headers.dpop)
         # No tool is bound to this route: the proof must still hold the subject's key and
         # bind this capability and these request bytes; its tool fields are its own.
         action_hash = request_binding_hash(
@@ -320,8 +335,8 @@ class ChioEngine:
         await store.reserve(key, expires_at=expires_at, now=ev.now)
         ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
 
-    def _verify_capability(self, ev: Evaluation, raw: dict[str, Any]) -> CapabilityToken:
-        token = self.capabilities.verify(raw, now=ev.now)
+    def _verify_capability(self, ev: Evaluation, headers: _ChioHeaders) -> CapabilityToken:
+        token = self.capabilities.verify(headers.capability, now=ev.now, raw=headers.raw_capability)
         ev.capability = token
         ev.evidence.append(
             GuardEvidence(
@@ -332,18 +347,20 @@ class ChioEngine:
         )
         return token
 
-    def _chio_headers(
-        self, request: RequestView
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+    def _chio_headers(self, request: RequestView) -> _ChioHeaders:
         limit = self.config.max_header_bytes
         decoded: list[dict[str, Any] | None] = []
+        raw_capability = b""
         for name in (CAPABILITY_HEADER, DPOP_HEADER, NONCE_HEADER):
             values = request.header_values(name)
             if len(values) > 1:
                 raise BadRequest(f"header {name} appears more than once")
-            decoded.append(
-                decode_header_object(values[0], name=name, max_bytes=limit) if values else None
-            )
+            if values:
+                decoded.append(decode_header_object(values[0], name=name, max_bytes=limit))
+                if name == CAPABILITY_HEADER:
+                    raw_capability = values[0]
+            else:
+                decoded.append(None)
         query_capability = request.query.get(CAPABILITY_QUERY)
         if query_capability is not None:
             if decoded[0] is not None:
@@ -351,7 +368,8 @@ class ChioEngine:
             decoded[0] = decode_header_object(
                 query_capability, name=CAPABILITY_QUERY, max_bytes=limit
             )
-        return decoded[0], decoded[1], decoded[2]
+            raw_capability = query_capability.encode("utf-8")
+        return _ChioHeaders(decoded[0], raw_capability, decoded[1], decoded[2])
 
     def _arguments(self, request: RequestView, route: RouteMatch) -> dict[str, Any]:
         """Path parameters, query parameters and JSON object body members (PROTOCOL.md 5)."""

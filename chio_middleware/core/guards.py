@@ -74,6 +74,8 @@ class RateLimitGuard:
     """A token bucket per capability subject, shared through the replay/budget store."""
 
     name = "RateLimitGuard"
+    #: Awaits only the store: never suspends on the WSGI path (see ``engine.run_sync``).
+    store_only = True
 
     def __init__(self, bucket: TokenBucket) -> None:
         self.bucket = bucket
@@ -88,6 +90,7 @@ class InvocationBudgetGuard:
     """Counts calls against the matched grant's ``max_invocations``, across all workers."""
 
     name = "InvocationBudgetGuard"
+    store_only = True
 
     async def check(self, context: GuardContext) -> str | None:
         """Consume one invocation; ``BudgetExceeded`` (429) once the budget is spent."""

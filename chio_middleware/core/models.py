@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, model_serializer
 from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
 __all__ = [
@@ -51,18 +51,24 @@ class WireModel(BaseModel):
 
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid", populate_by_name=True)
 
-    #: Declared list members that the reference leaves out when empty.
+    #: Declared list or map members that the reference leaves out when empty.
     _omit_when_empty: ClassVar[frozenset[str]] = frozenset()
+    #: Wire names of the declared members (filled per class).
+    _declared: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._declared = frozenset(f.alias or name for name, f in cls.model_fields.items())
 
     @model_serializer(mode="wrap")
     def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        declared = {f.alias or name for name, f in type(self).model_fields.items()}
+        declared, empty = self._declared, self._omit_when_empty
         return {
             key: value
             for key, value in data.items()
-            if key not in declared
-            or not (value is None or (key in self._omit_when_empty and value in ([], {})))
+            if key not in declared or not (value is None or (key in empty and value in ([], {})))
         }
 
     def to_wire(self) -> dict[str, Any]:
@@ -289,6 +295,15 @@ class HttpReceipt(WireModel):
     metadata: dict[str, JsonValue] | None = None
     kernel_key: str
     signature: str
+
+    #: The canonical JSON of the whole receipt, once computed (it is immutable).
+    _canonical: bytes | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # Two receipts are the same when their wire forms are (the byte cache aside).
+        return isinstance(other, HttpReceipt) and self.to_wire() == other.to_wire()
+
+    __hash__ = None  # type: ignore[assignment]
 
     def signing_body(self) -> dict[str, Any]:
         """The receipt without ``signature``: what the kernel key signed."""

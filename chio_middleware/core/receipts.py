@@ -47,34 +47,40 @@ def sign_receipt(
     receipt_id: str | None = None,
 ) -> HttpReceipt:
     """Build an HttpReceipt and sign ``JCS(receipt without signature)`` with ``key``."""
-    body: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "id": receipt_id or uuid7(),
         "request_id": request_id,
         "route_pattern": route_pattern,
         "method": method.upper(),
         "caller_identity_hash": caller_identity_hash,
-        "verdict": verdict.to_wire(),
+        "session_id": session_id,
+        "verdict": verdict,
+        "evidence": list(evidence) or None,
         "response_status": response_status,
         "timestamp": timestamp,
         "content_hash": content_hash,
         "policy_hash": policy_hash,
+        "capability_id": capability_id,
+        "metadata": metadata or None,
         "kernel_key": key.public_key.hex,
     }
-    if session_id is not None:
-        body["session_id"] = session_id
+    body = {k: v for k, v in fields.items() if v is not None}
+    body["verdict"] = verdict.to_wire()
     if evidence:
         body["evidence"] = [item.to_wire() for item in evidence]
-    if capability_id is not None:
-        body["capability_id"] = capability_id
-    if metadata:
-        body["metadata"] = metadata
-    body["signature"] = key.sign(canonical_json(body))
-    return HttpReceipt.model_validate(body)
+    signature = key.sign(canonical_json(body))
+    # Every value was built here from typed inputs: no second validation on the hot path.
+    receipt = HttpReceipt.model_construct(**fields, signature=signature)
+    body["signature"] = signature
+    receipt._canonical = canonical_json(body)
+    return receipt
 
 
 def receipt_json(receipt: HttpReceipt) -> bytes:
     """The canonical JSON of the signed receipt (a sink line, the header payload)."""
-    return canonical_json(receipt.to_wire())
+    if receipt._canonical is None:
+        receipt._canonical = canonical_json(receipt.to_wire())
+    return receipt._canonical
 
 
 def parse_receipt(obj: Any) -> HttpReceipt:

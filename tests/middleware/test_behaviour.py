@@ -461,3 +461,30 @@ def test_policy_hash_names_the_effective_policy() -> None:
 
 def test_issuer_is_trusted_through_the_settings_only() -> None:
     assert ISSUER.public_key.hex in make_driver("asgi").middleware.settings.trusted_issuers
+
+
+@pytest.mark.parametrize("path", ["/notes", "/health"])
+def test_receipts_follow_the_vector_rules_with_raw_pynacl(driver: Driver, path: str) -> None:
+    """The http_receipt_v1.json rules, checked without the package's own verifier."""
+    import base64
+
+    import nacl.signing
+
+    headers = agent_headers("POST", path, NOTE) if path == "/notes" else {}
+    reply = driver.request("POST" if path == "/notes" else "GET", path, headers, NOTE if headers else b"")
+    header = reply.headers["x-chio-receipt"]
+    assert "=" not in header
+    receipt = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    from chio_middleware.core.canonical import canonical_json
+
+    assert base64.urlsafe_b64encode(canonical_json(receipt)).rstrip(b"=").decode() == header
+    signature = bytes.fromhex(receipt.pop("signature"))
+    nacl.signing.VerifyKey(bytes.fromhex(receipt["kernel_key"])).verify(canonical_json(receipt), signature)
+    assert receipt["kernel_key"] == KERNEL.public_key.hex
+    assert receipt["id"] == reply.headers["x-chio-receipt-id"]
+    assert set(receipt) <= {
+        "id", "request_id", "route_pattern", "method", "caller_identity_hash", "session_id",
+        "verdict", "evidence", "response_status", "timestamp", "content_hash", "policy_hash",
+        "capability_id", "metadata", "kernel_key",
+    }
+    assert all(value is not None for value in receipt.values())

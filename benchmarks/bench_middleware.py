@@ -1,0 +1,194 @@
+"""Per-request cost of the middleware, side by side with the bare app, in one run.
+
+Run: ``.venv/bin/python benchmarks/bench_middleware.py``. Requests go straight into the
+ASGI/WSGI callables (no sockets), so the numbers are the middleware's own work: for a
+bound route, capability verification (cached after the first use), DPoP verification with
+a fresh proof per request, the replay reservation, guards, receipt signing and recording.
+Overhead is also printed as a multiple of a raw PyNaCl verify measured in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import sys
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+import structlog
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from chio_middleware import ChioSettings
+from chio_middleware.asgi import ChioMiddleware
+from chio_middleware.core.clock import FixedClock
+from chio_middleware.core.replay import MemoryReplayStore
+from chio_middleware.sinks import MemorySink
+from chio_middleware.wsgi import ChioWSGIMiddleware
+from tests.middleware.harness import (
+    ISSUER,
+    KERNEL,
+    NOW,
+    ROUTES,
+    agent_headers,
+    flask_app,
+    starlette_app,
+)
+
+N = 2000
+NOTE = json.dumps({"title": "t", "body": "b"}).encode()
+
+
+def settings() -> ChioSettings:
+    return ChioSettings(
+        signing_key=KERNEL.seed_hex(),
+        trusted_issuers=[ISSUER.public_key.hex],
+        routes=ROUTES,
+        receipt_sink="memory",
+    )
+
+
+def asgi_caller(app: Any) -> Callable[[str, str, dict[str, str], bytes], None]:
+    loop = asyncio.new_event_loop()
+
+    def call(method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        sent = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        loop.run_until_complete(app(scope, receive, send))
+        assert sent[0]["status"] < 300, sent
+
+    return call
+
+
+def wsgi_caller(app: Any) -> Callable[[str, str, dict[str, str], bytes], None]:
+    def call(method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+        environ = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": path,
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "bench",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "CONTENT_LENGTH": str(len(body)),
+        }
+        for key, value in headers.items():
+            name = key.upper().replace("-", "_")
+            environ[name if name == "CONTENT_TYPE" else "HTTP_" + name] = value
+        status: list[str] = []
+        result = app(environ, lambda s, h, e=None: status.append(s))
+        b"".join(result)
+        getattr(result, "close", lambda: None)()
+        assert status[0] < "300", status
+
+    return call
+
+
+def per_request_us(
+    call: Callable[..., None], requests: list[tuple[str, str, dict[str, str], bytes]]
+) -> float:
+    it = iter(requests)
+    best = min(timeit.repeat(lambda: call(*next(it)), number=N // 4, repeat=4))
+    return best / (N // 4) * 1e6
+
+
+def main() -> None:
+    # Decision events are dropped, as an application logging at WARNING would: this measures
+    # the middleware's work, not structlog's default console renderer.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    raw = nacl.signing.SigningKey(b"\x01" * 32)
+    message, signature = b"x" * 300, raw.sign(b"x" * 300).signature
+    raw_verify_us = (
+        min(timeit.repeat(lambda: raw.verify_key.verify(message, signature), number=3000, repeat=5))
+        / 3000
+        * 1e6
+    )
+
+    health = [("GET", "/health", {}, b"")] * N
+    writes = [("POST", "/notes", agent_headers("POST", "/notes", NOTE), NOTE) for _ in range(N)]
+    bare_writes = [("POST", "/notes", {"content-type": "application/json"}, NOTE)] * N
+
+    rows = []
+    for name, wrap, bare_app in (
+        (
+            "ASGI (Starlette)",
+            lambda app: ChioMiddleware(
+                app,
+                settings=settings(),
+                clock=FixedClock(NOW),
+                store=MemoryReplayStore(capacity=4 * N),
+                sink=MemorySink(),
+            ),
+            starlette_app,
+        ),
+        (
+            "WSGI (Flask)",
+            lambda app: ChioWSGIMiddleware(
+                app,
+                settings=settings(),
+                clock=FixedClock(NOW),
+                store=MemoryReplayStore(capacity=4 * N),
+                sink=MemorySink(),
+            ),
+            None,
+        ),
+    ):
+        if bare_app is not None:
+            bare = asgi_caller(bare_app())
+            wrapped = asgi_caller(wrap(bare_app()))
+        else:
+            flask_bare = flask_app()
+            bare = wsgi_caller(flask_bare.wsgi_app)
+            flask_wrapped = flask_app()
+            wrapped = wsgi_caller(wrap(flask_wrapped.wsgi_app))
+        for label, plain, guarded in (
+            ("GET /health (unbound, receipted)", health, health),
+            ("POST /notes (capability+DPoP+guards)", bare_writes, writes),
+        ):
+            base = per_request_us(bare, plain)
+            full = per_request_us(wrapped, guarded)
+            rows.append((name, label, base, full, full - base))
+    print(f"raw PyNaCl verify in this run: {raw_verify_us:.1f} us\n")
+    print(
+        f"{'adapter':18s} {'request':38s} {'bare us':>9s} {'with chio':>10s} {'overhead':>9s} {'x verify':>9s}"
+    )
+    for name, label, base, full, overhead in rows:
+        print(
+            f"{name:18s} {label:38s} {base:9.1f} {full:10.1f} {overhead:9.1f} {overhead / raw_verify_us:9.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
