@@ -68,12 +68,24 @@ def sign_receipt(
     body["verdict"] = verdict.to_wire()
     if evidence:
         body["evidence"] = [item.to_wire() for item in evidence]
-    signature = key.sign(canonical_json(body))
+    signed = canonical_json(body)
+    signature = key.sign(signed)
     # Every value was built here from typed inputs: no second validation on the hot path.
     receipt = HttpReceipt.model_construct(**fields, signature=signature)
-    body["signature"] = signature
-    receipt._canonical = canonical_json(body)
+    receipt._canonical = _with_signature(signed, signature)
     return receipt
+
+
+def _with_signature(signed: bytes, signature: str) -> bytes:
+    """Canonical JSON of the receipt from that of its signed body, without re-encoding.
+
+    Sorted by UTF-16 code units, ``signature`` is the top-level member right before
+    ``timestamp`` (always present). The last ``,"timestamp":`` in the text is the top-level
+    one: only ``verdict`` follows it, whose members are fixed, and no JSON string can hold
+    an unescaped quote.
+    """
+    at = signed.rfind(b',"timestamp":')
+    return b"".join((signed[:at], b',"signature":"', signature.encode("ascii"), b'"', signed[at:]))
 
 
 def receipt_json(receipt: HttpReceipt) -> bytes:

@@ -110,3 +110,30 @@ def test_flipping_any_byte_of_a_receipt_is_detected(data: st.DataObject) -> None
 def test_bad_receipt_headers(bad: str) -> None:
     with pytest.raises(ReceiptInvalid):
         decode_receipt_header(bad)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(st.text(max_size=12), st.text(max_size=12) | st.integers(), max_size=4),
+    st.text(max_size=40),
+)
+def test_cached_receipt_bytes_equal_a_fresh_canonicalisation(metadata: dict, reason: str) -> None:
+    from chio_middleware.core.receipts import receipt_json
+
+    metadata["timestamp"] = 5  # a nested member of the same name must not confuse the splice
+    receipt = sign_receipt(
+        KERNEL,
+        request_id="r",
+        route_pattern="/x",
+        method="GET",
+        caller_identity_hash="ab" * 32,
+        verdict=Verdict.deny(reason + ',"timestamp":1', "G", 403),
+        response_status=403,
+        timestamp=7,
+        content_hash="cd" * 32,
+        policy_hash="ef" * 32,
+        session_id="s",
+        metadata=metadata,
+    )
+    assert receipt_json(receipt) == canonical_json(receipt.to_wire())
+    verify_receipt(receipt_json(receipt), trusted_keys=[KERNEL.public_key])
