@@ -78,6 +78,9 @@ class ChioMiddleware:
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
+                aclose = getattr(self.store, "aclose", None)
+                if aclose is not None:  # an async client's pool lives on this loop
+                    await aclose()
                 await asyncio.to_thread(self.runtime.close)
             await send(message)
 

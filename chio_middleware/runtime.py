@@ -33,10 +33,14 @@ from .core.replay import ReplayStore
 from .core.routing import RouteTable
 from .settings import ChioSettings, load_policy_file
 from .sinks import ReceiptSink, open_sink
+from .workers import detected_workers
 
-__all__ = ["ChioRuntime"]
+__all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime"]
 
 logger = structlog.get_logger("chio_middleware")
+
+#: The store used instead of memory:// when several workers of this host may run.
+DEFAULT_SHARED_STORE = "sqlite:///chio-state.db"
 
 
 class ChioRuntime:
@@ -125,7 +129,7 @@ class ChioRuntime:
             max_header_bytes=s.max_header_bytes,
         )
         self.engine = ChioEngine(config, clock=clock or system_clock)
-        self.store = store if store is not None else _open_store(s)
+        self.store = store if store is not None else _open_store(s, detected_workers())
         self.sink = sink if sink is not None else _open_sink(s)
         self._closed = False
         _RUNTIMES.add(self)
@@ -197,11 +201,22 @@ class ChioRuntime:
             self.store.close()
 
 
-def _open_store(settings: ChioSettings) -> ReplayStore:
+def _open_store(settings: ChioSettings, workers: int) -> ReplayStore:
+    """Open the configured store; never a per-process one when several workers may run."""
     from .stores import open_store
 
+    url = settings.replay_store
+    if workers > 1 and url == "memory://":
+        if "replay_store" in settings.model_fields_set:
+            raise ValueError(
+                f"replay_store: memory:// keeps replay and budget state per process, but "
+                f"{workers} workers may run, so a proof or nonce could be used once per worker; "
+                f"use sqlite:///chio-state.db (one host) or redis://... (several hosts)"
+            )
+        url = DEFAULT_SHARED_STORE
+        logger.info("chio_store_shared_by_default", replay_store=url, workers=workers)
     return open_store(
-        settings.replay_store,
+        url,
         key_prefix=settings.store_key_prefix,
         timeout=settings.store_timeout,
         capacity=settings.store_capacity,

@@ -22,9 +22,9 @@ import structlog
 
 from .core.clock import Clock
 from .core.engine import Evaluation, run_sync
-from .core.errors import BadRequest, ChioError, PayloadTooLarge
+from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
 from .core.guards import Guard
-from .core.replay import ReplayStore, SyncStoreAsAsync
+from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
 from .core.request import RequestView, parse_query
 from .runtime import ChioRuntime
 from .settings import ChioSettings
@@ -59,6 +59,7 @@ class ChioWSGIMiddleware:
         self.runtime = ChioRuntime(settings, clock=clock, guards=guards, store=store, sink=sink)
         self.settings = self.runtime.settings
         self.store = SyncStoreAsAsync(self.runtime.store)
+        self._per_process_store = isinstance(self.runtime.store, MemoryReplayStore)
         self._loops = threading.local()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -69,6 +70,13 @@ class ChioWSGIMiddleware:
         except ChioError as exc:
             view, error = _fallback_view(environ), exc
         evaluation = engine.start(view)
+        if error is None and environ.get("wsgi.multiprocess") and self._per_process_store:
+            # The server runs several worker processes (e.g. workers set in a gunicorn
+            # config file): a per-process store would accept a replay once per worker.
+            logger.error("chio_per_process_store_under_workers", replay_store="memory://")
+            error = Unavailable(
+                "replay_store memory:// cannot protect several worker processes; refusing"
+            )
         if error is None:
             try:
                 body = self._read_body(environ, view)

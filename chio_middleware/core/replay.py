@@ -168,6 +168,8 @@ class MemoryReplayStore:
         with self._lock:
             self._reclaim(now)
             count, expiry = self._counters.get(key, (0, expires_at))
+            if expiry <= now:  # the window ended (reclaim works in whole seconds)
+                count, expiry = 0, expires_at
             if count == 0 and len(self._expiry) + len(self._counters) >= self.capacity:
                 raise StoreFull("replay store is full of live entries; refusing (fail closed)")
             if count >= limit:

@@ -471,7 +471,9 @@ def test_receipts_follow_the_vector_rules_with_raw_pynacl(driver: Driver, path: 
     import nacl.signing
 
     headers = agent_headers("POST", path, NOTE) if path == "/notes" else {}
-    reply = driver.request("POST" if path == "/notes" else "GET", path, headers, NOTE if headers else b"")
+    reply = driver.request(
+        "POST" if path == "/notes" else "GET", path, headers, NOTE if headers else b""
+    )
     header = reply.headers["x-chio-receipt"]
     assert "=" not in header
     receipt = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
@@ -479,12 +481,26 @@ def test_receipts_follow_the_vector_rules_with_raw_pynacl(driver: Driver, path: 
 
     assert base64.urlsafe_b64encode(canonical_json(receipt)).rstrip(b"=").decode() == header
     signature = bytes.fromhex(receipt.pop("signature"))
-    nacl.signing.VerifyKey(bytes.fromhex(receipt["kernel_key"])).verify(canonical_json(receipt), signature)
+    nacl.signing.VerifyKey(bytes.fromhex(receipt["kernel_key"])).verify(
+        canonical_json(receipt), signature
+    )
     assert receipt["kernel_key"] == KERNEL.public_key.hex
     assert receipt["id"] == reply.headers["x-chio-receipt-id"]
     assert set(receipt) <= {
-        "id", "request_id", "route_pattern", "method", "caller_identity_hash", "session_id",
-        "verdict", "evidence", "response_status", "timestamp", "content_hash", "policy_hash",
-        "capability_id", "metadata", "kernel_key",
+        "id",
+        "request_id",
+        "route_pattern",
+        "method",
+        "caller_identity_hash",
+        "session_id",
+        "verdict",
+        "evidence",
+        "response_status",
+        "timestamp",
+        "content_hash",
+        "policy_hash",
+        "capability_id",
+        "metadata",
+        "kernel_key",
     }
     assert all(value is not None for value in receipt.values())

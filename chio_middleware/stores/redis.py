@@ -1,0 +1,390 @@
+"""The Redis replay and budget store: every host of a deployment shares one Redis.
+
+Each operation is one Lua script, run atomically by Redis in one round trip (EVALSHA, with
+redis-py's fallback to loading the script when the server does not know it yet):
+
+- ``reserve``: read the stored expiry, refuse if it is still live at the caller's ``now``,
+  else ``SET`` the new expiry with ``PX``. A bare ``SET NX EXAT`` would make Redis' clock
+  decide when a nonce may be reused; the script makes the caller's clock decide, as in the
+  other backends, so the behaviour does not depend on which backend or which clock runs it.
+- ``consume``: a hash ``{count, expires_at}``; a new window starts when the stored one has
+  ended at the caller's ``now``.
+- ``take``: a hash ``{tokens, stamp}``, refilled with the same arithmetic, in the same order,
+  as :class:`~chio_middleware.core.replay.MemoryReplayStore`.
+
+Redis' own expiry is only a safety net that reclaims memory: it is set relative to the call
+(``PX`` = the caller's ``expires_at - now``, or the time until a bucket is full again, plus
+:data:`~chio_middleware.stores._common.EXPIRY_GRACE`), so neither Redis' clock nor a modest
+skew between application hosts can drop an entry that a caller still considers live.
+
+Keys are ``<key_prefix>replay:<key>``, ``<key_prefix>budget:<key>`` and
+``<key_prefix>bucket:<key>``. The logic is written once (:class:`_Scripts` builds each call:
+script, keys, arguments, and the function that reads the result); :class:`RedisReplayStore`
+(sync, for WSGI) and :class:`AsyncRedisReplayStore` (``redis.asyncio``, for ASGI) only differ
+in how they send it.
+
+Failure: sockets time out after ``timeout`` seconds (connect and each reply), redis-py's
+retries are disabled, and the pool waits at most ``timeout`` for a free connection; any
+``RedisError`` or ``OSError`` becomes :class:`~chio_middleware.core.errors.Unavailable` (503,
+fail closed, never an allow). The async view also bounds each whole operation by ``timeout``.
+A failed connection is dropped and the next call opens a new one, so the store recovers by
+itself when Redis returns. Messages name the error class only: the URL may hold a password.
+
+Limits: Redis replication is asynchronous, so a failover can forget the reservations and
+counts of the last moments (a nonce used just before it could be used once more). Without
+persistence (AOF) a restart forgets everything. Run Redis with ``maxmemory-policy
+noeviction``: an evicting policy would silently drop live reservations, whereas
+``noeviction`` makes writes fail, which this store turns into 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from ..core.errors import ReplayDetected, Unavailable
+from ..core.replay import TokenBucket
+from ._common import EXPIRY_GRACE, budget_exceeded, rate_limited, redact_url
+
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "AsyncRedisReplayStore", "RedisReplayStore"]
+
+#: Connections one pool (one process, or one event loop) opens at most.
+DEFAULT_MAX_CONNECTIONS = 50
+
+_GRACE_MS = round(EXPIRY_GRACE * 1000)
+#: The longest safety-net expiry, in ms (about 115 days): PEXPIRE wants a plain integer.
+_MAX_TTL_MS = 10**10
+
+# ARGV: expires_at, now, ttl_ms. Returns 1 when reserved, 0 when the key is live.
+_RESERVE_LUA = """
+local stored = redis.call('GET', KEYS[1])
+if stored and tonumber(stored) > tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+
+# ARGV: limit, expires_at, now, ttl_ms.
+# Returns {1, count} when counted, {0, expiry of the spent window} when refused.
+_CONSUME_LUA = """
+local state = redis.call('HMGET', KEYS[1], 'count', 'expires_at')
+local count, expiry = 0, ARGV[2]
+if state[1] and tonumber(state[2]) > tonumber(ARGV[3]) then
+  count = tonumber(state[1])
+  expiry = state[2]
+end
+if count >= tonumber(ARGV[1]) then
+  return {0, expiry}
+end
+if count == 0 then
+  redis.call('HSET', KEYS[1], 'count', 1, 'expires_at', expiry)
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+else
+  redis.call('HINCRBY', KEYS[1], 'count', 1)
+end
+return {1, count + 1}
+"""
+
+# ARGV: rate, burst, now, grace_ms, max_ttl_ms.
+# Returns {1} when a token was taken, {0, tokens left} when refused.
+# The refill repeats refill() of _common.py operation for operation.
+_TAKE_LUA = """
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens, stamp = burst, now
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
+if state[1] then
+  tokens, stamp = tonumber(state[1]), tonumber(state[2])
+end
+tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
+local taken = tokens >= 1
+local left = tokens
+if taken then
+  left = tokens - 1
+end
+local ttl = tonumber(ARGV[5])
+if left >= burst then
+  ttl = 0
+elseif rate > 0 then
+  ttl = math.min(ttl, math.ceil((burst - left) / rate * 1000))
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', left), 'stamp', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl + tonumber(ARGV[4]))
+if taken then
+  return {1}
+end
+return {0, string.format('%.17g', tokens)}
+"""
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _Call(Generic[_T]):
+    """One script invocation, and how to turn its reply into the operation's outcome."""
+
+    script: str
+    key: str
+    args: tuple[str | int, ...]
+    interpret: Callable[[Any], _T]
+
+
+def _ttl_ms(seconds: float) -> int:
+    """The safety-net expiry of an entry live for ``seconds`` more by the caller's clock."""
+    return math.ceil(min(max(seconds, 0.0) * 1000, _MAX_TTL_MS)) + _GRACE_MS
+
+
+class _Scripts:
+    """Key naming, argument building and reply reading: the logic both clients share."""
+
+    sources = (_RESERVE_LUA, _CONSUME_LUA, _TAKE_LUA)
+
+    def __init__(self, key_prefix: str) -> None:
+        self.key_prefix = key_prefix
+
+    def reserve(self, key: str, *, expires_at: float, now: float) -> _Call[None]:
+        """The call that reserves ``key`` until ``expires_at``."""
+
+        def interpret(reply: Any) -> None:
+            if int(reply) != 1:
+                raise ReplayDetected("this proof or nonce was already used")
+
+        args = (repr(float(expires_at)), repr(float(now)), _ttl_ms(expires_at - now))
+        return _Call(_RESERVE_LUA, f"{self.key_prefix}replay:{key}", args, interpret)
+
+    def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> _Call[int]:
+        """The call that counts one use of ``key`` against ``limit``."""
+
+        def interpret(reply: Any) -> int:
+            counted, value = reply
+            if int(counted) != 1:
+                raise budget_exceeded(limit, float(value), now)
+            return int(value)
+
+        args = (int(limit), repr(float(expires_at)), repr(float(now)), _ttl_ms(expires_at - now))
+        return _Call(_CONSUME_LUA, f"{self.key_prefix}budget:{key}", args, interpret)
+
+    def take(self, key: str, *, bucket: TokenBucket, now: float) -> _Call[None]:
+        """The call that takes one token from ``key``'s bucket."""
+
+        def interpret(reply: Any) -> None:
+            if int(reply[0]) != 1:
+                raise rate_limited(float(reply[1]), bucket)
+
+        args = (
+            repr(float(bucket.rate)),
+            repr(float(bucket.burst)),
+            repr(float(now)),
+            _GRACE_MS,
+            _MAX_TTL_MS,
+        )
+        return _Call(_TAKE_LUA, f"{self.key_prefix}bucket:{key}", args, interpret)
+
+
+def _pool_options(timeout: float, max_connections: int) -> dict[str, Any]:
+    """Connection-pool settings shared by the sync and async clients (retries added apart)."""
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "timeout": timeout,  # BlockingConnectionPool: the wait for a free connection
+        "max_connections": max_connections,
+        "health_check_interval": 0,
+        "protocol": 2,  # RESP2: the shortest handshake, understood by every Redis version
+    }
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    # The class name only: messages of connection errors can carry addresses, and the
+    # error body reaches the client.
+    return Unavailable(f"replay store unavailable: {type(exc).__name__}")
+
+
+def _check_options(url: str, timeout: float, max_connections: int) -> None:
+    if not timeout > 0:
+        raise ValueError("timeout must be a positive number of seconds")
+    if max_connections < 1:
+        raise ValueError("max_connections must be at least 1")
+    if not url.startswith(("redis://", "rediss://")):
+        raise ValueError(f"not a redis:// or rediss:// URL: {redact_url(url)!r}")
+    try:
+        parts = urlsplit(url)
+        database, _port = parts.path.strip("/"), parts.port  # a bad port raises ValueError
+    except ValueError as exc:
+        raise ValueError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from None
+    # redis-py quietly falls back to database 0 when the path is not a number.
+    if database and not database.isdigit():
+        raise ValueError(
+            f"invalid Redis URL {redact_url(url)!r}: the path must be a database number"
+        )
+
+
+class RedisReplayStore:
+    """A replay and budget store in Redis, shared by every host; the sync (WSGI) client."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "chio:",
+        timeout: float = 0.25,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        _check_options(url, timeout, max_connections)
+        self.key_prefix = key_prefix
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self._url = url
+        self._scripts = _Scripts(key_prefix)
+        try:
+            pool = redis.BlockingConnectionPool.from_url(
+                url, retry=Retry(NoBackoff(), 0), **_pool_options(timeout, max_connections)
+            )
+        except ValueError as exc:
+            raise ValueError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from None
+        self._client = redis.Redis.from_pool(pool)
+        self._registered = {
+            source: self._client.register_script(source) for source in _Scripts.sources
+        }
+        self._view: AsyncRedisReplayStore | None = None
+        self._view_lock = threading.Lock()
+
+    def _run(self, call: _Call[_T]) -> _T:
+        try:
+            reply = self._registered[call.script](keys=[call.key], args=call.args)
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from None
+        return call.interpret(reply)
+
+    def reserve(self, key: str, *, expires_at: float, now: float) -> None:
+        """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live."""
+        self._run(self._scripts.reserve(key, expires_at=expires_at, now=now))
+
+    def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
+        """Count one use of ``key`` until ``expires_at``; raise ``BudgetExceeded`` when spent."""
+        return self._run(self._scripts.consume(key, limit=limit, expires_at=expires_at, now=now))
+
+    def take(self, key: str, *, bucket: TokenBucket, now: float) -> None:
+        """Take one token from ``key``'s bucket; raise ``RateLimited`` with the wait when empty."""
+        self._run(self._scripts.take(key, bucket=bucket, now=now))
+
+    def async_view(self) -> AsyncRedisReplayStore:
+        """The ``redis.asyncio`` view of this store (same keys and scripts), made once."""
+        with self._view_lock:
+            if self._view is None:
+                self._view = AsyncRedisReplayStore(
+                    self._url,
+                    key_prefix=self.key_prefix,
+                    timeout=self.timeout,
+                    max_connections=self.max_connections,
+                )
+            return self._view
+
+    def close(self) -> None:
+        """Close the sync pool and forget the async view's pools (``aclose`` them first)."""
+        self._client.close()
+        with self._view_lock:
+            if self._view is not None:
+                self._view.forget()
+
+
+class _AsyncClient:
+    """A ``redis.asyncio`` client and its registered scripts, for one event loop."""
+
+    def __init__(self, url: str, timeout: float, max_connections: int) -> None:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url,
+            retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+            **_pool_options(timeout, max_connections),
+        )
+        self.client = redis.asyncio.Redis.from_pool(pool)
+        self.registered = {
+            source: self.client.register_script(source) for source in _Scripts.sources
+        }
+
+
+class AsyncRedisReplayStore:
+    """The ``redis.asyncio`` (ASGI) client of a Redis store; same keys, scripts and outcomes.
+
+    asyncio connections belong to the event loop that opened them, so each running loop gets
+    its own pool (a test client that starts a loop per request keeps working); pools of
+    loops that have closed are dropped. Call :meth:`aclose` on the loop before it ends.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "chio:",
+        timeout: float = 0.25,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        _check_options(url, timeout, max_connections)
+        self.key_prefix = key_prefix
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self._url = url
+        self._scripts = _Scripts(key_prefix)
+        self._clients: dict[asyncio.AbstractEventLoop, _AsyncClient] = {}
+        self._lock = threading.Lock()
+        try:  # parse now, so a bad URL fails at start-up rather than at the first request
+            redis.asyncio.ConnectionPool.from_url(url)
+        except ValueError as exc:
+            raise ValueError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from None
+
+    def _client(self) -> _AsyncClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._clients.get(loop)
+            if client is None:
+                for closed in [other for other in self._clients if other.is_closed()]:
+                    del self._clients[closed]
+                client = _AsyncClient(self._url, self.timeout, self.max_connections)
+                self._clients[loop] = client
+            return client
+
+    async def _run(self, call: _Call[_T]) -> _T:
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await self._client().registered[call.script](
+                    keys=[call.key], args=call.args
+                )
+        except (RedisError, OSError) as exc:  # asyncio's TimeoutError is an OSError
+            raise _unavailable(exc) from None
+        return call.interpret(reply)
+
+    async def reserve(self, key: str, *, expires_at: float, now: float) -> None:
+        """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live."""
+        await self._run(self._scripts.reserve(key, expires_at=expires_at, now=now))
+
+    async def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
+        """Count one use of ``key`` until ``expires_at``; raise ``BudgetExceeded`` when spent."""
+        call = self._scripts.consume(key, limit=limit, expires_at=expires_at, now=now)
+        return await self._run(call)
+
+    async def take(self, key: str, *, bucket: TokenBucket, now: float) -> None:
+        """Take one token from ``key``'s bucket; raise ``RateLimited`` with the wait when empty."""
+        await self._run(self._scripts.take(key, bucket=bucket, now=now))
+
+    async def aclose(self) -> None:
+        """Close the running loop's pool (a later call opens a new one)."""
+        with self._lock:
+            client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.client.aclose()
+
+    def forget(self) -> None:
+        """Drop every pool without closing it (for a sync ``close``; prefer :meth:`aclose`)."""
+        with self._lock:
+            self._clients.clear()

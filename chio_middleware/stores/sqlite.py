@@ -1,0 +1,280 @@
+"""The SQLite replay and budget store: every worker process of one host shares one file.
+
+Guarantees:
+
+- Every operation is one ``BEGIN IMMEDIATE`` transaction: it takes the database's write lock
+  before it reads, so a read-decide-write can never interleave with another process's (no
+  lost update, no two winners of one reservation), and no transaction has to upgrade a read
+  lock (the case where SQLite gives up with ``SQLITE_BUSY`` without waiting).
+- The journal is WAL with ``synchronous=NORMAL``: a crashed process loses nothing; a power
+  failure or OS crash may lose the last transactions (reservations of the last moments),
+  which is still far better than the in-memory store, which loses everything on restart.
+- Lock waits are bounded by ``timeout`` (SQLite's ``busy_timeout`` and the per-process
+  lock); a database that stays locked, a full disk or an I/O error raises
+  :class:`~chio_middleware.core.errors.Unavailable` (503, fail closed).
+- Decisions compare stored times with the caller's ``now`` only. Each operation also deletes
+  at most :data:`PRUNE_BATCH` rows of its table that expired more than
+  :data:`~chio_middleware.stores._common.EXPIRY_GRACE` seconds ago (through an index on the
+  expiry), so the file stays bounded by the live entries without ever scanning it.
+- Safe across ``fork`` (``gunicorn --preload``): no connection crosses a fork. The store
+  closes its connection just before the process forks (between transactions) and both
+  processes reopen one at their next call; see https://sqlite.org/howtocorrupt.html (2.6).
+
+Limits: one host only (SQLite locking over network file systems is unreliable and WAL needs
+shared memory); writes are serialised, a few tens of thousands per second on local disks.
+The async view is :class:`~chio_middleware.core.replay.SyncStoreAsAsync`: a transaction on a
+local file takes microseconds, far less than a thread hand-off would cost.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+from ..core.errors import ReplayDetected, Unavailable
+from ..core.replay import TokenBucket
+from ._common import EXPIRY_GRACE, budget_exceeded, rate_limited, refill
+
+__all__ = ["OPEN_TIMEOUT", "PRUNE_BATCH", "SqliteReplayStore"]
+
+#: The most expired rows one operation deletes from its table.
+PRUNE_BATCH = 32
+#: Seconds opening a store may wait while other processes open the same file.
+OPEN_TIMEOUT = 5.0
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS chio_reservations"
+    " (key TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS chio_reservations_expiry ON chio_reservations (expires_at)",
+    "CREATE TABLE IF NOT EXISTS chio_budgets"
+    " (key TEXT PRIMARY KEY, count INTEGER NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS chio_budgets_expiry ON chio_budgets (expires_at)",
+    # ``expires_at`` of a bucket is when it is full again: from then on it holds no state.
+    "CREATE TABLE IF NOT EXISTS chio_buckets (key TEXT PRIMARY KEY, tokens REAL NOT NULL,"
+    " stamp REAL NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS chio_buckets_expiry ON chio_buckets (expires_at)",
+)
+
+_RESERVE = (
+    "INSERT INTO chio_reservations (key, expires_at) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at"
+    " WHERE chio_reservations.expires_at <= ?"
+)
+
+
+class SqliteReplayStore:
+    """A replay and budget store in one SQLite file, shared by every process of a host."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, key_prefix: str = "chio:", timeout: float = 0.25
+    ) -> None:
+        if not timeout > 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        self.path = os.path.abspath(path)
+        self.key_prefix = key_prefix
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._locked_for_fork = False
+        self._closed = False
+        # A connection that could not be closed before a fork (another thread held it past
+        # OPEN_TIMEOUT): the child keeps it referenced, so it is never used nor closed there.
+        self._inherited: list[sqlite3.Connection] = []
+        try:
+            self._conn: sqlite3.Connection | None = self._connect(max(timeout, OPEN_TIMEOUT))
+        except sqlite3.Error as exc:
+            raise ValueError(f"cannot open the SQLite replay store {self.path!r}: {exc}") from None
+        _close_around_forks(self)
+
+    def _connect(self, patience: float) -> sqlite3.Connection:
+        """A configured connection; opening may wait up to ``patience`` seconds for locks."""
+        conn = sqlite3.connect(
+            self.path, timeout=patience, isolation_level=None, check_same_thread=False
+        )
+        try:
+            _enable_wal(conn, deadline=time.monotonic() + patience)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+            conn.execute(f"PRAGMA busy_timeout = {max(1, round(self.timeout * 1000))}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _before_fork(self) -> None:
+        self._locked_for_fork = self._lock.acquire(timeout=OPEN_TIMEOUT)
+        if self._locked_for_fork and self._conn is not None:
+            with suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    def _after_fork_in_parent(self) -> None:
+        if self._locked_for_fork:
+            self._locked_for_fork = False
+            self._lock.release()
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._locked_for_fork = False
+        if self._conn is not None:
+            self._inherited.append(self._conn)
+            self._conn = None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction; any SQLite error becomes ``Unavailable``."""
+        if not self._lock.acquire(timeout=self.timeout):
+            raise Unavailable("replay store unavailable: SQLite store busy")
+        try:
+            if self._closed:
+                raise Unavailable("replay store unavailable: the store is closed")
+            if self._conn is None:  # closed for a fork, or after a failed rollback
+                self._conn = self._connect(self.timeout)
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._abandon_transaction()
+            raise Unavailable(f"replay store unavailable: {exc}") from None
+        finally:
+            self._lock.release()
+
+    def _abandon_transaction(self) -> None:
+        # After an error the transaction may still be open (a failed COMMIT or ROLLBACK);
+        # leaving it open would hold the write lock and wedge every later call.
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                conn.close()
+                self._conn = None
+
+    @staticmethod
+    def _prune(conn: sqlite3.Connection, table: str, now: float) -> None:
+        conn.execute(
+            f"DELETE FROM {table} WHERE key IN (SELECT key FROM {table}"  # noqa: S608 (constant)
+            " WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
+            (now - EXPIRY_GRACE, PRUNE_BATCH),
+        )
+
+    def reserve(self, key: str, *, expires_at: float, now: float) -> None:
+        """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live."""
+        with self._transaction() as conn:
+            self._prune(conn, "chio_reservations", now)
+            cursor = conn.execute(_RESERVE, (self.key_prefix + key, expires_at, now))
+            fresh = cursor.rowcount == 1
+        if not fresh:
+            raise ReplayDetected("this proof or nonce was already used")
+
+    def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
+        """Count one use of ``key`` until ``expires_at``; raise ``BudgetExceeded`` when spent."""
+        key = self.key_prefix + key
+        with self._transaction() as conn:
+            self._prune(conn, "chio_budgets", now)
+            row = conn.execute(
+                "SELECT count, expires_at FROM chio_budgets WHERE key = ?", (key,)
+            ).fetchone()
+            count, expiry = (
+                (int(row[0]), float(row[1])) if row and row[1] > now else (0, expires_at)
+            )
+            if count < limit:
+                conn.execute(
+                    "INSERT OR REPLACE INTO chio_budgets (key, count, expires_at) VALUES (?, ?, ?)",
+                    (key, count + 1, expiry),
+                )
+        if count >= limit:
+            raise budget_exceeded(limit, expiry, now)
+        return count + 1
+
+    def take(self, key: str, *, bucket: TokenBucket, now: float) -> None:
+        """Take one token from ``key``'s bucket; raise ``RateLimited`` with the wait when empty."""
+        key = self.key_prefix + key
+        with self._transaction() as conn:
+            self._prune(conn, "chio_buckets", now)
+            row = conn.execute(
+                "SELECT tokens, stamp FROM chio_buckets WHERE key = ?", (key,)
+            ).fetchone()
+            tokens, stamp = (float(row[0]), float(row[1])) if row else (float(bucket.burst), now)
+            tokens = refill(tokens, stamp, bucket, now)
+            left = tokens - 1.0 if tokens >= 1.0 else tokens
+            conn.execute(
+                "INSERT OR REPLACE INTO chio_buckets (key, tokens, stamp, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (key, left, now, _full_at(left, bucket, now)),
+            )
+        if tokens < 1.0:
+            raise rate_limited(tokens, bucket)
+
+    def close(self) -> None:
+        """Close the connection; later operations raise ``Unavailable``."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _enable_wal(conn: sqlite3.Connection, *, deadline: float) -> None:
+    """Switch ``conn``'s database to WAL, retrying until ``deadline`` while others do too.
+
+    SQLite answers a journal-mode switch that races another connection's with SQLITE_BUSY at
+    once, without waiting on ``busy_timeout``; workers starting together meet exactly that.
+    """
+    pause = 0.001
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            break
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError(f"WAL journal mode refused (got {mode})")
+
+
+def _full_at(tokens: float, bucket: TokenBucket, now: float) -> float:
+    """When a bucket holding ``tokens`` is full again (never, if it does not refill)."""
+    if tokens >= bucket.burst:
+        return now
+    return now + (bucket.burst - tokens) / bucket.rate if bucket.rate > 0 else math.inf
+
+
+def _close_around_forks(store: SqliteReplayStore) -> None:
+    # Weak references: registering must not keep every store ever opened alive.
+    ref = weakref.ref(store)
+
+    def before() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._before_fork()
+
+    def after_in_parent() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._after_fork_in_parent()
+
+    def after_in_child() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._after_fork_in_child()
+
+    os.register_at_fork(
+        before=before, after_in_parent=after_in_parent, after_in_child=after_in_child
+    )
