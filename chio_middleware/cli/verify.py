@@ -1,0 +1,151 @@
+"""``verify``: check receipt logs line by line, signatures and chain (PROTOCOL.md 7)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from collections.abc import Sequence
+
+from ..core.canonical import canonical_json
+from ..core.crypto import PublicKey
+from ..sinks.jsonl import VerifyReport, log_files, rotation_index, verify_log
+from ._common import EXIT_FAILED, EXIT_OK, CliError, Env, Palette, parse_public_key
+
+__all__ = ["group_logs", "register"]
+
+DESCRIPTION = """\
+Check every line of one or more receipt logs written by the JSONL sink: it parses as a
+receipt, its signature verifies, its kernel key is expected (--kernel-key), and the chain
+is intact: chio_log_seq counts up by one and chio_log_prev is the hash of the line before,
+across rotated files. Each problem is printed as FILE:LINE: what is wrong (a deleted,
+duplicated, reordered, inserted or edited line, a truncated or foreign line).
+
+FILE may be the current log (its rotated files FILE.1, FILE.2 ... are checked too, oldest
+first) or any of its files (a shell glob such as receipts.jsonl* works). A log whose
+oldest remaining file is a rotated one may start at any seq (older files were rotated
+away) unless --from-start; a log without rotated files must start at seq 1. Deleting the
+last lines of a log leaves no trace in the chain: compare the last seq with what you expect.
+
+Without --kernel-key, each receipt is checked against its own kernel_key only: anyone can
+sign a receipt with a key of their own, so give the middleware's public key(s).
+Exit status: 0 no problem, 1 problems found, 2 a file cannot be read.
+"""
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``verify`` command."""
+    parser = commands.add_parser(
+        "verify",
+        help="verify receipt log files (signatures and chain)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("files", metavar="FILE", nargs="+", help="a receipt log (JSONL)")
+    parser.add_argument(
+        "--kernel-key",
+        metavar="HEX",
+        action="append",
+        default=[],
+        help="an expected kernel (middleware) public key (repeatable)",
+    )
+    parser.add_argument(
+        "--from-start",
+        action="store_true",
+        help="require every log to start at seq 1, even when its oldest file is a rotated one",
+    )
+    parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    parser.set_defaults(handler=run)
+
+
+def _base_of(path: str) -> str:
+    """The current log file a given file belongs to."""
+    if path.endswith(".lock") and os.path.isfile(path[: -len(".lock")]):
+        return path[: -len(".lock")]
+    index = rotation_index(path)
+    return path[: -len(f".{index}")] if index is not None else path
+
+
+def group_logs(paths: Sequence[str]) -> dict[str, list[str]]:
+    """Group file arguments by log; each log's files oldest first, rotated siblings added."""
+    logs: dict[str, set[str]] = {}
+    for path in paths:
+        if not os.path.exists(path):
+            raise CliError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise CliError(f"{path}: is a directory, not a receipt log")
+        base = _base_of(path)
+        members = logs.setdefault(base, set())
+        if path != f"{base}.lock":
+            members.add(path)
+        members.update(os.fspath(p) for p in log_files(base))
+    return {
+        base: sorted(members, key=lambda p: -(rotation_index(p) or 0) if p != base else 1)
+        for base, members in logs.items()
+    }
+
+
+def _counts(counter: Counter[str] | Counter[int]) -> str:
+    return ", ".join(f"{key} {count}" for key, count in sorted(counter.items())) or "-"
+
+
+def _print_report(base: str, report: VerifyReport, palette: Palette, env: Env) -> None:
+    span = (
+        f"seq {report.first_seq}-{report.last_seq}" if report.first_seq is not None else "no chain"
+    )
+    status = palette.paint("OK", "32") if report.ok else palette.paint("FAILED", "1;31")
+    env.out(
+        f"{base}: {status}: {len(report.files)} file(s), {report.lines} line(s), "
+        f"{report.receipts} receipt(s), {span}"
+    )
+    for problem in report.problems:
+        env.out(f"  {palette.paint(str(problem), '31')}")
+    if report.first_seq is not None and report.first_seq > 1 and not report.from_start:
+        env.out(f"  note: starts at seq {report.first_seq}; older receipts were rotated away")
+    env.out(f"  verdicts: {_counts(report.verdicts)}")
+    env.out(f"  statuses: {_counts(report.statuses)}")
+    env.out(f"  kernel keys: {_counts(report.kernel_keys)}")
+    if report.problems:
+        env.out(f"  problems: {_counts(Counter(p.kind for p in report.problems))}")
+
+
+def _as_json(base: str, report: VerifyReport) -> dict[str, object]:
+    return {
+        "log": base,
+        "ok": report.ok,
+        "files": report.files,
+        "lines": report.lines,
+        "receipts": report.receipts,
+        "first_seq": report.first_seq,
+        "last_seq": report.last_seq,
+        "verdicts": dict(report.verdicts),
+        "statuses": {str(k): v for k, v in report.statuses.items()},
+        "kernel_keys": dict(report.kernel_keys),
+        "problems": [
+            {"file": p.path, "line": p.line, "kind": p.kind, "message": p.message}
+            for p in report.problems
+        ],
+    }
+
+
+def run(args: argparse.Namespace, env: Env) -> int:
+    """Verify each log and print its report and a summary."""
+    keys: list[PublicKey] | None = [parse_public_key(k, "--kernel-key") for k in args.kernel_key]
+    keys = keys or None
+    palette = Palette.for_env(env)
+    failed = 0
+    for base, files in group_logs(args.files).items():
+        try:
+            report = verify_log(files, kernel_keys=keys, from_start=args.from_start or None)
+        except OSError as exc:
+            raise CliError(f"{exc.filename}: {exc.strerror}") from None
+        failed += not report.ok
+        if args.json:
+            env.out(canonical_json(_as_json(base, report)).decode("utf-8"))
+        else:
+            _print_report(base, report, palette, env)
+    if keys is None and not args.json:
+        env.err(
+            "note: no --kernel-key given: signatures were checked against each receipt's own key"
+        )
+    return EXIT_FAILED if failed else EXIT_OK
