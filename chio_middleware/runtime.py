@@ -230,6 +230,7 @@ def _open_sink(settings: ChioSettings) -> ReceiptSink:
             max_bytes=settings.receipt_max_bytes,
             backups=settings.receipt_backups,
             fsync=settings.receipt_fsync,
+            fsync_interval=settings.receipt_fsync_interval,
         )
     return open_sink(settings.receipt_sink)
 

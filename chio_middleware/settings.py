@@ -61,6 +61,7 @@ class ChioSettings(BaseSettings):
         default="jsonl:chio-receipts.jsonl", description="jsonl:<path>, structlog or memory."
     )
     receipt_fsync: Literal["always", "interval", "never"] = "interval"
+    receipt_fsync_interval: float = Field(default=1.0, gt=0, le=60)
     receipt_max_bytes: int = Field(default=50 * 2**20, ge=4096)
     receipt_backups: int = Field(default=5, ge=0)
     proof_ttl: int = Field(default=300, ge=1, le=86400)

@@ -5,7 +5,8 @@
 3. start the Starlette example under uvicorn on 127.0.0.1 (a free port, pre-bound here and
    handed to uvicorn, so there is no start-up race and no polling);
 4. run the agent (examples/agent.py) against it;
-5. verify every receipt of the JSONL sink and print them; stop the server; exit 0.
+5. stop the server, then verify the JSONL receipt log and print it with the CLI
+   (``chio-middleware verify`` and ``chio-middleware tail``); exit 0.
 
 Everything lands in ./demo-state/ (re-created on each run).
 """
@@ -24,7 +25,6 @@ from pathlib import Path
 
 from chio_middleware.core.capability import sign_capability
 from chio_middleware.core.crypto import SigningKey
-from chio_middleware.core.receipts import verify_receipt
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / "demo-state"
@@ -128,17 +128,20 @@ def main() -> int:
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
-    print(f"[5] receipts in {receipts.relative_to(ROOT)}, each verified against the kernel key:")
+    print(f"[5] the receipt log {receipts.relative_to(ROOT)}, checked with the CLI:")
+    cli = str(Path(sys.executable).parent / "chio-middleware")
+    kernel_hex = kernel.public_key.hex
+    verified = subprocess.run(
+        [cli, "verify", str(receipts), "--kernel-key", kernel_hex], check=False
+    )
+    subprocess.run(
+        [cli, "tail", "-n", "all", "--verify", "--kernel-key", kernel_hex, str(receipts)],
+        check=False,
+    )
     lines = receipts.read_bytes().splitlines() if receipts.exists() else []
-    for line in lines:
-        receipt = verify_receipt(line, trusted_keys=[kernel.public_key])
-        verdict = receipt.verdict
-        why = "" if verdict.verdict == "allow" else f"  {verdict.guard}: {verdict.reason}"
-        print(
-            f"    {receipt.id}  {verdict.verdict:5s} {receipt.response_status}  "
-            f"{receipt.method:6s} {receipt.route_pattern:28s}{why}"
-        )
-    print(f"    {len(lines)} receipts, all signatures valid")
+    if verified.returncode != 0:
+        print("demo FAILED: the receipt log does not verify")
+        return 1
     if agent_run.returncode != 0 or not lines:
         print("demo FAILED (see demo-state/server.log)")
         return 1

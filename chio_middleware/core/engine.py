@@ -407,6 +407,10 @@ class ChioEngine:
         else:
             verdict = Verdict.deny(ev.error.message, ev.error.guard, ev.error.status)
         identity = _identity(ev)
+        route_metadata: dict[str, Any] = {"chio_http_status_scope": "final"}
+        if ev.route is not None:
+            route_metadata["chio_tool_server"] = ev.route.tool_server
+            route_metadata["chio_tool_name"] = ev.route.tool_name
 
         def sign(extra: Mapping[str, Any]) -> HttpReceipt:
             now = self.clock()
@@ -430,7 +434,7 @@ class ChioEngine:
                 ),
                 policy_hash=self.policy_hash,
                 capability_id=ev.capability.id if ev.capability is not None else None,
-                metadata={"chio_http_status_scope": "final", **extra},
+                metadata={**route_metadata, **extra},
             )
 
         receipt: HttpReceipt = sink_record(sign)

@@ -58,7 +58,11 @@ def test_allow_write_with_verified_receipt(driver: Driver) -> None:
     assert receipt.kernel_key == KERNEL.public_key.hex
     assert receipt.caller_identity_hash == caller_identity_hash(dpop_identity(AGENT.public_key.hex))
     assert [e.guard_name for e in receipt.evidence or ()][:2] == ["CapabilityGuard", "DpopGuard"]
-    assert receipt.metadata == {"chio_http_status_scope": "final"}
+    assert receipt.metadata == {
+        "chio_http_status_scope": "final",
+        "chio_tool_server": "srv-notes",
+        "chio_tool_name": "write_note",
+    }
     # exactly one receipt, the same signed object as in the header
     assert len(driver.sink.receipts) == 1
     assert receipt_json(driver.sink.receipts[0]) == receipt_json(receipt)
@@ -300,6 +304,7 @@ def test_unbound_routes_follow_the_default_policy(driver: Driver) -> None:
     receipt = reply.receipt()
     assert receipt.verdict.verdict == "allow" and receipt.route_pattern == "/health"
     assert [e.guard_name for e in receipt.evidence or ()] == ["DefaultPolicyGuard"]
+    assert receipt.metadata == {"chio_http_status_scope": "final"}  # no tool on unbound routes
     assert_denied(driver.request("POST", "/unbound", {}, b"x"), 401, "chio_capability_required")
     url = "/unbound"
     ok = driver.request(
