@@ -28,6 +28,12 @@ DEFAULT_FORBIDDEN_PATHS = ("/etc/shadow", "/root/**", "**/.ssh/**", "**/.aws/**"
 _STORE_SCHEMES = ("memory://", "sqlite:///", "redis://", "rediss://")
 
 
+def _check_rate(value: str | None) -> str | None:
+    if value is not None:
+        parse_rate(value)
+    return value
+
+
 def _check_keys(values: list[str]) -> list[str]:
     for value in values:
         try:
@@ -109,9 +115,7 @@ class ChioSettings(BaseSettings):
     @field_validator("rate_limit")
     @classmethod
     def _valid_rate(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_rate(value)
-        return value
+        return _check_rate(value)
 
     @field_validator("guards")
     @classmethod
@@ -166,9 +170,7 @@ class PolicyGuards(BaseModel):
     @field_validator("rate_limit")
     @classmethod
     def _valid_rate(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_rate(value)
-        return value
+        return _check_rate(value)
 
 
 class PolicyFile(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -165,3 +166,14 @@ class Palette:
     def paint(self, text: str, code: str) -> str:
         """``text`` in SGR ``code`` (``"32"`` green, ``"1;31"`` bold red...)."""
         return f"\033[{code}m{text}\033[0m" if self.enabled else text
+
+
+def count_argument(text: str) -> int:
+    """argparse type: a non-negative integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value

@@ -12,7 +12,7 @@ from ..core.capability import sign_capability
 from ..core.clock import uuid7
 from ..core.errors import CapabilityInvalid
 from ..core.grants import SUPPORTED_CONSTRAINTS
-from ._common import EXIT_OK, CliError, Env, parse_public_key, read_signing_key
+from ._common import EXIT_OK, CliError, Env, count_argument, parse_public_key, read_signing_key
 
 __all__ = ["parse_grants", "register"]
 
@@ -69,30 +69,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     grant.add_argument("--grant", action=_GrantItem, metavar="SERVER:TOOL[:OPS]", help="a grant")
     grant.add_argument("--constraint", action=_GrantItem, metavar="TYPE=VALUE", help="constraint")
     grant.add_argument(
-        "--max-invocations", action=_GrantItem, metavar="N", type=_count, help="invocation cap"
+        "--max-invocations",
+        action=_GrantItem,
+        metavar="N",
+        type=count_argument,
+        help="invocation cap",
     )
     grant.add_argument(
         "--dpop-required", action=_GrantItem, nargs=0, help="DPoP even where the route does not"
     )
     parser.add_argument("--ttl", type=_positive, default=3600, help="lifetime (s, default 3600)")
     parser.add_argument("--id", help="token id (default: a new UUIDv7)")
-    parser.add_argument("--issued-at", type=_count, metavar="UNIX", help="default: now")
+    parser.add_argument("--issued-at", type=count_argument, metavar="UNIX", help="default: now")
     parser.add_argument("--out", metavar="FILE", help="write the token to FILE, not stdout")
     parser.set_defaults(handler=run, grant_items=[])
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
-
-
 def _positive(text: str) -> int:
-    value = _count(text)
+    value = count_argument(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be positive")
     return value

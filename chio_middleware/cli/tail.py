@@ -21,7 +21,16 @@ from ..sinks.jsonl import (
     chain_fields,
     read_log_lines,
 )
-from ._common import EXIT_FAILED, EXIT_OK, CliError, Env, Palette, iso_time, parse_public_key
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CliError,
+    Env,
+    Palette,
+    count_argument,
+    iso_time,
+    parse_public_key,
+)
 
 __all__ = ["ReceiptFilter", "register", "render_receipt"]
 
@@ -68,23 +77,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "-n", "--lines", type=_lines, default=10, metavar="N|all", help="receipts shown at start"
     )
     parser.add_argument(
-        "--max-receipts", type=_count, metavar="N", help="stop after printing N receipts"
+        "--max-receipts", type=count_argument, metavar="N", help="stop after printing N receipts"
     )
     parser.add_argument(
         "--interval", type=_seconds, default=0.2, metavar="S", help="poll interval (default 0.2)"
     )
     parser.add_argument("--no-color", action="store_true", help="never use colour")
     parser.set_defaults(handler=run)
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -98,7 +97,7 @@ def _seconds(text: str) -> float:
 
 
 def _lines(text: str) -> int | None:
-    return None if text == "all" else _count(text)
+    return None if text == "all" else count_argument(text)
 
 
 def _tool(receipt: HttpReceipt) -> str | None:

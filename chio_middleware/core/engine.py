@@ -18,15 +18,14 @@ from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .canonical import JsonParseError, canonical_json, parse_json
+from .canonical import canonical_json
 from .capability import CapabilityVerifier
 from .clock import Clock, uuid7
 from .crypto import PublicKey, SigningKey, sha256_hex
 from .dpop import DpopBinding, check_dpop_proof, dpop_replay_slot, parse_dpop_proof
-from .encoding import decode_header_object, encode_header_object
+from .encoding import encode_header_object
 from .errors import (
     AccessDenied,
-    BadRequest,
     CapabilityRequired,
     ChioError,
     DpopRequired,
@@ -45,6 +44,7 @@ from .hashing import (
     dpop_identity,
     request_binding_hash,
 )
+from .inputs import ChioHeaders, read_chio_headers, request_arguments
 from .models import CapabilityToken, GuardEvidence, HttpReceipt, NonceBinding, Verdict
 from .nonce import check_execution_nonce, mint_execution_nonce, nonce_replay_key
 from .nonce import parse_execution_nonce as parse_nonce
@@ -55,10 +55,6 @@ from .routing import RouteMatch, RouteTable
 
 __all__ = ["ChioEngine", "EngineConfig", "Evaluation", "run_sync"]
 
-CAPABILITY_HEADER = "x-chio-capability"
-DPOP_HEADER = "x-chio-dpop"
-NONCE_HEADER = "x-chio-execution-nonce"
-CAPABILITY_QUERY = "chio_capability"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 T = TypeVar("T")
@@ -73,16 +69,6 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
         return result
     coroutine.close()
     raise RuntimeError("an async guard or store suspended on the synchronous (WSGI) path")
-
-
-@dataclass(frozen=True, slots=True)
-class _ChioHeaders:
-    """The decoded Chio request headers (and the capability's exact bytes, a cache key)."""
-
-    capability: dict[str, Any] | None
-    raw_capability: bytes
-    dpop: dict[str, Any] | None
-    nonce: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -195,7 +181,7 @@ class ChioEngine:
 
     async def _evaluate(self, ev: Evaluation, store: AsyncReplayStore) -> None:
         request = ev.request
-        headers = self._chio_headers(request)
+        headers = read_chio_headers(request, max_bytes=self.config.max_header_bytes)
         dpop_raw, nonce_raw = headers.dpop, headers.nonce
         route = ev.route
         if route is None:
@@ -204,7 +190,7 @@ class ChioEngine:
         if headers.capability is None:
             raise CapabilityRequired("side-effect route requires a capability token")
         token = self._verify_capability(ev, headers)
-        arguments = self._arguments(request, route)
+        arguments = request_arguments(request, route)
         grant = match_grant(
             token, server=route.tool_server, tool=route.tool_name, arguments=arguments
         )
@@ -290,7 +276,7 @@ class ChioEngine:
         self,
         ev: Evaluation,
         store: AsyncReplayStore,
-        headers: _ChioHeaders,
+        headers: ChioHeaders,
     ) -> None:
         """The default policy for unbound routes; a presented credential is still verified."""
         request = ev.request
@@ -335,7 +321,7 @@ class ChioEngine:
         await store.reserve(key, expires_at=expires_at, now=ev.now)
         ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
 
-    def _verify_capability(self, ev: Evaluation, headers: _ChioHeaders) -> CapabilityToken:
+    def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
         token = self.capabilities.verify(headers.capability, now=ev.now, raw=headers.raw_capability)
         ev.capability = token
         ev.evidence.append(
@@ -346,51 +332,6 @@ class ChioEngine:
             )
         )
         return token
-
-    def _chio_headers(self, request: RequestView) -> _ChioHeaders:
-        limit = self.config.max_header_bytes
-        decoded: list[dict[str, Any] | None] = []
-        raw_capability = b""
-        for name in (CAPABILITY_HEADER, DPOP_HEADER, NONCE_HEADER):
-            values = request.header_values(name)
-            if len(values) > 1:
-                raise BadRequest(f"header {name} appears more than once")
-            if values:
-                decoded.append(decode_header_object(values[0], name=name, max_bytes=limit))
-                if name == CAPABILITY_HEADER:
-                    raw_capability = values[0]
-            else:
-                decoded.append(None)
-        query_capability = request.query.get(CAPABILITY_QUERY)
-        if query_capability is not None:
-            if decoded[0] is not None:
-                raise BadRequest("capability given both as a header and as a query parameter")
-            decoded[0] = decode_header_object(
-                query_capability, name=CAPABILITY_QUERY, max_bytes=limit
-            )
-            raw_capability = query_capability.encode("utf-8")
-        return _ChioHeaders(decoded[0], raw_capability, decoded[1], decoded[2])
-
-    def _arguments(self, request: RequestView, route: RouteMatch) -> dict[str, Any]:
-        """Path parameters, query parameters and JSON object body members (PROTOCOL.md 5)."""
-        arguments: dict[str, Any] = dict(route.params)
-        for name, value in request.query.items():
-            if name == CAPABILITY_QUERY:
-                continue
-            if name in arguments:
-                raise BadRequest(f"argument {name!r} is given twice")
-            arguments[name] = value
-        if request.body and _is_json(request):
-            try:
-                body = parse_json(request.body)
-            except JsonParseError as exc:
-                raise BadRequest(f"request body is not valid JSON: {exc}") from None
-            if isinstance(body, dict):
-                for name, value in body.items():
-                    if name in arguments:
-                        raise BadRequest(f"argument {name!r} is given twice")
-                    arguments[name] = value
-        return arguments
 
     # -- receipts -----------------------------------------------------------------------
 
@@ -481,14 +422,6 @@ def _as_guard_error(error: ChioError, guard_name: str) -> ChioError:
     if "guard" not in vars(error):  # the class default: name the guard that said no
         error.guard = guard_name  # type: ignore[misc]
     return error
-
-
-def _is_json(request: RequestView) -> bool:
-    values = request.header_values("content-type")
-    if not values:
-        return False
-    media = values[0].split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or media.endswith(b"+json")
 
 
 def _identity(ev: Evaluation) -> dict[str, Any]:

@@ -1,92 +1,22 @@
-"""The agent side of Chio over HTTP: sign requests, answer the nonce challenge, check receipts.
-
-With httpx (the same auth object serves ``httpx.Client`` and ``httpx.AsyncClient``)::
-
-    auth = ChioAuth(capability=token_json, agent_key=seed_hex, kernel_key=kernel_hex)
-    response = httpx.post("https://tools.example/chio/tools/notes/write", json=..., auth=auth)
-    receipt = response.extensions["chio_receipt"]
-
-With requests: ``requests.post(url, json=..., auth=ChioRequestsAuth(...))``; the verified
-receipt is then ``response.chio_receipt``. :func:`verified_receipt` reads either, typed.
-
-Every request gets ``X-Chio-Capability`` and a fresh ``X-Chio-DPoP`` proof bound to the
-request binding hash of the bytes actually sent (PROTOCOL.md 3, 6). A 428 answer carrying an
-``X-Chio-Execution-Nonce`` is repeated once with that nonce and a new proof (PROTOCOL.md 4);
-a second 428 goes back to the caller. With ``kernel_key`` set, every response must carry a
-receipt signed by one of those keys, named by ``X-Chio-Receipt-Id`` and made for this very
-request (its ``content_hash``, PROTOCOL.md 6, 7). Redirects are not re-signed.
-
-The tool a request invokes is ``tool_server``/``tool_name`` when given, else what
-``resolver(method, decoded_path)`` returns (``None``: send that request without Chio
-headers), else the segments of the reserved path ``/chio/tools/{server}/{tool}``.
-
-Errors::
-
-    ChioClientError
-    ├── RequestSigningError        the request cannot be signed (no tool, bad path or query)
-    └── ReceiptVerificationError   a response receipt is missing, invalid or for another request
-
-Bad constructor arguments (keys, capability, options) raise ``ValueError``. httpx and
-requests are optional extras: this module imports without them, and each auth class needs
-its library only when constructed. The agent key is never logged, printed or repr'd.
-"""
+"""The signer shared by every client adapter: headers for a request, checks on a response."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from .core.capability import parse_capability
-from .core.clock import Clock, system_clock
-from .core.crypto import KeyFormatError, PublicKey, SigningKey
-from .core.dpop import DpopBinding, create_dpop_proof
-from .core.encoding import decode_header_object, encode_header_object
-from .core.errors import ChioError
-from .core.hashing import body_hash, content_hash, request_binding_hash
-from .core.models import CapabilityToken, HttpReceipt
-from .core.nonce import parse_execution_nonce
-from .core.receipts import ReceiptInvalid, decode_receipt_header, verify_receipt
-from .core.request import decode_path, parse_query
-
-if TYPE_CHECKING:
-    import httpx
-    import requests
-    from httpx import Auth as _HttpxAuthBase
-    from requests.auth import AuthBase as _RequestsAuthBase
-
-    _HAS_HTTPX = _HAS_REQUESTS = True
-else:
-    try:
-        from httpx import Auth as _HttpxAuthBase
-    except ImportError:  # the httpx extra is not installed
-        _HttpxAuthBase, _HAS_HTTPX = object, False
-    else:
-        _HAS_HTTPX = True
-    try:
-        from requests.auth import AuthBase as _RequestsAuthBase
-    except ImportError:  # the requests extra is not installed
-        _RequestsAuthBase, _HAS_REQUESTS = object, False
-    else:
-        _HAS_REQUESTS = True
-
-__all__ = [
-    "CAPABILITY_HEADER",
-    "DPOP_HEADER",
-    "NONCE_HEADER",
-    "RECEIPT_HEADER",
-    "RECEIPT_ID_HEADER",
-    "ChioAuth",
-    "ChioClientError",
-    "ChioCredentials",
-    "ChioRequestsAuth",
-    "KernelKeys",
-    "ReceiptVerificationError",
-    "RequestSigningError",
-    "ToolResolver",
-    "verified_receipt",
-    "verify_response_receipt",
-]
+from ..core.capability import parse_capability
+from ..core.clock import Clock, system_clock
+from ..core.crypto import KeyFormatError, PublicKey, SigningKey
+from ..core.dpop import DpopBinding, create_dpop_proof
+from ..core.encoding import decode_header_object, encode_header_object
+from ..core.errors import ChioError
+from ..core.hashing import body_hash, content_hash, request_binding_hash
+from ..core.models import CapabilityToken, HttpReceipt
+from ..core.nonce import parse_execution_nonce
+from ..core.receipts import ReceiptInvalid, decode_receipt_header, verify_receipt
+from ..core.request import decode_path, parse_query
 
 CAPABILITY_HEADER = "X-Chio-Capability"
 DPOP_HEADER = "X-Chio-DPoP"
@@ -362,141 +292,3 @@ class _CredentialsAuth:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(capability_id={self.credentials.capability.id!r})"
-
-
-class ChioAuth(_CredentialsAuth, _HttpxAuthBase):
-    """httpx auth for sync and async clients: capability, DPoP, one 428 retry, receipts.
-
-    A verified receipt is put in ``response.extensions["chio_receipt"]``.
-    """
-
-    _extra = "httpx"
-    _available = _HAS_HTTPX
-    requires_request_body = True
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """Sign, send, answer one execution-nonce challenge, verify the receipt."""
-        try:
-            target = request.url.raw_path.decode("ascii")
-        except UnicodeDecodeError:
-            raise RequestSigningError("request target is not ASCII") from None
-        body = request.content
-        headers = self.credentials.sign(request.method, target, body)
-        request.headers.update(headers)
-        response = yield request
-        self._check(response, target, body)
-        nonce = _challenge_nonce(response.status_code, response.headers.get_list(NONCE_HEADER))
-        if headers and nonce is not None:
-            request.headers.update(
-                self.credentials.sign(request.method, target, body, execution_nonce=nonce)
-            )
-            response = yield request
-            self._check(response, target, body)
-
-    def _check(self, response: httpx.Response, target: str, body: bytes) -> None:
-        try:
-            receipt = self.credentials.check_response(
-                response.headers, method=response.request.method, target=target, body=body
-            )
-        except ReceiptVerificationError as exc:
-            raise ReceiptVerificationError(str(exc), response=response) from None
-        if receipt is not None:
-            response.extensions["chio_receipt"] = receipt
-
-
-def _requests_body(request: requests.PreparedRequest) -> bytes:
-    """The body bytes of a prepared request; a str or streamed body is replaced by them."""
-    body: object = request.body
-    if body is None:
-        return b""
-    if isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        data = body.encode("utf-8")  # what urllib3 2 sends for a str body
-    elif callable(read := getattr(body, "read", None)):
-        chunk = read()
-        data = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
-    elif isinstance(body, bytearray | memoryview):
-        data = bytes(body)
-    elif isinstance(body, Iterable):
-        data = b"".join(c.encode("utf-8") if isinstance(c, str) else bytes(c) for c in body)
-    else:
-        raise RequestSigningError(f"cannot read a request body of type {type(body).__name__}")
-    # DPoP binds the whole body, so a stream is read once and sent as these bytes.
-    request.body = data
-    request.headers.pop("Transfer-Encoding", None)
-    request.headers["Content-Length"] = str(len(data))
-    return data
-
-
-class ChioRequestsAuth(_CredentialsAuth, _RequestsAuthBase):
-    """requests auth: capability, DPoP, one 428 retry (response hook), receipts.
-
-    A verified receipt is set as ``response.chio_receipt``.
-    """
-
-    _extra = "requests"
-    _available = _HAS_REQUESTS
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        """Add the Chio headers to ``r`` and the hook that answers a 428 challenge."""
-        body = _requests_body(r)
-        headers = self.credentials.sign(r.method or "GET", r.path_url, body)
-        r.headers.update(headers)
-        r.hooks["response"].append(self._response_hook(signed=bool(headers)))
-        return r
-
-    def _response_hook(self, *, signed: bool) -> Callable[..., requests.Response]:
-        retried = False  # one retry per request, even when requests copies the hook
-
-        def on_response(response: requests.Response, **kwargs: Any) -> requests.Response:
-            nonlocal retried
-            self._check(response)
-            connection = getattr(response, "connection", None)
-            nonce = _challenge_nonce(response.status_code, _values(response, NONCE_HEADER))
-            if not signed or retried or nonce is None or connection is None:
-                return response
-            retried = True
-            from requests import cookies
-
-            # As HTTPDigestAuth does: cookies the challenge set go out with the retry.
-            extract_cookies: Callable[..., None] = cookies.extract_cookies_to_jar  # untyped stub
-            response.content  # noqa: B018  (drain, so the connection can be reused)
-            response.close()
-            prepared = response.request.copy()
-            jar = getattr(prepared, "_cookies", None)
-            if jar is not None:
-                extract_cookies(jar, response.request, response.raw)
-                prepared.prepare_cookies(jar)
-            body = _requests_body(prepared)
-            prepared.headers.update(
-                self.credentials.sign(
-                    prepared.method or "GET", prepared.path_url, body, execution_nonce=nonce
-                )
-            )
-            retry: requests.Response = connection.send(prepared, **kwargs)
-            retry.history.append(response)
-            retry.request = prepared
-            self._check(retry)
-            return retry
-
-        return on_response
-
-    def _check(self, response: requests.Response) -> None:
-        request = response.request
-        try:
-            receipt = self.credentials.check_response(
-                response.headers,
-                method=request.method or "GET",
-                target=request.path_url,
-                body=_requests_body(request),
-            )
-        except ReceiptVerificationError as exc:
-            raise ReceiptVerificationError(str(exc), response=response) from None
-        if receipt is not None:
-            response.chio_receipt = receipt  # type: ignore[attr-defined]
-
-
-def _values(response: requests.Response, name: str) -> list[str]:
-    value = response.headers.get(name)
-    return [] if value is None else [value]

@@ -1,0 +1,99 @@
+"""What the core reads from a request: the Chio headers and the call's arguments.
+
+The headers carry one JSON object each (PROTOCOL.md 1.3); the arguments that grant
+constraints and guards see are the path parameters, the query parameters and the members
+of a JSON object body (PROTOCOL.md 5), a name given twice being a malformed request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .canonical import JsonParseError, parse_json
+from .encoding import decode_header_object
+from .errors import BadRequest
+from .request import RequestView
+from .routing import RouteMatch
+
+__all__ = [
+    "CAPABILITY_HEADER",
+    "CAPABILITY_QUERY",
+    "DPOP_HEADER",
+    "NONCE_HEADER",
+    "ChioHeaders",
+    "read_chio_headers",
+    "request_arguments",
+]
+
+CAPABILITY_HEADER = "x-chio-capability"
+DPOP_HEADER = "x-chio-dpop"
+NONCE_HEADER = "x-chio-execution-nonce"
+CAPABILITY_QUERY = "chio_capability"
+
+
+@dataclass(frozen=True, slots=True)
+class ChioHeaders:
+    """The decoded Chio request headers (and the capability's exact bytes, a cache key)."""
+
+    capability: dict[str, Any] | None
+    raw_capability: bytes
+    dpop: dict[str, Any] | None
+    nonce: dict[str, Any] | None
+
+
+def read_chio_headers(request: RequestView, *, max_bytes: int) -> ChioHeaders:
+    """Decode the Chio headers (PROTOCOL.md 1.3): each at most once, within ``max_bytes``.
+
+    The capability may also come as the ``chio_capability`` query parameter, not both.
+    """
+    limit = max_bytes
+    decoded: list[dict[str, Any] | None] = []
+    raw_capability = b""
+    for name in (CAPABILITY_HEADER, DPOP_HEADER, NONCE_HEADER):
+        values = request.header_values(name)
+        if len(values) > 1:
+            raise BadRequest(f"header {name} appears more than once")
+        if values:
+            decoded.append(decode_header_object(values[0], name=name, max_bytes=limit))
+            if name == CAPABILITY_HEADER:
+                raw_capability = values[0]
+        else:
+            decoded.append(None)
+    query_capability = request.query.get(CAPABILITY_QUERY)
+    if query_capability is not None:
+        if decoded[0] is not None:
+            raise BadRequest("capability given both as a header and as a query parameter")
+        decoded[0] = decode_header_object(query_capability, name=CAPABILITY_QUERY, max_bytes=limit)
+        raw_capability = query_capability.encode("utf-8")
+    return ChioHeaders(decoded[0], raw_capability, decoded[1], decoded[2])
+
+
+def request_arguments(request: RequestView, route: RouteMatch) -> dict[str, Any]:
+    """Path parameters, query parameters and JSON object body members (PROTOCOL.md 5)."""
+    arguments: dict[str, Any] = dict(route.params)
+    for name, value in request.query.items():
+        if name == CAPABILITY_QUERY:
+            continue
+        if name in arguments:
+            raise BadRequest(f"argument {name!r} is given twice")
+        arguments[name] = value
+    if request.body and _is_json(request):
+        try:
+            body = parse_json(request.body)
+        except JsonParseError as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        if isinstance(body, dict):
+            for name, value in body.items():
+                if name in arguments:
+                    raise BadRequest(f"argument {name!r} is given twice")
+                arguments[name] = value
+    return arguments
+
+
+def _is_json(request: RequestView) -> bool:
+    values = request.header_values("content-type")
+    if not values:
+        return False
+    media = values[0].split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
