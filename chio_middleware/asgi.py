@@ -23,7 +23,7 @@ from .core.engine import Evaluation
 from .core.errors import BadRequest, ChioError, PayloadTooLarge
 from .core.guards import Guard
 from .core.replay import ReplayStore, as_async
-from .core.request import RequestView, parse_query
+from .core.request import RequestView, parse_content_length, parse_query
 from .runtime import ChioRuntime
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -111,6 +111,7 @@ class ChioMiddleware:
         else:
             evaluation.request = replace(view, body=body)
             await engine.evaluate(evaluation, self.store)
+            self.runtime.admit(evaluation)
         if evaluation.error is not None:
             await self._send_error(evaluation, evaluation.error, send)
             return
@@ -121,12 +122,9 @@ class ChioMiddleware:
         lengths = view.header_values("content-length")
         if len(lengths) > 1:
             raise BadRequest("Content-Length appears more than once")
-        if lengths:
-            text = lengths[0].decode("latin-1").strip()
-            if not text.isdigit():
-                raise BadRequest("Content-Length is not a number")
-            if int(text) > limit:
-                raise PayloadTooLarge(f"body is larger than {limit} bytes")
+        declared = parse_content_length(lengths[0]) if lengths else None
+        if declared is not None and declared > limit:
+            raise PayloadTooLarge(f"body is larger than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -141,7 +139,7 @@ class ChioMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if lengths and len(body) != int(lengths[0]):
+        if declared is not None and len(body) != declared:
             raise BadRequest("body length does not match Content-Length")
         return body
 
@@ -242,14 +240,17 @@ def _request_view(scope: Scope) -> tuple[RequestView, ChioError | None]:
     """Translate an HTTP scope; a malformed query is returned to be refused after routing."""
     path: str = scope.get("path", "/")
     root_path: str = scope.get("root_path", "")
-    if root_path and not path.startswith(root_path):
-        path = root_path + path
+    # The app routes on the path without its mount prefix; the hashes bind the full path.
+    if root_path and path.startswith(root_path):
+        route_path = path[len(root_path) :] or "/"
+    else:
+        route_path, path = path, root_path + path
     raw_path_bytes: bytes | None = scope.get("raw_path")
     raw_path = ""
     if raw_path_bytes:
         raw_path = raw_path_bytes.decode("latin-1").split("?", 1)[0]
-        if root_path and not raw_path.startswith(root_path):
-            raw_path = root_path + raw_path
+        if root_path and raw_path.startswith(root_path):
+            raw_path = raw_path[len(root_path) :] or "/"
     headers = [(name.decode("latin-1").lower(), value) for name, value in scope.get("headers", [])]
     error: ChioError | None = None
     try:
@@ -263,6 +264,7 @@ def _request_view(scope: Scope) -> tuple[RequestView, ChioError | None]:
         query=query,
         headers=headers,
         raw_path=raw_path,
+        route_path=route_path,
         client=f"{client[0]}:{client[1]}" if client else None,
     )
     return view, error

@@ -80,7 +80,8 @@ class ChioRuntime:
         if s.policy_file is not None:
             policy = load_policy_file(s.policy_file)
             routes.extend(policy.routes)
-            default_policy = policy.default_policy or default_policy
+            if policy.default_policy == "deny":  # the stricter of file and setting wins
+                default_policy = "deny"
             g = policy.guards
             rate_limit = g.rate_limit if g.rate_limit is not None else rate_limit
             forbidden = g.forbidden_paths if g.forbidden_paths is not None else forbidden
@@ -112,6 +113,9 @@ class ChioRuntime:
             "nonce_ttl": s.nonce_ttl,
             "max_delegation_depth": s.max_delegation_depth,
             "revoked_capabilities": sorted(s.revoked_capabilities),
+            "trusted_issuers": sorted(PublicKey.from_hex(k).hex for k in s.trusted_issuers),
+            "trusted_kernel_keys": sorted(PublicKey.from_hex(k).hex for k in s.trusted_kernel_keys),
+            "websocket": s.websocket,
         }
         config = EngineConfig(
             signing_key=signing_key,
@@ -138,6 +142,16 @@ class ChioRuntime:
     def kernel_key(self) -> PublicKey:
         """The public key receipts and nonces are signed with."""
         return self.engine.signing_key.public_key
+
+    def admit(self, evaluation: Evaluation) -> None:
+        """Before the app runs: deny (503) when the sink already knows it cannot record."""
+        if evaluation.error is not None:
+            return
+        try:
+            self.sink.ready()
+        except Exception as exc:
+            logger.error("chio_receipt_sink_not_ready", error=type(exc).__name__)
+            evaluation.deny(Unavailable("receipts cannot be recorded; refusing (fail closed)"))
 
     def record(self, evaluation: Evaluation, status: int) -> HttpReceipt:
         """Sign and record the request's receipt; raise ``Unavailable`` if the sink fails."""

@@ -25,7 +25,7 @@ from .core.engine import Evaluation, run_sync
 from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
 from .core.guards import Guard
 from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
-from .core.request import RequestView, parse_query
+from .core.request import RequestView, parse_content_length, parse_query
 from .runtime import ChioRuntime
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -87,6 +87,7 @@ class ChioWSGIMiddleware:
         else:
             evaluation.request = replace(view, body=body)
             self._evaluate(evaluation)
+            self.runtime.admit(evaluation)
         if evaluation.error is not None:
             status, headers, payload = self.runtime.render_error(evaluation, evaluation.error)
             start_response(_status_line(status), headers)
@@ -116,9 +117,7 @@ class ChioWSGIMiddleware:
         length_text = environ.get("CONTENT_LENGTH", "")
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         if length_text and not chunked:
-            if not length_text.strip().isdigit():
-                raise BadRequest("Content-Length is not a number")
-            length = int(length_text)
+            length = parse_content_length(length_text)
             if length > limit:
                 raise PayloadTooLarge(f"body is larger than {limit} bytes")
             body = stream.read(length) if stream is not None and length else b""
@@ -244,27 +243,35 @@ def _headers(environ: dict[str, Any]) -> list[tuple[str, bytes]]:
     return headers
 
 
-def _wsgi_path(environ: dict[str, Any]) -> str:
-    raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+def _decoded(raw: str) -> str:
     try:
-        return str(raw.encode("latin-1").decode("utf-8")) or "/"
+        return raw.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
         raise BadRequest("request path is not valid UTF-8") from None
 
 
-def _raw_path(environ: dict[str, Any]) -> str:
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
-    return str(raw).split("?", 1)[0]
+def _raw_route_path(environ: dict[str, Any]) -> str:
+    """The percent-encoded path after the mount prefix, when the server says (RAW_URI)."""
+    raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "").split("?", 1)[0]
+    script = str(environ.get("SCRIPT_NAME", ""))
+    if script and raw.startswith(script):
+        raw = raw[len(script) :]
+    return raw
 
 
 def _request_view(environ: dict[str, Any]) -> RequestView:
-    """Translate a WSGI environ (path and query decoded as the application sees them)."""
+    """Translate a WSGI environ (path and query decoded as the application sees them).
+
+    The app routes on ``PATH_INFO``; the hashes bind ``SCRIPT_NAME + PATH_INFO``.
+    """
+    route_path = _decoded(str(environ.get("PATH_INFO", ""))) or "/"
     return RequestView(
         method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
-        path=_wsgi_path(environ),
+        path=_decoded(str(environ.get("SCRIPT_NAME", ""))) + route_path,
         query=parse_query(str(environ.get("QUERY_STRING", ""))),
         headers=_headers(environ),
-        raw_path=_raw_path(environ),
+        raw_path=_raw_route_path(environ),
+        route_path=route_path,
         client=environ.get("REMOTE_ADDR"),
     )
 

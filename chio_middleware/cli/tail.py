@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -155,8 +156,17 @@ def _matches(key: str, value: str, receipt: HttpReceipt) -> bool:
     return _tool(receipt) == value
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control, format and separator characters (C0, C1
+    such as CSI U+009B, bidi overrides, line breaks) become ``\\uXXXX`` escapes, so a
+    request path cannot forge a line or drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
+
+
 def render_receipt(receipt: HttpReceipt, palette: Palette) -> str:
-    """One readable line for a receipt."""
+    """One readable line for a receipt; every field from the log is made printable."""
     verdict = receipt.verdict
     allowed = verdict.verdict == "allow"
     status = receipt.response_status
@@ -164,20 +174,20 @@ def render_receipt(receipt: HttpReceipt, palette: Palette) -> str:
         palette.paint(iso_time(receipt.timestamp), "2"),
         palette.paint(f"{verdict.verdict.upper():<5}", "32" if allowed else "1;31"),
         palette.paint(str(status), "32" if status < 400 else "33" if status < 500 else "31"),
-        f"{receipt.method:<6} {receipt.route_pattern}",
+        f"{printable(receipt.method):<6} {printable(receipt.route_pattern)}",
     ]
     tool = _tool(receipt)
     if tool:
-        parts.append(f"tool={tool}")
+        parts.append(f"tool={printable(tool)}")
     if receipt.capability_id:
-        parts.append(f"cap={receipt.capability_id}")
+        parts.append(f"cap={printable(receipt.capability_id)}")
     if not allowed:
-        parts.append(f"guard={verdict.guard}")
-        parts.append(f"reason={canonical_json(verdict.reason or '').decode()}")
+        parts.append(f"guard={printable(verdict.guard or '')}")
+        parts.append(f"reason={printable(json.dumps(verdict.reason or '', ensure_ascii=False))}")
     fields = chain_fields(receipt)
     if fields:
         parts.append(palette.paint(f"seq={fields[0]}", "2"))
-    parts.append(palette.paint(f"id={receipt.id}", "2"))
+    parts.append(palette.paint(f"id={printable(receipt.id)}", "2"))
     return "  ".join(parts)
 
 

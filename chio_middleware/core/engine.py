@@ -28,7 +28,9 @@ from .errors import (
     AccessDenied,
     CapabilityRequired,
     ChioError,
+    DpopInvalid,
     DpopRequired,
+    NonceInvalid,
     NonceRequired,
     RateLimited,
     Unavailable,
@@ -37,6 +39,7 @@ from .grants import match_grant
 from .guards import Guard, GuardContext
 from .hashing import (
     anonymous_identity,
+    api_key_identity,
     bearer_identity,
     body_hash,
     caller_identity_hash,
@@ -45,7 +48,15 @@ from .hashing import (
     request_binding_hash,
 )
 from .inputs import ChioHeaders, read_chio_headers, request_arguments
-from .models import CapabilityToken, GuardEvidence, HttpReceipt, NonceBinding, Verdict
+from .models import (
+    CapabilityToken,
+    DpopProof,
+    GuardEvidence,
+    HttpReceipt,
+    NonceBinding,
+    SignedExecutionNonce,
+    Verdict,
+)
 from .nonce import check_execution_nonce, mint_execution_nonce, nonce_replay_key
 from .nonce import parse_execution_nonce as parse_nonce
 from .receipts import encode_receipt_header, sign_receipt
@@ -154,7 +165,7 @@ class ChioEngine:
         evaluation = Evaluation(request=request, request_id=uuid7(int(now * 1000)), now=int(now))
         try:
             evaluation.route = self.config.routes.match(
-                request.method, request.path, request.raw_path or None
+                request.method, request.route_path or request.path, request.raw_path or None
             )
         except ChioError as exc:
             evaluation.deny(exc)
@@ -182,7 +193,6 @@ class ChioEngine:
     async def _evaluate(self, ev: Evaluation, store: AsyncReplayStore) -> None:
         request = ev.request
         headers = read_chio_headers(request, max_bytes=self.config.max_header_bytes)
-        dpop_raw, nonce_raw = headers.dpop, headers.nonce
         route = ev.route
         if route is None:
             await self._unbound(ev, store, headers)
@@ -192,57 +202,35 @@ class ChioEngine:
         token = self._verify_capability(ev, headers)
         arguments = request_arguments(request, route)
         grant = match_grant(
-            token, server=route.tool_server, tool=route.tool_name, arguments=arguments
+            token, server=route.tool_server, tool=route.tool_name, arguments=arguments.values
         )
         if grant.grant.constraints:
+            if arguments.opaque_body:
+                raise AccessDenied(
+                    "the grant's constraints cannot be checked on a multipart body; "
+                    "send JSON or form-encoded arguments",
+                    guard="ConstraintGuard",
+                )
             ev.evidence.append(
                 GuardEvidence(
                     guard_name="ConstraintGuard", verdict=True, details="grant constraints hold"
                 )
             )
-        action_hash = request_binding_hash(
-            request.method, request.path, request.query, body_hash(request.body)
-        )
         binding = route.binding
-        require_dpop = grant.dpop_required or binding is None or binding.require_dpop
-        proof = None
-        if dpop_raw is not None:
-            proof = parse_dpop_proof(dpop_raw)
-            ev.agent_key = check_dpop_proof(
-                proof,
-                subject=token.subject,
-                expected=DpopBinding(token.id, route.tool_server, route.tool_name, action_hash),
-                now=ev.now,
-                proof_ttl=self.config.proof_ttl,
-                max_clock_skew=self.config.max_clock_skew,
-            )
-        elif require_dpop:
-            raise DpopRequired("this route requires a DPoP proof (X-Chio-DPoP)")
-        nonce_binding = NonceBinding(
-            subject_id=PublicKey.from_hex(token.subject).hex,
-            capability_id=token.id,
-            tool_server=route.tool_server,
-            tool_name=route.tool_name,
-            parameter_hash=action_hash,
+        # A nonce challenge needs a verified proof (PROTOCOL.md 4), so nonce routes need DPoP.
+        require_dpop = (
+            grant.dpop_required or binding is None or binding.require_dpop or binding.require_nonce
         )
-        nonce = None
-        if nonce_raw is not None:
-            nonce = parse_nonce(nonce_raw)
-            check_execution_nonce(
-                nonce, expected=nonce_binding, now=ev.now, trusted_signers=self.nonce_signers
-            )
-        if proof is not None:
-            key, expires_at = dpop_replay_slot(
-                proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
-            )
-            await store.reserve(key, expires_at=expires_at, now=ev.now)
-            ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
-        if nonce is not None:
-            await store.reserve(
-                nonce_replay_key(nonce), expires_at=nonce.nonce.expires_at, now=ev.now
-            )
-            ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
-        elif binding is not None and binding.require_nonce:
+        if headers.dpop is None and require_dpop:
+            raise DpopRequired("this route requires a DPoP proof (X-Chio-DPoP)")
+        action_hash = _action_hash(request)
+        proof = self._check_proof(
+            ev, token, headers, route.tool_server, route.tool_name, action_hash
+        )
+        nonce_binding = _nonce_binding(token, route.tool_server, route.tool_name, action_hash)
+        nonce = self._check_nonce(ev, headers, nonce_binding)
+        await self._reserve(ev, store, proof, nonce)
+        if nonce is None and binding is not None and binding.require_nonce:
             minted = mint_execution_nonce(
                 self.signing_key, binding=nonce_binding, now=ev.now, ttl=self.config.nonce_ttl
             )
@@ -255,7 +243,7 @@ class ChioEngine:
             grant=grant.grant,
             grant_index=grant.index,
             subject=PublicKey.from_hex(token.subject).hex,
-            arguments=arguments,
+            arguments=arguments.values,
             now=ev.now,
             store=store,
         )
@@ -278,12 +266,20 @@ class ChioEngine:
         store: AsyncReplayStore,
         headers: ChioHeaders,
     ) -> None:
-        """The default policy for unbound routes; a presented credential is still verified."""
+        """The default policy for unbound routes; presented credentials are still verified.
+
+        No tool is bound here: a proof or nonce must still hold the capability subject's
+        key, name this capability and bind these request bytes; its tool fields are its own.
+        """
         request = ev.request
         safe = request.method in SAFE_METHODS
         if self.config.default_policy == "deny":
             raise AccessDenied("no route binding matches this request", guard="DefaultPolicyGuard")
         if headers.capability is None:
+            if headers.dpop is not None:
+                raise DpopInvalid("a DPoP proof needs a capability", step="sender_constraint")
+            if headers.nonce is not None:
+                raise NonceInvalid("an execution nonce needs a capability", step="binding")
             if safe:
                 ev.evidence.append(
                     GuardEvidence(
@@ -295,31 +291,76 @@ class ChioEngine:
                 return
             raise CapabilityRequired("side-effect route requires a capability token")
         token = self._verify_capability(ev, headers)
-        if headers.dpop is None:
-            if safe:
-                return
+        if headers.dpop is None and not safe:
             raise DpopRequired("side-effect routes require a DPoP proof (X-Chio-DPoP)")
+        action_hash = _action_hash(request)
+        proof = None
+        if headers.dpop is not None:
+            body = parse_dpop_proof(headers.dpop).body
+            proof = self._check_proof(
+                ev, token, headers, body.tool_server, body.tool_name, action_hash
+            )
+        nonce = None
+        if headers.nonce is not None:
+            bound = parse_nonce(headers.nonce).nonce.bound_to
+            expected = _nonce_binding(token, bound.tool_server, bound.tool_name, action_hash)
+            nonce = self._check_nonce(ev, headers, expected)
+        await self._reserve(ev, store, proof, nonce)
+
+    def _check_proof(
+        self,
+        ev: Evaluation,
+        token: CapabilityToken,
+        headers: ChioHeaders,
+        tool_server: str,
+        tool_name: str,
+        action_hash: str,
+    ) -> DpopProof | None:
+        """DPoP steps 1-5 for a presented proof (the replay slot is taken later)."""
+        if headers.dpop is None:
+            return None
         proof = parse_dpop_proof(headers.dpop)
-        # No tool is bound to this route: the proof must still hold the subject's key and
-        # bind this capability and these request bytes; its tool fields are its own.
-        action_hash = request_binding_hash(
-            request.method, request.path, request.query, body_hash(request.body)
-        )
         ev.agent_key = check_dpop_proof(
             proof,
             subject=token.subject,
-            expected=DpopBinding(
-                token.id, proof.body.tool_server, proof.body.tool_name, action_hash
-            ),
+            expected=DpopBinding(token.id, tool_server, tool_name, action_hash),
             now=ev.now,
             proof_ttl=self.config.proof_ttl,
             max_clock_skew=self.config.max_clock_skew,
         )
-        key, expires_at = dpop_replay_slot(
-            proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
+        return proof
+
+    def _check_nonce(
+        self, ev: Evaluation, headers: ChioHeaders, expected: NonceBinding
+    ) -> SignedExecutionNonce | None:
+        """Every execution-nonce check but single use, for a presented nonce."""
+        if headers.nonce is None:
+            return None
+        nonce = parse_nonce(headers.nonce)
+        check_execution_nonce(
+            nonce, expected=expected, now=ev.now, trusted_signers=self.nonce_signers
         )
-        await store.reserve(key, expires_at=expires_at, now=ev.now)
-        ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
+        return nonce
+
+    async def _reserve(
+        self,
+        ev: Evaluation,
+        store: AsyncReplayStore,
+        proof: DpopProof | None,
+        nonce: SignedExecutionNonce | None,
+    ) -> None:
+        """Take the replay slots, proof first, once everything else about them verified."""
+        if proof is not None:
+            key, expires_at = dpop_replay_slot(
+                proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
+            )
+            await store.reserve(key, expires_at=expires_at, now=ev.now)
+            ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
+        if nonce is not None:
+            await store.reserve(
+                nonce_replay_key(nonce), expires_at=nonce.nonce.expires_at, now=ev.now
+            )
+            ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
 
     def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
         token = self.capabilities.verify(headers.capability, now=ev.now, raw=headers.raw_capability)
@@ -418,6 +459,24 @@ class ChioEngine:
         return self._async_guards
 
 
+def _action_hash(request: RequestView) -> str:
+    return request_binding_hash(
+        request.method, request.path, request.query, body_hash(request.body)
+    )
+
+
+def _nonce_binding(
+    token: CapabilityToken, tool_server: str, tool_name: str, action_hash: str
+) -> NonceBinding:
+    return NonceBinding(
+        subject_id=PublicKey.from_hex(token.subject).hex,
+        capability_id=token.id,
+        tool_server=tool_server,
+        tool_name=tool_name,
+        parameter_hash=action_hash,
+    )
+
+
 def _as_guard_error(error: ChioError, guard_name: str) -> ChioError:
     if "guard" not in vars(error):  # the class default: name the guard that said no
         error.guard = guard_name  # type: ignore[misc]
@@ -432,4 +491,7 @@ def _identity(ev: Evaluation) -> dict[str, Any]:
         token = authorization[0][7:].strip().decode("latin-1")
         if token:
             return bearer_identity(token)
+    api_key = ev.request.header_values("x-api-key")
+    if len(api_key) == 1 and api_key[0]:
+        return api_key_identity("x-api-key", api_key[0].decode("latin-1"))
     return anonymous_identity()

@@ -7,13 +7,14 @@ of a JSON object body (PROTOCOL.md 5), a name given twice being a malformed requ
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .canonical import JsonParseError, parse_json
 from .encoding import decode_header_object
 from .errors import BadRequest
-from .request import RequestView
+from .request import RequestView, parse_query
 from .routing import RouteMatch
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "CAPABILITY_QUERY",
     "DPOP_HEADER",
     "NONCE_HEADER",
+    "Arguments",
     "ChioHeaders",
     "read_chio_headers",
     "request_arguments",
@@ -69,31 +71,53 @@ def read_chio_headers(request: RequestView, *, max_bytes: int) -> ChioHeaders:
     return ChioHeaders(decoded[0], raw_capability, decoded[1], decoded[2])
 
 
-def request_arguments(request: RequestView, route: RouteMatch) -> dict[str, Any]:
-    """Path parameters, query parameters and JSON object body members (PROTOCOL.md 5)."""
+@dataclass(frozen=True, slots=True)
+class Arguments:
+    """The arguments of a call, and whether its body could not be read as arguments."""
+
+    values: dict[str, Any]
+    #: A multipart body: the application may read fields from it that no constraint saw.
+    opaque_body: bool = False
+
+
+def request_arguments(request: RequestView, route: RouteMatch) -> Arguments:
+    """Path parameters, query parameters and body members (PROTOCOL.md 5).
+
+    The body counts whatever its Content-Type says, because frameworks parse it regardless
+    (Starlette's ``request.json()`` ignores the header): a JSON object gives its members;
+    a form body (``application/x-www-form-urlencoded``) its fields; other JSON values and
+    bodies that are not JSON give none. A body declared JSON that does not parse is a
+    :class:`BadRequest`; a multipart body is marked opaque for the engine to refuse when
+    constraints apply.
+    """
     arguments: dict[str, Any] = dict(route.params)
-    for name, value in request.query.items():
-        if name == CAPABILITY_QUERY:
-            continue
-        if name in arguments:
-            raise BadRequest(f"argument {name!r} is given twice")
-        arguments[name] = value
-    if request.body and _is_json(request):
-        try:
-            body = parse_json(request.body)
-        except JsonParseError as exc:
+    _merge(arguments, ((k, v) for k, v in request.query.items() if k != CAPABILITY_QUERY))
+    if not request.body:
+        return Arguments(arguments)
+    media = _media_type(request)
+    if media == b"application/x-www-form-urlencoded":
+        _merge(arguments, parse_query(request.body).items())
+        return Arguments(arguments)
+    if media.startswith(b"multipart/"):
+        return Arguments(arguments, opaque_body=True)
+    try:
+        body = parse_json(request.body)
+    except JsonParseError as exc:
+        if media == b"application/json" or media.endswith(b"+json"):
             raise BadRequest(f"request body is not valid JSON: {exc}") from None
-        if isinstance(body, dict):
-            for name, value in body.items():
-                if name in arguments:
-                    raise BadRequest(f"argument {name!r} is given twice")
-                arguments[name] = value
-    return arguments
+        return Arguments(arguments)
+    if isinstance(body, dict):
+        _merge(arguments, body.items())
+    return Arguments(arguments)
 
 
-def _is_json(request: RequestView) -> bool:
+def _merge(arguments: dict[str, Any], items: Iterable[tuple[str, Any]]) -> None:
+    for name, value in items:
+        if name in arguments:
+            raise BadRequest(f"argument {name[:64]!r} is given twice")
+        arguments[name] = value
+
+
+def _media_type(request: RequestView) -> bytes:
     values = request.header_values("content-type")
-    if not values:
-        return False
-    media = values[0].split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or media.endswith(b"+json")
+    return values[0].split(b";", 1)[0].strip().lower() if values else b""

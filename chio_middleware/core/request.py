@@ -7,13 +7,25 @@ ends compute the request binding hash (PROTOCOL.md 6) from identical inputs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from .errors import BadRequest
 
-__all__ = ["RequestView", "decode_path", "parse_query", "split_target"]
+__all__ = ["RequestView", "decode_path", "parse_content_length", "parse_query", "split_target"]
+
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
+
+
+def parse_content_length(value: str | bytes) -> int:
+    """A Content-Length value: ASCII digits only (not ``²``), at most 19 of them."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = text.strip(" \t")
+    if not _CONTENT_LENGTH.fullmatch(text):
+        raise BadRequest("Content-Length is not a valid length")
+    return int(text)
 
 
 def parse_query(raw: str | bytes) -> dict[str, str]:
@@ -36,7 +48,7 @@ def parse_query(raw: str | bytes) -> dict[str, str]:
         except UnicodeDecodeError:
             raise BadRequest("query string is not valid UTF-8") from None
         if name in result:
-            raise BadRequest(f"query parameter {name!r} is repeated")
+            raise BadRequest(f"query parameter {name[:64]!r} is repeated")
         result[name] = decoded
     return result
 
@@ -74,9 +86,13 @@ def split_target(url: str) -> tuple[str, dict[str, str]]:
 class RequestView:
     """Everything the core needs to know about an HTTP request, and nothing else.
 
-    ``path`` is the decoded path the application sees (mount prefix included, no query);
-    ``query`` the decoded query parameters; ``headers`` the raw header pairs with
-    lower-case names, in order and with repeats, so duplicates can be refused.
+    ``path`` is the decoded path the application sees (mount prefix included, no query),
+    which the request hashes bind (PROTOCOL.md 6); ``route_path`` the part the
+    application's router matches (without the mount prefix: ``root_path`` in ASGI,
+    ``SCRIPT_NAME`` in WSGI), which route bindings match; ``raw_path`` the still
+    percent-encoded form of ``route_path`` when the server gives it. ``query`` holds the
+    decoded query parameters; ``headers`` the raw header pairs with lower-case names, in
+    order and with repeats, so duplicates can be refused.
     """
 
     method: str
@@ -85,6 +101,7 @@ class RequestView:
     headers: Sequence[tuple[str, bytes]]
     body: bytes = b""
     raw_path: str = ""
+    route_path: str = ""
     client: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 

@@ -111,19 +111,29 @@ class RouteTable:
     def match(self, method: str, path: str, raw_path: str | None = None) -> RouteMatch | None:
         """The route of ``method`` and decoded ``path``; ``None`` when unbound.
 
-        ``raw_path`` (still percent-encoded) is used for the reserved tool route, whose
-        segments must be split before decoding. Static templates win over parameterised
-        ones; among those, the first bound wins.
+        ``path`` is what the application routes on (no mount prefix). ``raw_path`` (still
+        percent-encoded, when known) decides the reserved tool route: its prefix must be
+        literal and its segments are split before decoding, so ``%2F`` cannot move a
+        segment boundary. A binding for the exact method wins; HEAD falls back to GET, as
+        the frameworks route it. Static templates win over parameterised ones; among
+        those, the first bound wins.
         """
-        if path.startswith(_RESERVED_PREFIX):
+        if path.startswith(_RESERVED_PREFIX) or (raw_path or "").startswith(_RESERVED_PREFIX):
+            if raw_path is not None and not raw_path.startswith(_RESERVED_PREFIX):
+                raise BadRequest("malformed /chio/tools path identity")
             return _reserved(raw_path if raw_path is not None else path)
         method = method.upper()
-        lookup = "GET" if method == "HEAD" and (method, path) not in self._static else method
-        binding = self._static.get((lookup, path))
+        found = self._lookup(method, path)
+        if found is None and method == "HEAD":
+            found = self._lookup("GET", path)
+        return found
+
+    def _lookup(self, method: str, path: str) -> RouteMatch | None:
+        binding = self._static.get((method, path))
         if binding is not None:
             return RouteMatch(binding.path, binding.tool_server, binding.tool_name, {}, binding)
         for bound_method, regex, binding in self._templated:
-            if bound_method != lookup:
+            if bound_method != method:
                 continue
             found = regex.fullmatch(path)
             if found:

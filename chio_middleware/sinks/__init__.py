@@ -4,7 +4,10 @@ A sink takes part in signing: :meth:`ReceiptSink.record` is handed a ``sign`` ca
 calls it with the metadata the sink adds (a chained log adds its sequence number and the
 previous line's hash, PROTOCOL.md 7), so the receipt in the header and the one in the sink
 are the same signed object. A sink that cannot record raises; the middleware then answers
-503 ``chio_unavailable`` (fail closed) and never forwards an unrecorded allow.
+503 ``chio_unavailable`` (fail closed) and never forwards an unrecorded allow. ``ready()``
+is asked before the application runs, so a sink known to be broken (closed, disk full)
+refuses the request before any side effect; a write that fails only when the response
+starts still turns the response into a 503, but the application has then run.
 
 Backends: :class:`MemorySink` (tests), :class:`CallbackSink`, :class:`StructlogSink`, and
 the JSON Lines file sink in :mod:`chio_middleware.sinks.jsonl`. :func:`open_sink` builds
@@ -49,6 +52,9 @@ class ReceiptSink(Protocol):
     def flush(self) -> None:
         """Make everything recorded so far durable (per the sink's policy)."""
 
+    def ready(self) -> None:
+        """Raise ``SinkError`` if a record would fail now; called before the app runs."""
+
     def close(self) -> None:
         """Flush and release resources; later ``record`` calls raise."""
 
@@ -60,6 +66,11 @@ class MemorySink:
         self.receipts: list[HttpReceipt] = []
         self._lock = threading.Lock()
         self.closed = False
+
+    def ready(self) -> None:
+        """Refuse once closed."""
+        if self.closed:
+            raise SinkError("sink is closed")
 
     def record(self, sign: SignReceipt) -> HttpReceipt:
         """Sign and append."""
@@ -84,6 +95,9 @@ class CallbackSink:
     def __init__(self, callback: Callable[[HttpReceipt], object]) -> None:
         self.callback = callback
 
+    def ready(self) -> None:
+        """Always ready (the callback decides at record time)."""
+
     def record(self, sign: SignReceipt) -> HttpReceipt:
         """Sign and pass to the callback."""
         receipt = sign({})
@@ -105,6 +119,9 @@ class StructlogSink:
 
     def __init__(self, logger_name: str = "chio_middleware.receipts") -> None:
         self.logger = structlog.get_logger(logger_name)
+
+    def ready(self) -> None:
+        """Always ready."""
 
     def record(self, sign: SignReceipt) -> HttpReceipt:
         """Sign and log the whole signed receipt as the event's ``receipt`` field."""

@@ -110,7 +110,7 @@ def running(
     log = state / f"{kind}.log"
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
-            command, env=env, cwd=ROOT, pass_fds=(fd,), stdout=log_file, stderr=subprocess.STDOUT
+            command, env=env, cwd=state, pass_fds=(fd,), stdout=log_file, stderr=subprocess.STDOUT
         )
     listener.close()
     try:

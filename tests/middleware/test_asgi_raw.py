@@ -245,13 +245,47 @@ def test_websocket_is_refused_unless_allowed() -> None:
     assert reached == ["websocket"]
 
 
-def test_root_path_is_part_of_the_bound_path() -> None:
+def test_bindings_apply_under_a_mount_prefix_and_proofs_bind_the_full_path() -> None:
+    """The app routes on the path without root_path; the binding must follow it."""
     mw, _ = middleware()
-    headers = list(agent_headers("GET", "/api/notes/1", tool=("srv-notes", "read_note")).items())
-    scope = http_scope("GET", "/notes/1", headers)
-    scope["root_path"] = "/api"
-    sent = run(mw, scope)
-    # /api/notes/1 is not bound: unbound GET with a capability and proof is allowed by policy
-    status, headers_out = start_of(sent)
-    receipt = decode_receipt_header(headers_out[b"x-chio-receipt"][0].decode())
-    assert status == 200 and receipt.route_pattern == "/api/notes/1"
+
+    def mounted(headers: list[tuple[str, str]]) -> tuple[int, Any]:
+        scope = http_scope("GET", "/api/notes/1", headers)
+        scope["root_path"] = "/api"
+        status, out = start_of(run(mw, scope))
+        return status, decode_receipt_header(out[b"x-chio-receipt"][0].decode())
+
+    status, receipt = mounted([])
+    assert status == 401 and receipt.route_pattern == "/notes/{note_id}"
+    read = ("srv-notes", "read_note")
+    status, receipt = mounted(list(agent_headers("GET", "/api/notes/1", tool=read).items()))
+    assert status == 200 and receipt.route_pattern == "/notes/{note_id}"
+    status, _ = mounted(list(agent_headers("GET", "/notes/1", tool=read).items()))
+    assert status == 401  # a proof for the unprefixed path does not bind this request
+
+
+def test_encoded_slash_cannot_move_the_reserved_tool_prefix() -> None:
+    mw, _ = middleware()
+    url = "/chio/tools/srv-admin/wipe"
+    scope = http_scope(
+        "POST", url, list(agent_headers("POST", url, NOTE, tool=("2Fsrv-admin", "wipe")).items())
+    )
+    scope["raw_path"] = b"/chio/tools%2Fsrv-admin/wipe"
+    status, _ = start_of(run(mw, scope, [NOTE]))
+    assert status == 400
+
+
+def test_head_uses_its_own_binding_and_falls_back_to_get() -> None:
+    from chio_middleware import RouteBinding
+    from chio_middleware.core.routing import RouteTable
+
+    table = RouteTable(
+        [
+            RouteBinding(method="HEAD", path="/f/{id}", tool_server="s", tool_name="head_f"),
+            RouteBinding(method="GET", path="/f/{id}", tool_server="s", tool_name="get_f"),
+            RouteBinding(method="GET", path="/g/{id}", tool_server="s", tool_name="get_g"),
+        ]
+    )
+    assert table.match("HEAD", "/f/1").tool_name == "head_f"  # type: ignore[union-attr]
+    assert table.match("GET", "/f/1").tool_name == "get_f"  # type: ignore[union-attr]
+    assert table.match("HEAD", "/g/1").tool_name == "get_g"  # type: ignore[union-attr]

@@ -120,3 +120,43 @@ def test_truncated_body_is_bad_request() -> None:
     status, _, payload = call(app, "POST", "/notes", headers, NOTE[:5], content_length=len(NOTE))
     assert status.startswith("400") and json.loads(payload)["error"] == "chio_bad_request"
     assert sink.receipts[0].response_status == 400
+
+
+def test_bindings_apply_under_script_name() -> None:
+    app, _ = wrapped()
+    read = ("srv-notes", "read_note")
+
+    def mounted(headers: dict[str, str]) -> str:
+        environ_headers = dict(headers)
+        status, _, _ = call_mounted(app, "/api", "/notes/1", environ_headers)
+        return status
+
+    assert mounted({}).startswith("401")
+    assert mounted(agent_headers("GET", "/api/notes/1", tool=read)).startswith("200")
+    assert mounted(agent_headers("GET", "/notes/1", tool=read)).startswith("401")
+
+
+def call_mounted(
+    app: Any, script: str, path: str, headers: dict[str, str]
+) -> tuple[str, dict[str, str], bytes]:
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ.update(REQUEST_METHOD="GET", SCRIPT_NAME=script, PATH_INFO=path, QUERY_STRING="")
+    environ["wsgi.input"] = io.BytesIO(b"")
+    environ["CONTENT_LENGTH"] = "0"
+    for key, value in headers.items():
+        environ["HTTP_" + key.upper().replace("-", "_")] = value
+    captured: dict[str, Any] = {}
+
+    def start_response(
+        status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Any:
+        captured["status"] = status
+        return lambda data: None
+
+    result = app(environ, start_response)
+    try:
+        payload = b"".join(result)
+    finally:
+        result.close()
+    return captured["status"], {}, payload

@@ -58,6 +58,10 @@ class _TailState:
     file_id: tuple[int, int, int]  # (device, inode, size) of the log after our last write
 
 
+#: Below this much free space on the log's file system, ``ready()`` refuses new requests.
+MIN_FREE_BYTES = 1 << 20
+
+
 def _file_id(st: os.stat_result) -> tuple[int, int, int]:
     return st.st_dev, st.st_ino, st.st_size
 
@@ -135,6 +139,21 @@ class JsonlSink:
         atexit.register(self._flush_at_exit)
 
     # -- recording
+
+    def ready(self) -> None:
+        """Raise ``SinkError`` when a receipt could not be written now (before the app runs).
+
+        Catches a closed sink, a log that cannot be opened and a full disk: the failures
+        that would otherwise show only when the response starts, after the app has run.
+        """
+        if self._closed:
+            raise SinkError("receipt sink is closed")
+        try:
+            stats = os.statvfs(self.path.parent)
+        except OSError as exc:
+            raise SinkError(f"receipt log directory unavailable: {exc.strerror}") from None
+        if stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
+            raise SinkError("no free space left for the receipt log")
 
     def record(self, sign: SignReceipt) -> HttpReceipt:
         """Sign the receipt with the next chain position and append its line (module docs)."""
