@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -38,7 +38,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = structlog.get_logger("chio_middleware")
 
-_CRASH_BODY = b'{"error":"internal_error","message":"the application failed","status":500}'
+T = TypeVar("T")
 
 
 class _ClientGone(Exception):
@@ -143,26 +143,16 @@ class ChioMiddleware:
             raise BadRequest("body length does not match Content-Length")
         return body
 
-    async def _record(self, evaluation: Evaluation, status: int) -> None:
+    async def _sink_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a call that records a receipt; off the event loop when the sink blocks."""
         if self._blocking_sink:
-            await asyncio.to_thread(self.runtime.record, evaluation, status)
-        else:
-            self.runtime.record(evaluation, status)
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
 
     async def _send_error(self, evaluation: Evaluation, error: ChioError, send: Send) -> None:
-        if self._blocking_sink:
-            rendered = await asyncio.to_thread(self.runtime.render_error, evaluation, error)
-        else:
-            rendered = self.runtime.render_error(evaluation, error)
-        status, headers, body = rendered
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-            }
+        await _send_whole(
+            send, *await self._sink_call(self.runtime.render_error, evaluation, error)
         )
-        await send({"type": "http.response.body", "body": body})
 
     async def _call_app(
         self, scope: Scope, receive: Receive, evaluation: Evaluation, send: Send
@@ -186,10 +176,10 @@ class ChioMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 try:
-                    await self._record(evaluation, int(message["status"]))
+                    await self._sink_call(self.runtime.record, evaluation, int(message["status"]))
                 except ChioError as exc:
                     replaced = True
-                    await self._send_unrecorded(evaluation, exc, send)
+                    await _send_whole(send, *self.runtime.engine.error_response(evaluation, exc))
                     return
                 headers = list(message.get("headers", []))
                 headers.extend(
@@ -207,33 +197,22 @@ class ChioMiddleware:
             await self.app(scope, replay_receive, receipted_send)
         except Exception:
             if not started:
-                await self._send_crash(evaluation, send)
+                await _send_whole(
+                    send, *await self._sink_call(self.runtime.render_crash, evaluation)
+                )
             raise
 
-    async def _send_unrecorded(self, evaluation: Evaluation, error: ChioError, send: Send) -> None:
-        status, headers, body = self.runtime.engine.error_response(evaluation, error)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
-    async def _send_crash(self, evaluation: Evaluation, send: Send) -> None:
-        headers = [(b"content-type", b"application/json")]
-        try:
-            await self._record(evaluation, 500)
-        except ChioError:
-            pass
-        else:
-            headers.extend(
-                (k.encode("latin-1"), v.encode("latin-1"))
-                for k, v in self.runtime.engine.response_headers(evaluation)
-            )
-        await send({"type": "http.response.start", "status": 500, "headers": headers})
-        await send({"type": "http.response.body", "body": _CRASH_BODY})
+async def _send_whole(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    """Send a complete response the middleware made itself."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _request_view(scope: Scope) -> tuple[RequestView, ChioError | None]:

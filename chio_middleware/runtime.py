@@ -39,6 +39,9 @@ __all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime"]
 
 logger = structlog.get_logger("chio_middleware")
 
+#: The body of the 500 answer when the application fails before it responds.
+CRASH_BODY = b'{"error":"internal_error","message":"the application failed","status":500}'
+
 #: The store used instead of memory:// when several workers of this host may run.
 DEFAULT_SHARED_STORE = "sqlite:///chio-state.db"
 
@@ -203,6 +206,18 @@ class ChioRuntime:
             evaluation.receipt = None
             return self.engine.error_response(evaluation, unavailable)
         return self.engine.error_response(evaluation, error)
+
+    def render_crash(self, evaluation: Evaluation) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The 500 answer for an app that failed before responding, with its receipt if the
+        sink can record one."""
+        headers = [("content-type", "application/json")]
+        try:
+            self.record(evaluation, 500)
+        except Unavailable:
+            pass
+        else:
+            headers.extend(self.engine.response_headers(evaluation))
+        return 500, headers, CRASH_BODY
 
     def close(self) -> None:
         """Flush the sink and close the store (lifespan shutdown, atexit)."""

@@ -38,7 +38,6 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 logger = structlog.get_logger("chio_middleware")
 
-_CRASH_BODY = b'{"error":"internal_error","message":"the application failed","status":500}'
 _READ_CHUNK = 64 * 1024
 
 
@@ -172,15 +171,9 @@ class ChioWSGIMiddleware:
 
     def _crash(self, evaluation: Evaluation, start_response: StartResponse) -> Iterable[bytes]:
         logger.error("chio_app_failed", request_id=evaluation.request_id, exc_info=True)
-        headers = [("Content-Type", "application/json")]
-        try:
-            self.runtime.record(evaluation, 500)
-        except ChioError:
-            pass
-        else:
-            headers.extend(self.runtime.engine.response_headers(evaluation))
-        start_response("500 Internal Server Error", headers, sys.exc_info())
-        return [_CRASH_BODY]
+        status, headers, body = self.runtime.render_crash(evaluation)
+        start_response(_status_line(status), headers, sys.exc_info())
+        return [body]
 
 
 class _ClosingIterator:

@@ -25,6 +25,9 @@ __all__ = [
     "SyncStoreAsAsync",
     "TokenBucket",
     "as_async",
+    "budget_exceeded",
+    "rate_limited",
+    "refill",
 ]
 
 DEFAULT_CAPACITY = 8192
@@ -59,6 +62,23 @@ class ReplayStore(Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+
+
+def refill(tokens: float, stamp: float, bucket: TokenBucket, now: float) -> float:
+    """The tokens in a bucket that held ``tokens`` at ``stamp``, refilled up to ``now``."""
+    return min(float(bucket.burst), tokens + max(0.0, now - stamp) * bucket.rate)
+
+
+def rate_limited(tokens: float, bucket: TokenBucket) -> RateLimited:
+    """The refusal of a bucket holding ``tokens`` (< 1): wait until one whole token is back."""
+    return RateLimited("rate limit reached", retry_after=math.ceil((1.0 - tokens) / bucket.rate))
+
+
+def budget_exceeded(limit: int, expiry: float, now: float) -> BudgetExceeded:
+    """The refusal of a spent budget: wait until its window ends at ``expiry``."""
+    return BudgetExceeded(
+        f"invocation budget of {limit} is spent", retry_after=max(1, math.ceil(expiry - now))
+    )
 
 
 class AsyncReplayStore(Protocol):
@@ -173,10 +193,7 @@ class MemoryReplayStore:
             if count == 0 and len(self._expiry) + len(self._counters) >= self.capacity:
                 raise StoreFull("replay store is full of live entries; refusing (fail closed)")
             if count >= limit:
-                raise BudgetExceeded(
-                    f"invocation budget of {limit} is spent",
-                    retry_after=max(1, math.ceil(expiry - now)),
-                )
+                raise budget_exceeded(limit, expiry, now)
             if count == 0:
                 self._track(key, expiry)
             self._counters[key] = (count + 1, expiry)
@@ -186,12 +203,10 @@ class MemoryReplayStore:
         """Take one token from ``key``'s bucket; raise ``RateLimited`` with the wait when empty."""
         with self._lock:
             tokens, stamp = self._tokens.get(key, (float(bucket.burst), now))
-            tokens = min(float(bucket.burst), tokens + max(0.0, now - stamp) * bucket.rate)
+            tokens = refill(tokens, stamp, bucket, now)
             if tokens < 1.0:
                 self._tokens[key] = (tokens, now)
-                raise RateLimited(
-                    "rate limit reached", retry_after=math.ceil((1.0 - tokens) / bucket.rate)
-                )
+                raise rate_limited(tokens, bucket)
             if key not in self._tokens and len(self._tokens) >= self.capacity:
                 self._drop_full_buckets(bucket, now)
                 if len(self._tokens) >= self.capacity:

@@ -2,8 +2,9 @@
 
 SQLite and Redis must answer exactly as :class:`~chio_middleware.core.replay.MemoryReplayStore`
 does (the conformance suite in ``tests/stores`` compares them operation by operation), so the
-arithmetic that runs in Python (the token refill, the ``retry_after`` of a refusal) lives here
-once. The Redis Lua scripts repeat the refill in Lua, with the operations in the same order so
+arithmetic that runs in Python (the token refill, the ``retry_after`` of a refusal) is the
+memory store's own, imported from :mod:`chio_middleware.core.replay`. The Redis Lua
+scripts repeat the refill in Lua, with the operations in the same order so
 that IEEE doubles round identically.
 
 The caller's clock is authoritative: every decision compares stored times with the ``now``
@@ -14,33 +15,14 @@ lags, or a Redis whose clock runs ahead, never loses an entry a caller still con
 
 from __future__ import annotations
 
-import math
 from urllib.parse import urlsplit
 
-from ..core.errors import RateLimited
-from ..core.replay import BudgetExceeded, TokenBucket
+from ..core.replay import budget_exceeded, rate_limited, refill
 
 __all__ = ["EXPIRY_GRACE", "budget_exceeded", "rate_limited", "redact_url", "refill"]
 
 #: Seconds an expired entry is kept before a backend reclaims it (clock-skew allowance).
 EXPIRY_GRACE = 60.0
-
-
-def refill(tokens: float, stamp: float, bucket: TokenBucket, now: float) -> float:
-    """The tokens in a bucket that held ``tokens`` at ``stamp``, refilled up to ``now``."""
-    return min(float(bucket.burst), tokens + max(0.0, now - stamp) * bucket.rate)
-
-
-def rate_limited(tokens: float, bucket: TokenBucket) -> RateLimited:
-    """The refusal of a bucket holding ``tokens`` (< 1): wait until one whole token is back."""
-    return RateLimited("rate limit reached", retry_after=math.ceil((1.0 - tokens) / bucket.rate))
-
-
-def budget_exceeded(limit: int, expiry: float, now: float) -> BudgetExceeded:
-    """The refusal of a spent budget: wait until its window ends at ``expiry``."""
-    return BudgetExceeded(
-        f"invocation budget of {limit} is spent", retry_after=max(1, math.ceil(expiry - now))
-    )
 
 
 def redact_url(url: str) -> str:
