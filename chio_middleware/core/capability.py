@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -186,12 +186,25 @@ class CapabilityVerifier:
 
     def verify(self, obj: Any, *, now: int, raw: bytes | None = None) -> CapabilityToken:
         """Verify a token object (``raw``: its exact header bytes, the cache key)."""
-        cache_key = sha256_hex(raw if raw is not None else canonical_json(obj))
+        key = sha256_hex(raw if raw is not None else canonical_json(obj))
+        return self._verify_keyed(key, lambda: obj, now)
+
+    def verify_encoded(
+        self, raw: bytes, *, now: int, decode: Callable[[bytes], Any]
+    ) -> CapabilityToken:
+        """Verify a token from its header bytes, decoding them only on a cache miss.
+
+        A value that does not decode raises what ``decode`` raises and is not cached.
+        """
+        return self._verify_keyed(sha256_hex(raw), lambda: decode(raw), now)
+
+    def _verify_keyed(self, cache_key: str, load: Callable[[], Any], now: int) -> CapabilityToken:
         with self._lock:
             cached = self._cache.get(cache_key)
             if cached is not None:
                 self._cache.move_to_end(cache_key)
         if cached is None:
+            obj = load()
             try:
                 cached = self._verify_static(obj)
             except CapabilityInvalid as exc:

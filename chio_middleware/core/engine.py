@@ -16,6 +16,7 @@ import inspect
 import json
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from .canonical import canonical_json
@@ -197,7 +198,7 @@ class ChioEngine:
         if route is None:
             await self._unbound(ev, store, headers)
             return
-        if headers.capability is None:
+        if headers.raw_capability is None:
             raise CapabilityRequired("side-effect route requires a capability token")
         token = self._verify_capability(ev, headers)
         arguments = request_arguments(request, route)
@@ -227,10 +228,15 @@ class ChioEngine:
         proof = self._check_proof(
             ev, token, headers, route.tool_server, route.tool_name, action_hash
         )
-        nonce_binding = _nonce_binding(token, route.tool_server, route.tool_name, action_hash)
-        nonce = self._check_nonce(ev, headers, nonce_binding)
+        needs_nonce = headers.nonce is not None or (binding is not None and binding.require_nonce)
+        nonce_binding = (
+            _nonce_binding(token, route.tool_server, route.tool_name, action_hash)
+            if needs_nonce
+            else None
+        )
+        nonce = self._check_nonce(ev, headers, nonce_binding) if nonce_binding else None
         await self._reserve(ev, store, proof, nonce)
-        if nonce is None and binding is not None and binding.require_nonce:
+        if nonce is None and nonce_binding is not None:
             minted = mint_execution_nonce(
                 self.signing_key, binding=nonce_binding, now=ev.now, ttl=self.config.nonce_ttl
             )
@@ -275,7 +281,7 @@ class ChioEngine:
         safe = request.method in SAFE_METHODS
         if self.config.default_policy == "deny":
             raise AccessDenied("no route binding matches this request", guard="DefaultPolicyGuard")
-        if headers.capability is None:
+        if headers.raw_capability is None:
             if headers.dpop is not None:
                 raise DpopInvalid("a DPoP proof needs a capability", step="sender_constraint")
             if headers.nonce is not None:
@@ -363,7 +369,10 @@ class ChioEngine:
             ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
 
     def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
-        token = self.capabilities.verify(headers.capability, now=ev.now, raw=headers.raw_capability)
+        assert headers.raw_capability is not None
+        token = self.capabilities.verify_encoded(
+            headers.raw_capability, now=ev.now, decode=headers.decode_capability
+        )
         ev.capability = token
         ev.evidence.append(
             GuardEvidence(
@@ -385,10 +394,10 @@ class ChioEngine:
         request = ev.request
         route_pattern = ev.route_pattern
         if ev.error is None:
-            verdict = Verdict.allow()
+            verdict = _ALLOW
         else:
             verdict = Verdict.deny(ev.error.message, ev.error.guard, ev.error.status)
-        identity = _identity(ev)
+        identity_hash = _identity_hash(ev)
         route_metadata: dict[str, Any] = {"chio_http_status_scope": "final"}
         if ev.route is not None:
             route_metadata["chio_tool_server"] = ev.route.tool_server
@@ -402,7 +411,7 @@ class ChioEngine:
                 request_id=ev.request_id,
                 route_pattern=route_pattern,
                 method=request.method,
-                caller_identity_hash=caller_identity_hash(identity),
+                caller_identity_hash=identity_hash,
                 verdict=verdict,
                 evidence=ev.evidence,
                 response_status=status,
@@ -483,9 +492,25 @@ def _as_guard_error(error: ChioError, guard_name: str) -> ChioError:
     return error
 
 
-def _identity(ev: Evaluation) -> dict[str, Any]:
+_ALLOW = Verdict.allow()
+_ANONYMOUS_HASH = caller_identity_hash(anonymous_identity())
+
+
+@lru_cache(maxsize=4096)
+def _dpop_identity_hash(agent_key_hex: str) -> str:
+    return caller_identity_hash(dpop_identity(agent_key_hex))
+
+
+def _identity_hash(ev: Evaluation) -> str:
+    """The caller identity hash (PROTOCOL.md 6); the common forms are computed once."""
     if ev.agent_key is not None:
-        return dpop_identity(ev.agent_key.hex)
+        return _dpop_identity_hash(ev.agent_key.hex)
+    identity = _identity(ev)
+    return _ANONYMOUS_HASH if identity is None else caller_identity_hash(identity)
+
+
+def _identity(ev: Evaluation) -> dict[str, Any] | None:
+    """A bearer or API-key caller; ``None`` for an anonymous one."""
     authorization = ev.request.header_values("authorization")
     if len(authorization) == 1 and authorization[0][:7].lower() == b"bearer ":
         token = authorization[0][7:].strip().decode("latin-1")
@@ -494,4 +519,4 @@ def _identity(ev: Evaluation) -> dict[str, Any]:
     api_key = ev.request.header_values("x-api-key")
     if len(api_key) == 1 and api_key[0]:
         return api_key_identity("x-api-key", api_key[0].decode("latin-1"))
-    return anonymous_identity()
+    return None

@@ -13,7 +13,7 @@ from typing import Any
 
 from .canonical import JsonParseError, parse_json
 from .encoding import decode_header_object
-from .errors import BadRequest
+from .errors import BadRequest, HeadersTooLarge
 from .request import RequestView, parse_query
 from .routing import RouteMatch
 
@@ -36,39 +36,51 @@ CAPABILITY_QUERY = "chio_capability"
 
 @dataclass(frozen=True, slots=True)
 class ChioHeaders:
-    """The decoded Chio request headers (and the capability's exact bytes, a cache key)."""
+    """The Chio request headers: proof and nonce decoded, the capability's exact bytes.
 
-    capability: dict[str, Any] | None
-    raw_capability: bytes
+    The capability is decoded by :meth:`decode_capability`, only when the verifier has no
+    cached result for these bytes (a token repeats on every call of an agent).
+    """
+
+    raw_capability: bytes | None
+    capability_source: str
     dpop: dict[str, Any] | None
     nonce: dict[str, Any] | None
+    max_bytes: int
+
+    def decode_capability(self, raw: bytes) -> dict[str, Any]:
+        """Decode the capability's bytes (PROTOCOL.md 1.3)."""
+        return decode_header_object(raw, name=self.capability_source, max_bytes=self.max_bytes)
 
 
 def read_chio_headers(request: RequestView, *, max_bytes: int) -> ChioHeaders:
-    """Decode the Chio headers (PROTOCOL.md 1.3): each at most once, within ``max_bytes``.
+    """Read the Chio headers (PROTOCOL.md 1.3): each at most once, within ``max_bytes``.
 
     The capability may also come as the ``chio_capability`` query parameter, not both.
     """
-    limit = max_bytes
-    decoded: list[dict[str, Any] | None] = []
-    raw_capability = b""
+    found: dict[str, bytes] = {}
     for name in (CAPABILITY_HEADER, DPOP_HEADER, NONCE_HEADER):
         values = request.header_values(name)
         if len(values) > 1:
             raise BadRequest(f"header {name} appears more than once")
         if values:
-            decoded.append(decode_header_object(values[0], name=name, max_bytes=limit))
-            if name == CAPABILITY_HEADER:
-                raw_capability = values[0]
-        else:
-            decoded.append(None)
+            found[name] = values[0]
+    raw_capability, source = found.get(CAPABILITY_HEADER), CAPABILITY_HEADER
     query_capability = request.query.get(CAPABILITY_QUERY)
     if query_capability is not None:
-        if decoded[0] is not None:
+        if raw_capability is not None:
             raise BadRequest("capability given both as a header and as a query parameter")
-        decoded[0] = decode_header_object(query_capability, name=CAPABILITY_QUERY, max_bytes=limit)
-        raw_capability = query_capability.encode("utf-8")
-    return ChioHeaders(decoded[0], raw_capability, decoded[1], decoded[2])
+        raw_capability, source = query_capability.encode("utf-8"), CAPABILITY_QUERY
+    if raw_capability is not None and len(raw_capability) > max_bytes:
+        raise HeadersTooLarge(f"{source} is larger than {max_bytes} bytes")
+    decoded = {
+        name: decode_header_object(found[name], name=name, max_bytes=max_bytes)
+        for name in (DPOP_HEADER, NONCE_HEADER)
+        if name in found
+    }
+    return ChioHeaders(
+        raw_capability, source, decoded.get(DPOP_HEADER), decoded.get(NONCE_HEADER), max_bytes
+    )
 
 
 @dataclass(frozen=True, slots=True)

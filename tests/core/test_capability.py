@@ -223,3 +223,30 @@ def test_verifier_cache_is_bounded_and_keyed_by_exact_bytes() -> None:
     for _ in range(2):  # cached failures stay failures
         with pytest.raises(CapabilityInvalid):
             v.verify(bad, now=1500, raw=canonical_json(bad))
+
+
+def test_verify_encoded_decodes_only_on_a_cache_miss() -> None:
+    import json
+
+    from chio_middleware.core.errors import MalformedHeader
+
+    v = verifier()
+    raw = json.dumps(sign_token(BASE)).encode()
+    calls: list[bytes] = []
+
+    def decode(data: bytes) -> dict:
+        calls.append(data)
+        return json.loads(data)
+
+    for _ in range(3):
+        assert v.verify_encoded(raw, now=1500, decode=decode).id == "cap-x"
+    assert calls == [raw]
+
+    def refuse(data: bytes) -> dict:
+        calls.append(data)
+        raise MalformedHeader("bad")
+
+    for _ in range(2):  # a value that does not decode is not cached
+        with pytest.raises(MalformedHeader):
+            v.verify_encoded(b"junk", now=1500, decode=refuse)
+    assert calls[1:] == [b"junk", b"junk"]
