@@ -102,7 +102,8 @@ def request_arguments(request: RequestView, route: RouteMatch) -> Arguments:
     :class:`BadRequest`; a multipart body is marked opaque for the engine to refuse when
     constraints apply.
     """
-    arguments: dict[str, Any] = dict(route.params)
+    # The reserved route's segments name the tool; they are not its arguments.
+    arguments: dict[str, Any] = {} if route.reserved else dict(route.params)
     _merge(arguments, ((k, v) for k, v in request.query.items() if k != CAPABILITY_QUERY))
     if not request.body:
         return Arguments(arguments)

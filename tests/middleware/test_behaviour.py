@@ -509,3 +509,16 @@ def test_receipts_follow_the_vector_rules_with_raw_pynacl(driver: Driver, path: 
         "kernel_key",
     }
     assert all(value is not None for value in receipt.values())
+
+
+def test_reserved_route_segments_are_not_arguments(driver: Driver) -> None:
+    url = "/chio/tools/srv-notes/write_note"
+    grant = {
+        "server_id": "srv-notes",
+        "tool_name": "write_note",
+        "operations": ["invoke"],
+        "constraints": [{"type": "max_length", "value": 8}],
+    }
+    body = json.dumps({"tool": "x", "server": "y"}).encode()  # names the segments use
+    reply = driver.request("POST", url, agent_headers("POST", url, body, cap=capability([grant])), body)
+    assert reply.status == 200, reply.body
