@@ -118,11 +118,14 @@ class Evaluation:
     receipt: HttpReceipt | None = None
     #: An unexpected exception met while evaluating (logged by the adapter; denied 503).
     failure: BaseException | None = None
+    _digest: tuple[bytes, str | None] | None = field(default=None, init=False, repr=False)
 
-    @property
-    def allowed(self) -> bool:
-        """Whether the application may run."""
-        return self.error is None
+    def body_hash(self) -> str | None:
+        """``body_hash`` of the request body, computed once for the binding and the receipt."""
+        body = self.request.body
+        if self._digest is None or self._digest[0] is not body:
+            self._digest = (body, body_hash(body))
+        return self._digest[1]
 
     @property
     def route_pattern(self) -> str:
@@ -224,17 +227,26 @@ class ChioEngine:
         )
         if headers.dpop is None and require_dpop:
             raise DpopRequired("this route requires a DPoP proof (X-Chio-DPoP)")
-        action_hash = _action_hash(request)
-        proof = self._check_proof(
-            ev, token, headers, route.tool_server, route.tool_name, action_hash
-        )
+        action_hash = _action_hash(ev)
+        proof = None
+        if headers.dpop is not None:
+            proof = self._check_proof(
+                ev,
+                token,
+                parse_dpop_proof(headers.dpop),
+                route.tool_server,
+                route.tool_name,
+                action_hash,
+            )
         needs_nonce = headers.nonce is not None or (binding is not None and binding.require_nonce)
         nonce_binding = (
             _nonce_binding(token, route.tool_server, route.tool_name, action_hash)
             if needs_nonce
             else None
         )
-        nonce = self._check_nonce(ev, headers, nonce_binding) if nonce_binding else None
+        nonce = None
+        if headers.nonce is not None and nonce_binding is not None:
+            nonce = self._check_nonce(ev, parse_nonce(headers.nonce), nonce_binding)
         await self._reserve(ev, store, proof, nonce)
         if nonce is None and nonce_binding is not None:
             minted = mint_execution_nonce(
@@ -299,33 +311,36 @@ class ChioEngine:
         token = self._verify_capability(ev, headers)
         if headers.dpop is None and not safe:
             raise DpopRequired("side-effect routes require a DPoP proof (X-Chio-DPoP)")
-        action_hash = _action_hash(request)
+        action_hash = _action_hash(ev)
         proof = None
         if headers.dpop is not None:
-            body = parse_dpop_proof(headers.dpop).body
+            presented = parse_dpop_proof(headers.dpop)
             proof = self._check_proof(
-                ev, token, headers, body.tool_server, body.tool_name, action_hash
+                ev,
+                token,
+                presented,
+                presented.body.tool_server,
+                presented.body.tool_name,
+                action_hash,
             )
         nonce = None
         if headers.nonce is not None:
-            bound = parse_nonce(headers.nonce).nonce.bound_to
+            signed = parse_nonce(headers.nonce)
+            bound = signed.nonce.bound_to
             expected = _nonce_binding(token, bound.tool_server, bound.tool_name, action_hash)
-            nonce = self._check_nonce(ev, headers, expected)
+            nonce = self._check_nonce(ev, signed, expected)
         await self._reserve(ev, store, proof, nonce)
 
     def _check_proof(
         self,
         ev: Evaluation,
         token: CapabilityToken,
-        headers: ChioHeaders,
+        proof: DpopProof,
         tool_server: str,
         tool_name: str,
         action_hash: str,
-    ) -> DpopProof | None:
+    ) -> DpopProof:
         """DPoP steps 1-5 for a presented proof (the replay slot is taken later)."""
-        if headers.dpop is None:
-            return None
-        proof = parse_dpop_proof(headers.dpop)
         ev.agent_key = check_dpop_proof(
             proof,
             subject=token.subject,
@@ -337,12 +352,9 @@ class ChioEngine:
         return proof
 
     def _check_nonce(
-        self, ev: Evaluation, headers: ChioHeaders, expected: NonceBinding
-    ) -> SignedExecutionNonce | None:
+        self, ev: Evaluation, nonce: SignedExecutionNonce, expected: NonceBinding
+    ) -> SignedExecutionNonce:
         """Every execution-nonce check but single use, for a presented nonce."""
-        if headers.nonce is None:
-            return None
-        nonce = parse_nonce(headers.nonce)
         check_execution_nonce(
             nonce, expected=expected, now=ev.now, trusted_signers=self.nonce_signers
         )
@@ -420,7 +432,7 @@ class ChioEngine:
                     request.method,
                     request.path,
                     request.query,
-                    body_hash(request.body),
+                    ev.body_hash(),
                     route_pattern,
                 ),
                 policy_hash=self.policy_hash,
@@ -468,10 +480,9 @@ class ChioEngine:
         return self._async_guards
 
 
-def _action_hash(request: RequestView) -> str:
-    return request_binding_hash(
-        request.method, request.path, request.query, body_hash(request.body)
-    )
+def _action_hash(ev: Evaluation) -> str:
+    request = ev.request
+    return request_binding_hash(request.method, request.path, request.query, ev.body_hash())
 
 
 def _nonce_binding(

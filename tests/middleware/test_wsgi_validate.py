@@ -40,10 +40,11 @@ def call(
     body: bytes,
     chunked: bool = False,
     content_length: int | None = None,
+    script_name: str = "",
 ) -> tuple[str, dict[str, str], bytes]:
     environ: dict[str, Any] = {}
     setup_testing_defaults(environ)
-    environ.update(REQUEST_METHOD=method, PATH_INFO=path, QUERY_STRING="")
+    environ.update(REQUEST_METHOD=method, SCRIPT_NAME=script_name, PATH_INFO=path, QUERY_STRING="")
     environ["wsgi.input"] = io.BytesIO(body)
     if chunked:
         environ["HTTP_TRANSFER_ENCODING"] = "chunked"
@@ -128,35 +129,9 @@ def test_bindings_apply_under_script_name() -> None:
 
     def mounted(headers: dict[str, str]) -> str:
         environ_headers = dict(headers)
-        status, _, _ = call_mounted(app, "/api", "/notes/1", environ_headers)
+        status, _, _ = call(app, "GET", "/notes/1", environ_headers, b"", script_name="/api")
         return status
 
     assert mounted({}).startswith("401")
     assert mounted(agent_headers("GET", "/api/notes/1", tool=read)).startswith("200")
     assert mounted(agent_headers("GET", "/notes/1", tool=read)).startswith("401")
-
-
-def call_mounted(
-    app: Any, script: str, path: str, headers: dict[str, str]
-) -> tuple[str, dict[str, str], bytes]:
-    environ: dict[str, Any] = {}
-    setup_testing_defaults(environ)
-    environ.update(REQUEST_METHOD="GET", SCRIPT_NAME=script, PATH_INFO=path, QUERY_STRING="")
-    environ["wsgi.input"] = io.BytesIO(b"")
-    environ["CONTENT_LENGTH"] = "0"
-    for key, value in headers.items():
-        environ["HTTP_" + key.upper().replace("-", "_")] = value
-    captured: dict[str, Any] = {}
-
-    def start_response(
-        status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
-    ) -> Any:
-        captured["status"] = status
-        return lambda data: None
-
-    result = app(environ, start_response)
-    try:
-        payload = b"".join(result)
-    finally:
-        result.close()
-    return captured["status"], {}, payload
