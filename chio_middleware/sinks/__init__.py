@@ -29,6 +29,7 @@ __all__ = [
     "MemorySink",
     "ReceiptSink",
     "SignReceipt",
+    "SinkBusy",
     "SinkError",
     "StructlogSink",
     "open_sink",
@@ -40,6 +41,11 @@ SignReceipt = Callable[[Mapping[str, Any]], HttpReceipt]
 
 class SinkError(RuntimeError):
     """A sink could not record a receipt."""
+
+
+class SinkBusy(SinkError):
+    """``try_record`` would have had to wait (a lock held elsewhere, the disk): nothing was
+    recorded and ``sign`` was not called. The ASGI adapter then calls ``record`` in a thread."""
 
 
 @runtime_checkable
