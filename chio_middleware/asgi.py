@@ -26,7 +26,7 @@ from .core.replay import ReplayStore, as_async
 from .core.request import RequestView, parse_content_length, parse_query
 from .runtime import ChioRuntime
 from .settings import ChioSettings
-from .sinks import ReceiptSink
+from .sinks import ReceiptSink, SinkBusy
 
 __all__ = ["ChioMiddleware"]
 
@@ -63,6 +63,7 @@ class ChioMiddleware:
         self.settings = self.runtime.settings
         self.store = as_async(self.runtime.store)
         self._blocking_sink = getattr(self.runtime.sink, "blocking", False)
+        self._nowait_sink = callable(getattr(self.runtime.sink, "try_record", None))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -144,9 +145,16 @@ class ChioMiddleware:
         return body
 
     async def _sink_call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a call that records a receipt; off the event loop when the sink blocks."""
+        """Run a call that records a receipt, never waiting on the event loop: in a worker
+        thread when the sink blocks, or when a sink that can try without waiting would wait
+        (the log lock is held elsewhere)."""
         if self._blocking_sink:
             return await asyncio.to_thread(fn, *args)
+        if self._nowait_sink:
+            try:
+                return fn(*args, wait=False)
+            except SinkBusy:
+                return await asyncio.to_thread(fn, *args)
         return fn(*args)
 
     async def _send_error(self, evaluation: Evaluation, error: ChioError, send: Send) -> None:

@@ -32,7 +32,7 @@ from .core.models import HttpReceipt
 from .core.replay import ReplayStore
 from .core.routing import RouteTable
 from .settings import ChioSettings, load_policy_file
-from .sinks import ReceiptSink, open_sink
+from .sinks import ReceiptSink, SinkBusy, open_sink
 from .workers import detected_workers
 
 __all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime"]
@@ -156,10 +156,17 @@ class ChioRuntime:
             logger.error("chio_receipt_sink_not_ready", error=type(exc).__name__)
             evaluation.deny(Unavailable("receipts cannot be recorded; refusing (fail closed)"))
 
-    def record(self, evaluation: Evaluation, status: int) -> HttpReceipt:
-        """Sign and record the request's receipt; raise ``Unavailable`` if the sink fails."""
+    def record(self, evaluation: Evaluation, status: int, *, wait: bool = True) -> HttpReceipt:
+        """Sign and record the request's receipt; raise ``Unavailable`` if the sink fails.
+
+        ``wait=False`` (the ASGI event loop): a sink with ``try_record`` raises ``SinkBusy``
+        instead of waiting, and the caller records again from a worker thread.
+        """
+        recorder = self.sink.record if wait else getattr(self.sink, "try_record", self.sink.record)
         try:
-            receipt = self.engine.sign(evaluation, status, self.sink.record)
+            receipt = self.engine.sign(evaluation, status, recorder)
+        except SinkBusy:
+            raise
         except Exception as exc:
             logger.error(
                 "chio_receipt_sink_failed",
@@ -197,22 +204,24 @@ class ChioRuntime:
         )
 
     def render_error(
-        self, evaluation: Evaluation, error: ChioError
+        self, evaluation: Evaluation, error: ChioError, *, wait: bool = True
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """Sign the denial's receipt and return the error response (503 if that fails)."""
         try:
-            self.record(evaluation, error.status)
+            self.record(evaluation, error.status, wait=wait)
         except Unavailable as unavailable:
             evaluation.receipt = None
             return self.engine.error_response(evaluation, unavailable)
         return self.engine.error_response(evaluation, error)
 
-    def render_crash(self, evaluation: Evaluation) -> tuple[int, list[tuple[str, str]], bytes]:
+    def render_crash(
+        self, evaluation: Evaluation, *, wait: bool = True
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         """The 500 answer for an app that failed before responding, with its receipt if the
         sink can record one."""
         headers = [("content-type", "application/json")]
         try:
-            self.record(evaluation, 500)
+            self.record(evaluation, 500, wait=wait)
         except Unavailable:
             pass
         else:
@@ -260,6 +269,7 @@ def _open_sink(settings: ChioSettings) -> ReceiptSink:
             backups=settings.receipt_backups,
             fsync=settings.receipt_fsync,
             fsync_interval=settings.receipt_fsync_interval,
+            lock_timeout=settings.receipt_lock_timeout,
         )
     return open_sink(settings.receipt_sink)
 

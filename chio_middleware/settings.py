@@ -70,6 +70,9 @@ class ChioSettings(BaseSettings):
     receipt_fsync_interval: float = Field(default=1.0, gt=0, le=60)
     receipt_max_bytes: int = Field(default=50 * 2**20, ge=4096)
     receipt_backups: int = Field(default=5, ge=0)
+    receipt_lock_timeout: float = Field(
+        default=1.0, gt=0, le=60, description="Longest wait for the receipt log lock, seconds."
+    )
     proof_ttl: int = Field(default=300, ge=1, le=86400)
     max_clock_skew: int = Field(default=30, ge=0, le=3600)
     nonce_ttl: int = Field(default=30, ge=1, le=3600)

@@ -26,6 +26,7 @@ __all__ = [
     "TokenBucket",
     "as_async",
     "budget_exceeded",
+    "forgotten_at",
     "rate_limited",
     "refill",
 ]
@@ -115,6 +116,25 @@ class SyncStoreAsAsync:
     async def take(self, key: str, *, bucket: TokenBucket, now: float) -> None:
         """See :meth:`ReplayStore.take`."""
         self.store.take(key, bucket=bucket, now=now)
+
+    @property
+    def forgotten_at(self) -> float | None:
+        """See :func:`forgotten_at`."""
+        return forgotten_at(self.store)
+
+
+def forgotten_at(store: object) -> float | None:
+    """When ``store`` (sync or async view) was last seen to have lost its state, or ``None``.
+
+    A shared store keeps an epoch marker next to its entries; when the marker disappears or
+    changes, the store may have forgotten reservations and budget counts, and its
+    ``forgotten_at`` becomes the time (the caller's clock) that was noticed. Proofs, nonces
+    and capabilities issued up to that moment are then refused
+    (:class:`~chio_middleware.core.errors.StateForgotten`). Stores without a marker (memory,
+    which forgets on every restart by design) answer ``None``.
+    """
+    value = getattr(store, "forgotten_at", None)
+    return float(value) if isinstance(value, int | float) else None
 
 
 def as_async(store: ReplayStore) -> AsyncReplayStore:
