@@ -60,10 +60,10 @@ class ChioMiddleware:
     ) -> None:
         self.app = app
         self.runtime = ChioRuntime(settings, clock=clock, guards=guards, store=store, sink=sink)
+        self._nowait_sink = callable(getattr(self.runtime.sink, "try_record", None))
         self.settings = self.runtime.settings
         self.store = as_async(self.runtime.store)
         self._blocking_sink = getattr(self.runtime.sink, "blocking", False)
-        self._nowait_sink = callable(getattr(self.runtime.sink, "try_record", None))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

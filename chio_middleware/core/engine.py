@@ -34,7 +34,6 @@ from .errors import (
     NonceInvalid,
     NonceRequired,
     RateLimited,
-    StateForgotten,
     Unavailable,
 )
 from .grants import match_grant
@@ -62,7 +61,7 @@ from .models import (
 from .nonce import check_execution_nonce, mint_execution_nonce, nonce_replay_key
 from .nonce import parse_execution_nonce as parse_nonce
 from .receipts import encode_receipt_header, sign_receipt
-from .replay import AsyncReplayStore, forgotten_at
+from .replay import AsyncReplayStore, check_not_forgotten
 from .request import RequestView
 from .routing import RouteMatch, RouteTable
 
@@ -374,14 +373,14 @@ class ChioEngine:
                 proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
             )
             await store.reserve(key, expires_at=expires_at, now=ev.now)
-            _refuse_if_forgotten(store, proof.body.issued_at, "DPoP proof", "DpopGuard")
+            check_not_forgotten(store, proof.body.issued_at, what="DPoP proof", guard="DpopGuard")
             ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
         if nonce is not None:
             await store.reserve(
                 nonce_replay_key(nonce), expires_at=nonce.nonce.expires_at, now=ev.now
             )
-            _refuse_if_forgotten(
-                store, nonce.nonce.issued_at, "execution nonce", "ExecutionNonceGuard"
+            check_not_forgotten(
+                store, nonce.nonce.issued_at, what="execution nonce", guard="ExecutionNonceGuard"
             )
             ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
 
@@ -483,18 +482,6 @@ class ChioEngine:
     def has_async_guards(self) -> bool:
         """True when an application guard is a coroutine function."""
         return self._async_guards
-
-
-def _refuse_if_forgotten(store: AsyncReplayStore, issued_at: int, what: str, guard: str) -> None:
-    """Refuse a proof or nonce issued before the store was seen to have lost its state: its
-    reservation may be among the forgotten ones, so it could be a replay."""
-    forgot = forgotten_at(store)
-    if forgot is not None and issued_at <= forgot:
-        raise StateForgotten(
-            f"the replay store lost its state (noticed at {int(forgot)}): this {what} was "
-            f"issued before and may be a replay; retry with a fresh one",
-            guard=guard,
-        )
 
 
 def _action_hash(ev: Evaluation) -> str:

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from .errors import RateLimited, ReplayDetected, StoreFull
+from .errors import RateLimited, ReplayDetected, StateForgotten, StoreFull
 
 __all__ = [
     "AsyncReplayStore",
@@ -26,6 +26,7 @@ __all__ = [
     "TokenBucket",
     "as_async",
     "budget_exceeded",
+    "check_not_forgotten",
     "forgotten_at",
     "rate_limited",
     "refill",
@@ -135,6 +136,22 @@ def forgotten_at(store: object) -> float | None:
     """
     value = getattr(store, "forgotten_at", None)
     return float(value) if isinstance(value, int | float) else None
+
+
+def check_not_forgotten(store: object, issued_at: int, *, what: str, guard: str) -> None:
+    """Refuse a proof or nonce issued at or before the moment ``store`` was seen to have lost
+    its state: its reservation may be among the forgotten ones, so it could be a replay.
+
+    Call it after the reservation (that very call may be the one that noticed the loss).
+    Raises :class:`~chio_middleware.core.errors.StateForgotten` (401).
+    """
+    forgot = forgotten_at(store)
+    if forgot is not None and issued_at <= forgot:
+        raise StateForgotten(
+            f"the replay store lost its state (noticed at {int(forgot)}): this {what} was "
+            "issued before and may be a replay; retry with a fresh one",
+            guard=guard,
+        )
 
 
 def as_async(store: ReplayStore) -> AsyncReplayStore:
