@@ -73,12 +73,17 @@ def receipt_lines(*files: Path) -> list[bytes]:
 def test_a_removed_log_directory_is_answered_and_recovers(tmp_path: Path, kind: str) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    env = {"CHIO_RECEIPT_SINK": f"jsonl:{logs / 'receipts.jsonl'}"}
-    with running(kind, tmp_path, workers=2, extra_env=env) as server:
+    # A short fsync interval: the background sync runs between the outage's requests.
+    env = {
+        "CHIO_RECEIPT_SINK": f"jsonl:{logs / 'receipts.jsonl'}",
+        "CHIO_RECEIPT_FSYNC_INTERVAL": "0.001",
+    }
+    # One worker: once it has answered, no worker still booting can recreate the directory.
+    with running(kind, tmp_path, workers=1, extra_env=env) as server:
         assert [send(server.url, "GET", "/health", {})[0] for _ in range(4)] == [200] * 4
         shutil.rmtree(logs)
-        outage = [send(server.url, "GET", "/health", {}) for _ in range(12)]  # new connections
-        assert [status for status, _ in outage] == [503] * 12  # each one answered
+        outage = [send(server.url, "GET", "/health", {}) for _ in range(40)]  # new connections
+        assert [status for status, _ in outage] == [503] * 40  # each one answered
         assert all(info["error"] == "chio_unavailable" for _, info in outage)
         logs.mkdir()
         assert [send(server.url, "GET", "/health", {})[0] for _ in range(8)] == [200] * 8
