@@ -9,6 +9,11 @@ is asked before the application runs, so a sink known to be broken (closed, disk
 refuses the request before any side effect; a write that fails only when the response
 starts still turns the response into a 503, but the application has then run.
 
+A sink whose ``record`` may wait (a lock held by another process) can also offer
+``try_record(sign)``, which raises :class:`SinkBusy` instead of waiting, before calling
+``sign``; the ASGI adapter calls it on the event loop and falls back to ``record`` in a
+worker thread. A sink whose ``blocking`` attribute is true is always called in a thread.
+
 Backends: :class:`MemorySink` (tests), :class:`CallbackSink`, :class:`StructlogSink`, and
 the JSON Lines file sink in :mod:`chio_middleware.sinks.jsonl`. :func:`open_sink` builds
 one from the ``receipt_sink`` setting.

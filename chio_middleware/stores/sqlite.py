@@ -255,7 +255,7 @@ class SqliteReplayStore:
                             "longer than store_timeout"
                         ) from None
                     time.sleep(min(pause, left))
-                    pause = min(pause * 2, 0.02)
+                    pause = min(pause * 2, 0.005)
                     continue
                 self._epoch.observe(*marker)
                 return result

@@ -143,3 +143,14 @@ def test_a_held_log_lock_is_waited_for_off_the_event_loop(tmp_path: Path) -> Non
     with held_by_another_process(HOLD_FLOCK, Path(f"{log}.lock")) as holder:
         asyncio.run(scenario(holder))
     mw.runtime.close()
+
+
+def test_the_lock_timeout_setting_reaches_the_sink(tmp_path: Path) -> None:
+    log = tmp_path / "receipts.jsonl"
+    mw = ChioMiddleware(
+        starlette_app(),
+        settings=settings(receipt_sink=f"jsonl:{log}", receipt_lock_timeout=0.3),
+        clock=FixedClock(NOW),
+    )
+    assert isinstance(mw.runtime.sink, JsonlSink) and mw.runtime.sink.lock_timeout == 0.3
+    mw.runtime.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import structlog.testing
 
 from chio_middleware.core.errors import ReplayDetected
 from chio_middleware.core.replay import ReplayStore, forgotten_at
@@ -111,4 +112,18 @@ def test_a_deleted_sqlite_file_alone_is_noticed(tmp_path: Path) -> None:
     os.unlink(path)  # the -wal and -shm files stay behind
     store.reserve("again", expires_at=500, now=120)
     assert forgotten_at(store) == 120
+    store.close()
+
+
+def test_the_loss_is_logged_loudly_once_per_process(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = open_store(f"sqlite:///{path}")
+    _use(store, 100)
+    os.unlink(path)
+    with structlog.testing.capture_logs() as events:
+        for now in range(120, 130):
+            _use(store, now)
+    forgotten = [e for e in events if e["event"] == "chio_replay_store_forgot_its_state"]
+    assert len(forgotten) == 1
+    assert forgotten[0]["log_level"] == "error" and forgotten[0]["forgotten_at"] == 120
     store.close()

@@ -252,7 +252,7 @@ class JsonlSink:
                 if left <= 0:
                     raise SinkError(self._lock_timeout_message("another process")) from None
                 time.sleep(min(pause, left))
-                pause = min(pause * 2, 0.01)
+                pause = min(pause * 2, 0.002)
                 continue
             if self._lock_id == _identity(self._lock_path):
                 return
