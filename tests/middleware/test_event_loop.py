@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chio_middleware.asgi import ChioMiddleware
 from chio_middleware.core.clock import FixedClock
 from chio_middleware.sinks.jsonl import JsonlSink
@@ -153,4 +155,24 @@ def test_the_lock_timeout_setting_reaches_the_sink(tmp_path: Path) -> None:
         clock=FixedClock(NOW),
     )
     assert isinstance(mw.runtime.sink, JsonlSink) and mw.runtime.sink.lock_timeout == 0.3
+    mw.runtime.close()
+
+
+def test_uncontended_store_and_sink_calls_stay_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No thread hand-off when nothing waits: the fast path costs what it did."""
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    sink = JsonlSink(tmp_path / "receipts.jsonl", fsync="never")
+    mw = ChioMiddleware(
+        starlette_app(), settings=settings(), clock=FixedClock(NOW), store=store, sink=sink
+    )
+
+    async def no_thread(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a call went to a worker thread although nothing waited")
+
+    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    for _ in range(3):
+        status, body = asyncio.run(request(mw, "GET", "/notes", agent_headers("GET", "/notes")))
+        assert status == 200, body
     mw.runtime.close()
