@@ -25,7 +25,7 @@ from .core.engine import Evaluation, run_sync
 from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
 from .core.guards import Guard
 from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
-from .core.request import RequestView, parse_content_length, parse_query
+from .core.request import RequestView, parse_content_length, parse_wire_query
 from .runtime import ChioRuntime
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -261,7 +261,7 @@ def _request_view(environ: dict[str, Any]) -> RequestView:
     return RequestView(
         method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
         path=_decoded(str(environ.get("SCRIPT_NAME", ""))) + route_path,
-        query=parse_query(str(environ.get("QUERY_STRING", ""))),
+        query=parse_wire_query(str(environ.get("QUERY_STRING", ""))),
         headers=_headers(environ),
         raw_path=_raw_route_path(environ),
         route_path=route_path,
