@@ -246,6 +246,10 @@ def _decoded(raw: str) -> str:
 def _raw_route_path(environ: dict[str, Any]) -> str:
     """The percent-encoded path after the mount prefix, when the server says (RAW_URI)."""
     raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "").split("?", 1)[0]
+    if raw.lower().startswith(("http://", "https://")):  # absolute-form request target
+        scheme_end = raw.index("//") + 2
+        slash = raw.find("/", scheme_end)
+        raw = raw[slash:] if slash >= 0 else "/"
     script = str(environ.get("SCRIPT_NAME", ""))
     if script and raw.startswith(script):
         raw = raw[len(script) :]

@@ -195,7 +195,7 @@ class ChioEngine:
         now = self.clock()
         evaluation = Evaluation(request=request, request_id=uuid7(int(now * 1000)), now=int(now))
         try:
-            check_canonical_path(request.path, request.raw_path)
+            check_canonical_path(request.path, request.raw_path, request.route_path or request.path)
             evaluation.route = self.config.routes.match(
                 request.method, request.route_path or request.path, request.raw_path or None
             )

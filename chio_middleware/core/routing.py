@@ -261,15 +261,16 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})|%(?:2[Ff]|5[Cc])")
 _BAD_CHAR = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 
 
-def check_canonical_path(path: str, raw_path: str = "") -> None:
+def check_canonical_path(path: str, raw_path: str = "", route_path: str | None = None) -> None:
     """Refuse (400) a path that frameworks may normalise differently (PROTOCOL.md 5.1).
 
-    ``path`` is the decoded path, ``raw_path`` the percent-encoded one when the server
-    gives it. Refused: an empty segment (``//``; a single trailing slash is a segment of
-    its own and allowed), a ``.`` or ``..`` segment (also percent-encoded), a
-    percent-encoded ``/`` or ``\\``, a raw ``\\``, control characters, invalid
-    percent-encoding, raw bytes outside ASCII in the encoded form, and a path that does
-    not start with ``/``.
+    ``path`` is the decoded path; ``raw_path`` the percent-encoded path the application
+    routes on, when the server gives it, and ``route_path`` its decoded form as the server
+    decoded it. Refused: an empty segment (``//``; a single trailing slash is allowed), a
+    ``.`` or ``..`` segment (also percent-encoded), a percent-encoded ``/`` or ``\\``, a
+    raw ``\\``, control characters, invalid percent-encoding, invalid UTF-8, raw bytes
+    outside ASCII in the encoded form, a path that does not start with ``/``, and a raw
+    path that does not decode to the path the server decoded (someone normalised it).
     """
     if raw_path:
         if _BAD_ESCAPE.search(raw_path):
@@ -277,13 +278,20 @@ def check_canonical_path(path: str, raw_path: str = "") -> None:
         if not raw_path.isascii() or _BAD_CHAR.search(raw_path):
             raise BadRequest("request path has characters that must be percent-encoded")
         try:
-            unquote_to_bytes(raw_path).decode("utf-8")
+            decoded = unquote_to_bytes(raw_path).decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("request path is not valid UTF-8") from None
-    if not path.startswith("/"):
-        raise BadRequest("request path must start with '/'")
+        if route_path is not None and decoded != route_path:
+            raise BadRequest("request path was normalised before it reached the application")
+        _check_segments(raw_path)
+    _check_segments(path)
     if _BAD_CHAR.search(path):
         raise BadRequest("request path has a control character or a backslash")
+
+
+def _check_segments(path: str) -> None:
+    if not path.startswith("/"):
+        raise BadRequest("request path must start with '/'")
     segments = path[1:].split("/")
     for index, segment in enumerate(segments):
         if segment in (".", ".."):

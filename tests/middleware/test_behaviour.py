@@ -29,11 +29,6 @@ ADAPTERS = ["asgi", "wsgi"]
 NOTE = json.dumps({"title": "t", "body": "b"}).encode()
 
 
-@pytest.fixture(params=ADAPTERS)
-def driver(request: pytest.FixtureRequest) -> Driver:
-    return make_driver(request.param)
-
-
 def assert_denied(reply: Any, status: int, code: str) -> None:
     assert reply.status == status, reply.body
     body = reply.json()
