@@ -11,6 +11,7 @@ from ..core.canonical import canonical_json
 from ..core.crypto import PublicKey
 from ..sinks.jsonl import VerifyReport, log_files, rotation_index, verify_log
 from ._common import EXIT_FAILED, EXIT_OK, CliError, Env, Palette, parse_public_key
+from .export import is_core_export, verify_core_export
 
 __all__ = ["group_logs", "register"]
 
@@ -26,6 +27,10 @@ first) or any of its files (a shell glob such as receipts.jsonl* works). A log w
 oldest remaining file is a rotated one may start at any seq (older files were rotated
 away) unless --from-start; a log without rotated files must start at seq 1. Deleting the
 last lines of a log leaves no trace in the chain: compare the last seq with what you expect.
+
+A file of core ChioReceipts (written by export) is recognised by its first line and checked
+receipt by receipt instead: signature, content-addressed id, parameter hash, the
+reference's semantic rules and, with --kernel-key, the signer (an export has no chain).
 
 Without --kernel-key, each receipt is checked against its own kernel_key only: anyone can
 sign a receipt with a key of their own, so give the middleware's public key(s).
@@ -136,7 +141,10 @@ def run(args: argparse.Namespace, env: Env) -> int:
     failed = 0
     for base, files in group_logs(args.files).items():
         try:
-            report = verify_log(files, kernel_keys=keys, from_start=args.from_start or None)
+            if is_core_export(files[0]):
+                report = verify_core_export(files, kernel_keys=keys)
+            else:
+                report = verify_log(files, kernel_keys=keys, from_start=args.from_start or None)
         except OSError as exc:
             raise CliError(f"{exc.filename}: {exc.strerror}") from None
         failed += not report.ok
