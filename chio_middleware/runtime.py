@@ -146,8 +146,14 @@ class ChioRuntime:
         """The public key receipts and nonces are signed with."""
         return self.engine.signing_key.public_key
 
+    @property
+    def decision_mode(self) -> bool:
+        """True when an allowed request is receipted before the app runs (PROTOCOL.md 7.1)."""
+        return self.settings.receipt_mode == "decision"
+
     def admit(self, evaluation: Evaluation) -> None:
-        """Before the app runs: deny (503) when the sink already knows it cannot record."""
+        """Before the app runs: deny (503) when the sink already knows it cannot record; in
+        decision mode, record the decision receipt (its failure denies 503 the same way)."""
         if evaluation.error is not None:
             return
         try:
@@ -155,6 +161,21 @@ class ChioRuntime:
         except Exception as exc:
             logger.error("chio_receipt_sink_not_ready", error=type(exc).__name__)
             evaluation.deny(Unavailable("receipts cannot be recorded; refusing (fail closed)"))
+            return
+        if not self.decision_mode:
+            return
+        try:
+            self.engine.sign(evaluation, 200, self.sink.record, scope="decision")
+        except Exception as exc:
+            logger.error(
+                "chio_decision_receipt_failed",
+                error=type(exc).__name__,
+                request_id=evaluation.request_id,
+                route=evaluation.route_pattern,
+            )
+            evaluation.deny(
+                Unavailable("decision receipt could not be recorded; refusing (fail closed)")
+            )
 
     def record(self, evaluation: Evaluation, status: int) -> HttpReceipt:
         """Sign and record the request's receipt; raise ``Unavailable`` if the sink fails."""

@@ -15,6 +15,7 @@ from ..core.crypto import PublicKey
 from ..core.models import HttpReceipt
 from ..core.receipts import ReceiptInvalid, parse_receipt
 from ..sinks.jsonl import (
+    SCOPE_KEY,
     ChainVerifier,
     CheckedLine,
     LogFollower,
@@ -49,11 +50,15 @@ then 1 when a problem was seen. The chain is anchored at the first line of FILE 
 
 --filter KEY=VALUE[,KEY=VALUE...] (repeatable; every condition must hold; VALUE may list
 alternatives with |): verdict=allow|deny, status=403 or status=4xx, method=POST,
-route=/notes/* (a glob on the route pattern), capability=ID, guard=NAME, tool=SERVER/TOOL.
+route=/notes/* (a glob on the route pattern), capability=ID, guard=NAME, tool=SERVER/TOOL,
+code=chio_replay_detected (the error code of a denial), scope=decision|final (decision
+receipts, PROTOCOL.md 7.1, are marked DECISION: the app was about to run).
 Colour is used when stdout is a terminal and NO_COLOR is not set.
 """
 
-FILTER_KEYS = ("verdict", "status", "method", "route", "capability", "guard", "tool")
+FILTER_KEYS = (
+    "verdict", "status", "method", "route", "capability", "guard", "tool", "code", "scope"
+)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -153,6 +158,11 @@ def _matches(key: str, value: str, receipt: HttpReceipt) -> bool:
         return receipt.capability_id == value
     if key == "guard":
         return verdict.guard == value
+    metadata = receipt.metadata or {}
+    if key == "code":
+        return metadata.get("chio_error_code") == value
+    if key == "scope":
+        return metadata.get(SCOPE_KEY) == value
     return _tool(receipt) == value
 
 
@@ -176,6 +186,9 @@ def render_receipt(receipt: HttpReceipt, palette: Palette) -> str:
         palette.paint(str(status), "32" if status < 400 else "33" if status < 500 else "31"),
         f"{printable(receipt.method):<6} {printable(receipt.route_pattern)}",
     ]
+    metadata = receipt.metadata or {}
+    if metadata.get(SCOPE_KEY) == "decision":
+        parts.insert(1, palette.paint("DECISION", "1;33"))
     tool = _tool(receipt)
     if tool:
         parts.append(f"tool={printable(tool)}")

@@ -110,6 +110,15 @@ def _print_report(base: str, report: VerifyReport, palette: Palette, env: Env) -
     env.out(f"  verdicts: {_counts(report.verdicts)}")
     env.out(f"  statuses: {_counts(report.statuses)}")
     env.out(f"  kernel keys: {_counts(report.kernel_keys)}")
+    if report.scopes.get("decision"):
+        env.out(f"  receipt scopes: {_counts(report.scopes)}")
+    if report.open_decisions:
+        env.out(
+            f"  {palette.paint(f'{len(report.open_decisions)} decision receipt(s)', '1;33')} "
+            "without a final receipt (not a chain problem):"
+        )
+        for finding in report.open_decisions:
+            env.out(f"    {palette.paint(str(finding), '33')}")
     if report.problems:
         env.out(f"  problems: {_counts(Counter(p.kind for p in report.problems))}")
 
@@ -126,6 +135,10 @@ def _as_json(base: str, report: VerifyReport) -> dict[str, object]:
         "verdicts": dict(report.verdicts),
         "statuses": {str(k): v for k, v in report.statuses.items()},
         "kernel_keys": dict(report.kernel_keys),
+        "scopes": dict(report.scopes),
+        "decisions_without_final": [
+            {"file": f.path, "line": f.line, "message": f.message} for f in report.open_decisions
+        ],
         "problems": [
             {"file": p.path, "line": p.line, "kind": p.kind, "message": p.message}
             for p in report.problems

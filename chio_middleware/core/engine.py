@@ -116,6 +116,8 @@ class Evaluation:
     agent_key: PublicKey | None = None
     challenge: str | None = None
     receipt: HttpReceipt | None = None
+    #: The decision receipt recorded before the app ran (``receipt_mode="decision"``).
+    decision_receipt: HttpReceipt | None = None
     #: An unexpected exception met while evaluating (logged by the adapter; denied 503).
     failure: BaseException | None = None
     _digest: tuple[bytes, str | None] | None = field(default=None, init=False, repr=False)
@@ -397,11 +399,15 @@ class ChioEngine:
 
     # -- receipts -----------------------------------------------------------------------
 
-    def sign(self, ev: Evaluation, status: int, sink_record: Any) -> HttpReceipt:
-        """Sign the request's one receipt with the status the client receives, via the sink.
+    def sign(
+        self, ev: Evaluation, status: int, sink_record: Any, *, scope: str = "final"
+    ) -> HttpReceipt:
+        """Sign the request's final receipt with the status the client receives, via the sink.
 
         ``sink_record`` is the sink's ``record``; it calls back with its own metadata.
-        Raises whatever the sink raises (the adapter answers 503).
+        Raises whatever the sink raises (the adapter answers 503). With ``scope="decision"``
+        it signs the decision receipt of an allowed request instead (PROTOCOL.md 7.1),
+        kept in ``ev.decision_receipt``; the final receipt then names it.
         """
         request = ev.request
         route_pattern = ev.route_pattern
@@ -410,7 +416,11 @@ class ChioEngine:
         else:
             verdict = Verdict.deny(ev.error.message, ev.error.guard, ev.error.status)
         identity_hash = _identity_hash(ev)
-        route_metadata: dict[str, Any] = {"chio_http_status_scope": "final"}
+        route_metadata: dict[str, Any] = {"chio_http_status_scope": scope}
+        if scope == "final" and ev.decision_receipt is not None:
+            route_metadata["chio_decision_receipt_id"] = ev.decision_receipt.id
+        if ev.error is not None:
+            route_metadata["chio_error_code"] = ev.error.code
         if ev.route is not None:
             route_metadata["chio_tool_server"] = ev.route.tool_server
             route_metadata["chio_tool_name"] = ev.route.tool_name
@@ -441,7 +451,10 @@ class ChioEngine:
             )
 
         receipt: HttpReceipt = sink_record(sign)
-        ev.receipt = receipt
+        if scope == "decision":
+            ev.decision_receipt = receipt
+        else:
+            ev.receipt = receipt
         return receipt
 
     def response_headers(self, ev: Evaluation) -> list[tuple[str, str]]:

@@ -16,10 +16,13 @@ chain, and :class:`ChainVerifier` names the line and what is wrong with it.
 from __future__ import annotations
 
 from .chain import (
+    DECISION_KEY,
     PREV_KEY,
+    SCOPE_KEY,
     SEQ_KEY,
     ChainVerifier,
     CheckedLine,
+    DecisionTracker,
     Problem,
     VerifyReport,
     chain_fields,
@@ -29,11 +32,14 @@ from .files import LogFollower, LogLine, log_files, read_log_lines, rotation_ind
 from .sink import FSYNC_POLICIES, JsonlSink
 
 __all__ = [
+    "DECISION_KEY",
     "FSYNC_POLICIES",
     "PREV_KEY",
+    "SCOPE_KEY",
     "SEQ_KEY",
     "ChainVerifier",
     "CheckedLine",
+    "DecisionTracker",
     "JsonlSink",
     "LogFollower",
     "LogLine",

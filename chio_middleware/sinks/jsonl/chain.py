@@ -25,10 +25,13 @@ from ...core.receipts import ReceiptInvalid, parse_receipt, receipt_json, verify
 from .files import LogLine, read_log_lines, rotation_index
 
 __all__ = [
+    "DECISION_KEY",
     "PREV_KEY",
+    "SCOPE_KEY",
     "SEQ_KEY",
     "ChainVerifier",
     "CheckedLine",
+    "DecisionTracker",
     "Problem",
     "VerifyReport",
     "chain_fields",
@@ -38,6 +41,12 @@ __all__ = [
 #: The metadata members a chained log adds to every receipt it records.
 SEQ_KEY = "chio_log_seq"
 PREV_KEY = "chio_log_prev"
+#: The metadata members of PROTOCOL.md 7 and 7.1: which receipt of a request this is.
+SCOPE_KEY = "chio_http_status_scope"
+DECISION_KEY = "chio_decision_receipt_id"
+
+#: Problems that make a line's receipt no evidence at all (others are about the chain).
+_UNVERIFIED = frozenset({"truncated", "malformed", "signature", "untrusted_key", "not_canonical"})
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX128 = re.compile(r"[0-9a-f]{128}")  # as the sink writes it (verification accepts more)
@@ -316,11 +325,47 @@ class VerifyReport:
     last_seq: int | None = None
     from_start: bool = True
     problems: list[Problem] = field(default_factory=list)
+    #: Decision receipts (PROTOCOL.md 7.1) that no final receipt of the log names: requests
+    #: whose handler crashed the process, hung or was killed (or is still running). Findings
+    #: for an auditor, not damage to the log: they do not make :attr:`ok` false.
+    open_decisions: list[Problem] = field(default_factory=list)
+    #: Receipts by ``metadata.chio_http_status_scope`` (``final``, ``decision``).
+    scopes: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
         """True when no problem was found."""
         return not self.problems
+
+
+class DecisionTracker:
+    """Pairs decision receipts with the final receipts that name them (PROTOCOL.md 7.1)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, Problem] = {}
+
+    def add(self, receipt: HttpReceipt, path: str, line: int) -> None:
+        """Note one receipt of the log, in log order."""
+        metadata = receipt.metadata or {}
+        scope = metadata.get(SCOPE_KEY)
+        if scope == "decision":
+            self._open[receipt.id] = Problem(
+                path,
+                line,
+                "decision_without_final",
+                f"decision receipt {receipt.id} ({receipt.method} {receipt.route_pattern}, "
+                f"request {receipt.request_id}) has no final receipt: the request was allowed, "
+                "and its handler did not finish (crashed, hung or killed, or still running)",
+            )
+        elif scope == "final":
+            linked = metadata.get(DECISION_KEY)
+            if isinstance(linked, str):
+                self._open.pop(linked, None)
+
+    @property
+    def open(self) -> list[Problem]:
+        """The decision receipts not yet matched, in log order."""
+        return list(self._open.values())
 
 
 def verify_log(
@@ -340,6 +385,7 @@ def verify_log(
         from_start = not names or rotation_index(names[0]) is None
     keys = list(kernel_keys) if kernel_keys is not None else None
     verifier = ChainVerifier(kernel_keys=keys, from_start=from_start)
+    decisions = DecisionTracker()
     report = VerifyReport(files=names, from_start=from_start)
     for name in names:
         for line in read_log_lines(name):
@@ -352,6 +398,11 @@ def verify_log(
             report.verdicts[receipt.verdict.verdict] += 1
             report.statuses[receipt.response_status] += 1
             report.kernel_keys[receipt.kernel_key] += 1
+            scope = (receipt.metadata or {}).get(SCOPE_KEY)
+            report.scopes[scope if isinstance(scope, str) else "none"] += 1
+            if not any(p.kind in _UNVERIFIED for p in checked.problems):
+                decisions.add(receipt, line.path, line.number)
+    report.open_decisions = decisions.open
     report.first_seq, report.last_seq = verifier.first_seq, verifier.last_seq
     order = {name: index for index, name in enumerate(names)}
     report.problems = sorted(verifier.problems, key=lambda p: (order.get(p.path, -1), p.line))
