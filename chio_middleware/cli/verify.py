@@ -9,11 +9,14 @@ from collections.abc import Sequence
 
 from ..core.canonical import canonical_json
 from ..core.crypto import PublicKey
-from ..sinks.jsonl import VerifyReport, log_files, rotation_index, verify_log
-from ._common import EXIT_FAILED, EXIT_OK, CliError, Env, Palette, parse_public_key
+from ..sinks.jsonl import ReplayedSlot, VerifyReport, log_files, rotation_index, verify_log
+from ._common import EXIT_FAILED, EXIT_OK, CliError, Env, Palette, iso_time, parse_public_key
 from .export import is_core_export, verify_core_export
 
-__all__ = ["group_logs", "register"]
+__all__ = ["describe_slot", "group_logs", "register"]
+
+#: How many of the most replayed slots the text report lists.
+TOP_REPLAYED = 5
 
 DESCRIPTION = """\
 Check every line of one or more receipt logs written by the JSONL sink: it parses as a
@@ -94,6 +97,17 @@ def _counts(counter: Counter[str] | Counter[int]) -> str:
     return ", ".join(f"{key} {count}" for key, count in sorted(counter.items())) or "-"
 
 
+def describe_slot(slot: ReplayedSlot) -> str:
+    """One line for a replayed slot: presentations, first use, routes, capabilities."""
+    first = "" if slot.first_used_at is None else f", first used {iso_time(slot.first_used_at)}"
+    caps = ", ".join(sorted(slot.capabilities)) or "-"
+    return (
+        f"{slot.kind} slot {slot.slot}: presented {slot.presentations} time(s){first}; "
+        f"{slot.denials} replay denial(s) in this log; {', '.join(sorted(slot.routes))}; "
+        f"capability {caps}"
+    )
+
+
 def _print_report(base: str, report: VerifyReport, palette: Palette, env: Env) -> None:
     span = (
         f"seq {report.first_seq}-{report.last_seq}" if report.first_seq is not None else "no chain"
@@ -119,6 +133,14 @@ def _print_report(base: str, report: VerifyReport, palette: Palette, env: Env) -
         )
         for finding in report.open_decisions:
             env.out(f"    {palette.paint(str(finding), '33')}")
+    if report.replayed:
+        shown = report.replayed[:TOP_REPLAYED]
+        env.out(
+            f"  most replayed slots ({len(shown)} of {len(report.replayed)}, "
+            "replays refused, not a chain problem):"
+        )
+        for slot in shown:
+            env.out(f"    {palette.paint(describe_slot(slot), '33')}")
     if report.problems:
         env.out(f"  problems: {_counts(Counter(p.kind for p in report.problems))}")
 
@@ -136,6 +158,18 @@ def _as_json(base: str, report: VerifyReport) -> dict[str, object]:
         "statuses": {str(k): v for k, v in report.statuses.items()},
         "kernel_keys": dict(report.kernel_keys),
         "scopes": dict(report.scopes),
+        "replayed_slots": [
+            {
+                "kind": s.kind,
+                "slot": s.slot,
+                "presentations": s.presentations,
+                "first_used_at": s.first_used_at,
+                "denials": s.denials,
+                "routes": sorted(s.routes),
+                "capabilities": sorted(s.capabilities),
+            }
+            for s in report.replayed
+        ],
         "decisions_without_final": [
             {"file": f.path, "line": f.line, "message": f.message} for f in report.open_decisions
         ],

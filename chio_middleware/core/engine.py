@@ -34,6 +34,7 @@ from .errors import (
     NonceInvalid,
     NonceRequired,
     RateLimited,
+    ReplayDetected,
     Unavailable,
 )
 from .grants import match_grant
@@ -138,7 +139,7 @@ class Evaluation:
         """Record the deciding failure and its evidence."""
         self.error = error
         self.evidence.append(
-            GuardEvidence(guard_name=error.guard, verdict=False, details=error.message)
+            GuardEvidence(guard_name=error.guard, verdict=False, details=error.evidence_details)
         )
 
 
@@ -374,12 +375,11 @@ class ChioEngine:
             key, expires_at = dpop_replay_slot(
                 proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
             )
-            await store.reserve(key, expires_at=expires_at, now=ev.now)
+            await _reserve_slot(store, "dpop_proof", key, expires_at, ev.now)
             ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
         if nonce is not None:
-            await store.reserve(
-                nonce_replay_key(nonce), expires_at=nonce.nonce.expires_at, now=ev.now
-            )
+            key = nonce_replay_key(nonce)
+            await _reserve_slot(store, "execution_nonce", key, nonce.nonce.expires_at, ev.now)
             ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
 
     def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
@@ -421,6 +421,10 @@ class ChioEngine:
             route_metadata["chio_decision_receipt_id"] = ev.decision_receipt.id
         if ev.error is not None:
             route_metadata["chio_error_code"] = ev.error.code
+            if isinstance(ev.error, ReplayDetected):
+                observed = ev.error.observation()
+                if observed is not None:
+                    route_metadata["chio_replay"] = observed
         if ev.route is not None:
             route_metadata["chio_tool_server"] = ev.route.tool_server
             route_metadata["chio_tool_name"] = ev.route.tool_name
@@ -491,6 +495,18 @@ class ChioEngine:
     def has_async_guards(self) -> bool:
         """True when an application guard is a coroutine function."""
         return self._async_guards
+
+
+async def _reserve_slot(
+    store: AsyncReplayStore, kind: str, key: str, expires_at: float, now: int
+) -> None:
+    """Reserve a replay slot; a replay names the slot by a hash of its key, never the key."""
+    try:
+        await store.reserve(key, expires_at=expires_at, now=now)
+    except ReplayDetected as exc:
+        exc.slot_kind = kind
+        exc.slot = sha256_hex(key.encode("utf-8"))[:16]
+        raise
 
 
 def _action_hash(ev: Evaluation) -> str:

@@ -69,4 +69,48 @@ def test_tail_filters_by_error_code(tmp_path: Path) -> None:
     assert driver.request("POST", "/notes", {}, NOTE).status == 401
     sink.close()
     replays = run("tail", str(log), "--filter", "code=chio_replay_detected").out.splitlines()
-    assert len(replays) == 1 and "guard=ReplayGuard" in replays[0]
+    assert len(replays) == 3 and "guard=ReplayGuard" in replays[0]
+    assert "replay=#1 before" in replays[0]
+    assert replays[1] == "most replayed slots among the receipts shown (1 of 1):"
+
+
+def _log_with_replays(path: Path) -> None:
+    """One proof sent 10 times, another 3 times, through the middleware into a log."""
+    sink = JsonlSink(path)
+    driver = make_driver("wsgi", sink=sink)
+    for times in (10, 3):
+        headers = agent_headers("POST", "/notes", NOTE, issued_at=NOW)
+        for _ in range(times):
+            driver.request("POST", "/notes", headers, NOTE)
+    sink.close()
+
+
+def test_verify_summarises_the_most_replayed_slots(tmp_path: Path) -> None:
+    log = tmp_path / "receipts.jsonl"
+    _log_with_replays(log)
+    result = run("verify", str(log), "--kernel-key", KERNEL.public_key.hex)
+    assert result.status == 0, result.out
+    lines = result.out.splitlines()
+    at = lines.index("  most replayed slots (2 of 2, replays refused, not a chain problem):")
+    first, second = lines[at + 1], lines[at + 2]
+    assert first.startswith("    dpop_proof slot ") and "presented 10 time(s)" in first
+    assert "9 replay denial(s) in this log; POST /notes; capability cap-1" in first
+    assert "presented 3 time(s)" in second and "2 replay denial(s)" in second
+    document = json.loads(run("verify", str(log), "--json").out)
+    assert [s["presentations"] for s in document["replayed_slots"]] == [10, 3]
+
+
+def test_tail_shows_replay_counts_and_the_most_replayed_slots(tmp_path: Path) -> None:
+    log = tmp_path / "receipts.jsonl"
+    _log_with_replays(log)
+    out = run("tail", str(log), "--filter", "code=chio_replay_detected", "-n", "all").out
+    lines = out.splitlines()
+    receipts = [line for line in lines if "DENY" in line]
+    assert len(receipts) == 11
+    assert [int(line.split("replay=#")[1].split()[0]) for line in receipts] == [
+        *range(1, 10),
+        1,
+        2,
+    ]
+    assert lines[11] == "most replayed slots among the receipts shown (2 of 2):"
+    assert "presented 10 time(s)" in lines[12] and "presented 3 time(s)" in lines[13]

@@ -23,15 +23,13 @@ from ...core.crypto import KeyFormatError, PublicKey, sha256_hex
 from ...core.models import HttpReceipt
 from ...core.receipts import ReceiptInvalid, parse_receipt, receipt_json, verify_receipt
 from .files import LogLine, read_log_lines, rotation_index
+from .findings import SCOPE_KEY, DecisionTracker, Finding, ReplayedSlot, ReplayTally
 
 __all__ = [
-    "DECISION_KEY",
     "PREV_KEY",
-    "SCOPE_KEY",
     "SEQ_KEY",
     "ChainVerifier",
     "CheckedLine",
-    "DecisionTracker",
     "Problem",
     "VerifyReport",
     "chain_fields",
@@ -41,9 +39,6 @@ __all__ = [
 #: The metadata members a chained log adds to every receipt it records.
 SEQ_KEY = "chio_log_seq"
 PREV_KEY = "chio_log_prev"
-#: The metadata members of PROTOCOL.md 7 and 7.1: which receipt of a request this is.
-SCOPE_KEY = "chio_http_status_scope"
-DECISION_KEY = "chio_decision_receipt_id"
 
 #: Problems that make a line's receipt no evidence at all (others are about the chain).
 _UNVERIFIED = frozenset({"truncated", "malformed", "signature", "untrusted_key", "not_canonical"})
@@ -328,44 +323,16 @@ class VerifyReport:
     #: Decision receipts (PROTOCOL.md 7.1) that no final receipt of the log names: requests
     #: whose handler crashed the process, hung or was killed (or is still running). Findings
     #: for an auditor, not damage to the log: they do not make :attr:`ok` false.
-    open_decisions: list[Problem] = field(default_factory=list)
+    open_decisions: list[Finding] = field(default_factory=list)
     #: Receipts by ``metadata.chio_http_status_scope`` (``final``, ``decision``).
     scopes: Counter[str] = field(default_factory=Counter)
+    #: Replayed proof and nonce slots, most presented first (``metadata.chio_replay``).
+    replayed: list[ReplayedSlot] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when no problem was found."""
         return not self.problems
-
-
-class DecisionTracker:
-    """Pairs decision receipts with the final receipts that name them (PROTOCOL.md 7.1)."""
-
-    def __init__(self) -> None:
-        self._open: dict[str, Problem] = {}
-
-    def add(self, receipt: HttpReceipt, path: str, line: int) -> None:
-        """Note one receipt of the log, in log order."""
-        metadata = receipt.metadata or {}
-        scope = metadata.get(SCOPE_KEY)
-        if scope == "decision":
-            self._open[receipt.id] = Problem(
-                path,
-                line,
-                "decision_without_final",
-                f"decision receipt {receipt.id} ({receipt.method} {receipt.route_pattern}, "
-                f"request {receipt.request_id}) has no final receipt: the request was allowed, "
-                "and its handler did not finish (crashed, hung or killed, or still running)",
-            )
-        elif scope == "final":
-            linked = metadata.get(DECISION_KEY)
-            if isinstance(linked, str):
-                self._open.pop(linked, None)
-
-    @property
-    def open(self) -> list[Problem]:
-        """The decision receipts not yet matched, in log order."""
-        return list(self._open.values())
 
 
 def verify_log(
@@ -386,6 +353,7 @@ def verify_log(
     keys = list(kernel_keys) if kernel_keys is not None else None
     verifier = ChainVerifier(kernel_keys=keys, from_start=from_start)
     decisions = DecisionTracker()
+    replays = ReplayTally()
     report = VerifyReport(files=names, from_start=from_start)
     for name in names:
         for line in read_log_lines(name):
@@ -402,7 +370,9 @@ def verify_log(
             report.scopes[scope if isinstance(scope, str) else "none"] += 1
             if not any(p.kind in _UNVERIFIED for p in checked.problems):
                 decisions.add(receipt, line.path, line.number)
+                replays.add(receipt)
     report.open_decisions = decisions.open
+    report.replayed = replays.most_replayed()
     report.first_seq, report.last_seq = verifier.first_seq, verifier.last_seq
     order = {name: index for index, name in enumerate(names)}
     report.problems = sorted(verifier.problems, key=lambda p: (order.get(p.path, -1), p.line))
