@@ -33,6 +33,7 @@ from .core.replay import ReplayStore
 from .core.routing import RouteTable
 from .settings import ChioSettings, load_policy_file
 from .sinks import ReceiptSink, open_sink
+from .telemetry import open_telemetry
 from .workers import detected_workers
 
 __all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime"]
@@ -138,6 +139,7 @@ class ChioRuntime:
         self.engine = ChioEngine(config, clock=clock or system_clock)
         self.store = store if store is not None else _open_store(s, detected_workers())
         self.sink = sink if sink is not None else _open_sink(s)
+        self.telemetry = open_telemetry(s.telemetry)
         self._closed = False
         _RUNTIMES.add(self)
 
@@ -188,6 +190,8 @@ class ChioRuntime:
                 request_id=evaluation.request_id,
                 route=evaluation.route_pattern,
             )
+            if self.telemetry is not None:
+                self.telemetry.sink_failure(evaluation)
             raise Unavailable("receipt could not be recorded; refusing (fail closed)") from None
         self.log_decision(evaluation, receipt)
         return receipt
@@ -195,6 +199,8 @@ class ChioRuntime:
     def log_decision(self, evaluation: Evaluation, receipt: HttpReceipt) -> None:
         """One structlog event per decision; never a key, token or signature."""
         error = evaluation.error
+        if self.telemetry is not None:
+            self.telemetry.decision(evaluation, receipt)
         if evaluation.failure is not None:
             logger.error(
                 "chio_evaluation_failed",

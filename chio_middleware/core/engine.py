@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -121,6 +122,11 @@ class Evaluation:
     decision_receipt: HttpReceipt | None = None
     #: An unexpected exception met while evaluating (logged by the adapter; denied 503).
     failure: BaseException | None = None
+    #: ``perf_counter`` at the start and at the end of the evaluation; wall clock at the
+    #: start in ns (telemetry: evaluation time and the request span).
+    started: float = field(default_factory=time.perf_counter)
+    evaluated: float | None = None
+    started_ns: int = field(default_factory=time.time_ns)
     _digest: tuple[bytes, str | None] | None = field(default=None, init=False, repr=False)
 
     def body_hash(self) -> str | None:
@@ -189,6 +195,7 @@ class ChioEngine:
         except Exception as exc:  # a bug must never turn into an allow
             evaluation.failure = exc
             evaluation.deny(Unavailable("request could not be evaluated; refusing (fail closed)"))
+        evaluation.evaluated = time.perf_counter()
         return evaluation
 
     def reject(self, evaluation: Evaluation, error: ChioError) -> Evaluation:
