@@ -227,7 +227,7 @@ def _core_receipt(
         report.add("decision", f"deny by {decision.get('guard')}: {decision.get('reason')}")
     else:
         report.add("decision", result.decision)
-    report.add("kind", f"{result.receipt_kind}, {result.boundary_class}, {result.trust_level}")
+    report.add("semantics", f"{result.receipt_kind}, {result.boundary_class}, {result.trust_level}")
     report.add("parameter_hash", "valid" if result.parameter_hash_valid else "INVALID")
     if obj.get("capability_id"):
         report.add("capability_id", obj["capability_id"])

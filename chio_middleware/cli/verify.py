@@ -103,7 +103,7 @@ def describe_slot(slot: ReplayedSlot) -> str:
     caps = ", ".join(sorted(slot.capabilities)) or "-"
     return (
         f"{slot.kind} slot {slot.slot}: presented {slot.presentations} time(s){first}; "
-        f"{slot.denials} replay denial(s) in this log; {', '.join(sorted(slot.routes))}; "
+        f"{slot.denials} replay denial(s) seen; {', '.join(sorted(slot.routes))}; "
         f"capability {caps}"
     )
 

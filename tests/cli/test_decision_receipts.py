@@ -94,7 +94,7 @@ def test_verify_summarises_the_most_replayed_slots(tmp_path: Path) -> None:
     at = lines.index("  most replayed slots (2 of 2, replays refused, not a chain problem):")
     first, second = lines[at + 1], lines[at + 2]
     assert first.startswith("    dpop_proof slot ") and "presented 10 time(s)" in first
-    assert "9 replay denial(s) in this log; POST /notes; capability cap-1" in first
+    assert "9 replay denial(s) seen; POST /notes; capability cap-1" in first
     assert "presented 3 time(s)" in second and "2 replay denial(s)" in second
     document = json.loads(run("verify", str(log), "--json").out)
     assert [s["presentations"] for s in document["replayed_slots"]] == [10, 3]
