@@ -283,6 +283,8 @@ def verify_core_receipt(
         decision,
         receipt.trust_level,
     )
+    if problem is None and receipt.bbs_projection_version is not None:
+        problem = "bbs_projection_version requires bbs_signature"  # which is not supported
     kernel_key = PublicKey.from_hex(receipt.kernel_key)
     signature_valid = False
     if problem is None and receipt_id_valid:
@@ -338,6 +340,8 @@ def sign_core_receipt(body: Mapping[str, Any], key: SigningKey) -> dict[str, Any
         body.get("decision"),
         str(body.get("trust_level")),
     )
+    if problem is None and body.get("bbs_projection_version") is not None:
+        problem = "bbs_projection_version requires bbs_signature"  # which is not supported
     if problem is not None:
         raise CoreReceiptInvalid(f"cannot sign: {problem}")
     try:

@@ -104,6 +104,20 @@ def test_malformed_core_receipts_are_refused(change: dict[str, Any]) -> None:
         verify_core_receipt(receipt)
 
 
+def test_a_bbs_projection_without_bbs_material_never_verifies() -> None:
+    vector = _allow_vector()["receipt"]
+    key = SigningKey.from_seed_hex(load(VECTORS)["signing_key_seed_hex"])
+    body = {k: v for k, v in vector.items() if k not in ("signature", "id")}
+    body["bbs_projection_version"] = "chio.bbs-projection.receipt.v1"
+    with pytest.raises(CoreReceiptInvalid, match="bbs_projection_version"):
+        sign_core_receipt({**body, "id": ""}, key)
+    receipt_id = hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+    signature = key.sign(rfc8785.dumps({"id": receipt_id, "body": body}))
+    result = verify_core_receipt({**body, "id": receipt_id, "signature": signature})
+    assert result.receipt_id_valid and not result.signature_valid
+    assert result.semantic_error == "bbs_projection_version requires bbs_signature"
+
+
 def test_core_and_http_receipts_are_told_apart() -> None:
     assert is_core_receipt(_allow_vector()["receipt"])
     http = load("chio_http/http_receipt_v1.json")["cases"][0]
