@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 
 from chio_middleware.core.errors import ReplayDetected
 from chio_middleware.core.replay import MemoryReplayStore, ReplayStore
@@ -67,3 +69,30 @@ def test_a_replay_flood_does_not_grow_the_memory_store() -> None:
         store.reserve("slot", expires_at=2_000.0, now=1_500.0)
     store.reserve("late", expires_at=3_000.0, now=2_500.0)  # everything expired: reclaimed
     assert len(store._seen) == 1
+
+
+def test_a_replay_flood_adds_nothing_to_sqlite(opened: Callable[..., ReplayStore]) -> None:
+    store = opened("sqlite")
+    store.reserve("slot", expires_at=2_000.0, now=1_000.0)
+    for i in range(500):
+        _replay(store, "slot", now=1_000.0 + i)
+    rows = sqlite3.connect(store.path).execute(
+        "SELECT COUNT(*), MAX(presented) FROM chio_replay_observations"
+    )
+    assert rows.fetchone() == (1, 501)
+
+
+def test_a_replay_flood_adds_nothing_to_redis(
+    opened: Callable[..., ReplayStore], redis_url: str, redis_prefix: str
+) -> None:
+    store = opened("redis")
+    store.reserve("slot", expires_at=2_000.0, now=1_000.0)
+    for i in range(500):
+        _replay(store, "slot", now=1_000.0 + i)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert list(client.scan_iter(match=redis_prefix + "*")) == [redis_prefix + "replay:slot"]
+        assert client.get(redis_prefix + "replay:slot") == "2000.0 1000.0 501"
+        assert client.pttl(redis_prefix + "replay:slot") > 0  # KEEPTTL kept the lifetime
+    finally:
+        client.close()
