@@ -137,9 +137,9 @@ class ChioRuntime:
             max_header_bytes=s.max_header_bytes,
         )
         self.engine = ChioEngine(config, clock=clock or system_clock)
+        self.telemetry = open_telemetry(s.telemetry)  # before anything opens: it may refuse
         self.store = store if store is not None else _open_store(s, detected_workers())
         self.sink = sink if sink is not None else _open_sink(s)
-        self.telemetry = open_telemetry(s.telemetry)
         self._closed = False
         _RUNTIMES.add(self)
 
