@@ -197,7 +197,10 @@ class ChioMiddleware:
         else:
             evaluation.request = replace(view, body=body)
             await engine.evaluate(evaluation, self.store)
-            self.runtime.admit(evaluation)
+            if self.runtime.decision_mode:  # records a receipt: off the loop if it blocks
+                await self._sink_call(self.runtime.admit, evaluation)
+            else:
+                self.runtime.admit(evaluation)
         if evaluation.error is not None:
             await self._send_error(evaluation, evaluation.error, send)
             return
