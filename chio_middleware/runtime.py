@@ -17,8 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from .core.clock import Clock, system_clock
 from .core.crypto import PublicKey, SigningKey
 from .core.engine import ChioEngine, EngineConfig, Evaluation
@@ -35,6 +33,7 @@ from .core.models import HttpReceipt
 from .core.replay import ReplayStore
 from .core.routing import RouteTable
 from .integrations.coverage import CoverageRow, render_coverage, unbound
+from .logs import get_logger
 from .settings import ChioSettings, load_policy_file
 from .sinks import ReceiptSink, open_sink
 from .telemetry import open_telemetry
@@ -42,7 +41,7 @@ from .workers import detected_workers
 
 __all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime", "Denial", "DenialRenderer", "render_with"]
 
-logger = structlog.get_logger("chio_middleware")
+logger = get_logger()
 
 #: The body of the 500 answer when the application fails before it responds.
 CRASH_BODY = b'{"error":"internal_error","message":"the application failed","status":500}'
@@ -203,7 +202,7 @@ class ChioRuntime:
         return receipt
 
     def log_decision(self, evaluation: Evaluation, receipt: HttpReceipt) -> None:
-        """One structlog event per decision; never a key, token or signature."""
+        """One log event per decision; never a key, token or signature."""
         error = evaluation.error
         if self.telemetry is not None:
             self.telemetry.decision(evaluation, receipt)
