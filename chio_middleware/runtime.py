@@ -32,7 +32,7 @@ from .core.guards import (
 from .core.models import HttpReceipt
 from .core.replay import ReplayStore
 from .core.routing import RouteTable
-from .integrations.coverage import CoverageRow, render_coverage, unbound
+from .integrations.coverage import CoverageRow, orphan_bindings, render_coverage, unbound
 from .logs import get_logger
 from .settings import ChioSettings, load_policy_file
 from .sinks import ReceiptSink, open_sink
@@ -257,6 +257,14 @@ class ChioRuntime:
             unbound=len(missing),
             table="\n" + render_coverage(rows),
         )
+        orphans = orphan_bindings(rows, self.engine.config.routes)
+        if orphans:
+            named = ", ".join(f"{b.method} {b.path}" for b in orphans)
+            logger.error("chio_bindings_without_route", bindings=named)
+            return (
+                f"routes: these bindings name no route of the application, so they would "
+                f"protect nothing (compare the templates with the app's): {named}"
+            )
         if not missing:
             return None
         names = ", ".join(f"{row.method} {row.pattern}" for row in missing)
