@@ -21,9 +21,11 @@ import structlog
 from .core.clock import Clock
 from .core.engine import Evaluation
 from .core.errors import BadRequest, ChioError, PayloadTooLarge
+from .core.federation import PeerStore
 from .core.guards import Guard
 from .core.replay import ReplayStore, as_async
 from .core.request import RequestView, parse_content_length, parse_query
+from .federation import async_peer_view
 from .runtime import ChioRuntime
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -57,11 +59,15 @@ class ChioMiddleware:
         guards: Sequence[Guard] = (),
         store: ReplayStore | None = None,
         sink: ReceiptSink | None = None,
+        peers: PeerStore | None = None,
     ) -> None:
         self.app = app
-        self.runtime = ChioRuntime(settings, clock=clock, guards=guards, store=store, sink=sink)
+        self.runtime = ChioRuntime(
+            settings, clock=clock, guards=guards, store=store, sink=sink, peers=peers
+        )
         self.settings = self.runtime.settings
         self.store = as_async(self.runtime.store)
+        self.peers = None if self.runtime.peers is None else async_peer_view(self.runtime.peers)
         self._blocking_sink = getattr(self.runtime.sink, "blocking", False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -103,22 +109,25 @@ class ChioMiddleware:
         try:
             if query_error is not None:
                 raise query_error
-            body = await self._read_body(receive, view)
+            body = await self._read_body(receive, view, evaluation.body_limit)
         except _ClientGone:
             return
         except ChioError as exc:
             engine.reject(evaluation, exc)
         else:
             evaluation.request = replace(view, body=body)
-            await engine.evaluate(evaluation, self.store)
+            await engine.evaluate(evaluation, self.store, self.peers)
             self.runtime.admit(evaluation)
         if evaluation.error is not None:
             await self._send_error(evaluation, evaluation.error, send)
             return
+        if evaluation.answer is not None:  # the federation handshake: answered here
+            await _send_whole(send, *await self._sink_call(self.runtime.render_answer, evaluation))
+            return
         await self._call_app(scope, receive, evaluation, send)
 
-    async def _read_body(self, receive: Receive, view: RequestView) -> bytes:
-        limit = self.settings.max_body_bytes
+    async def _read_body(self, receive: Receive, view: RequestView, limit: int | None) -> bytes:
+        limit = self.settings.max_body_bytes if limit is None else limit
         lengths = view.header_values("content-length")
         if len(lengths) > 1:
             raise BadRequest("Content-Length appears more than once")

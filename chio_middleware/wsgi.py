@@ -23,6 +23,7 @@ import structlog
 from .core.clock import Clock
 from .core.engine import Evaluation, run_sync
 from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
+from .core.federation import PeerStore
 from .core.guards import Guard
 from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
 from .core.request import RequestView, parse_content_length, parse_query
@@ -53,9 +54,12 @@ class ChioWSGIMiddleware:
         guards: Sequence[Guard] = (),
         store: ReplayStore | None = None,
         sink: ReceiptSink | None = None,
+        peers: PeerStore | None = None,
     ) -> None:
         self.app = app
-        self.runtime = ChioRuntime(settings, clock=clock, guards=guards, store=store, sink=sink)
+        self.runtime = ChioRuntime(
+            settings, clock=clock, guards=guards, store=store, sink=sink, peers=peers
+        )
         self.settings = self.runtime.settings
         self.store = SyncStoreAsAsync(self.runtime.store)
         self._per_process_store = isinstance(self.runtime.store, MemoryReplayStore)
@@ -78,7 +82,7 @@ class ChioWSGIMiddleware:
             )
         if error is None:
             try:
-                body = self._read_body(environ, view)
+                body = self._read_body(environ, view, evaluation.body_limit)
             except ChioError as exc:
                 error = exc
         if error is not None:
@@ -89,6 +93,10 @@ class ChioWSGIMiddleware:
             self.runtime.admit(evaluation)
         if evaluation.error is not None:
             status, headers, payload = self.runtime.render_error(evaluation, evaluation.error)
+            start_response(_status_line(status), headers)
+            return [payload]
+        if evaluation.answer is not None:  # the federation handshake: answered here
+            status, headers, payload = self.runtime.render_answer(evaluation)
             start_response(_status_line(status), headers)
             return [payload]
         environ["wsgi.input"] = io.BytesIO(body)
@@ -110,8 +118,8 @@ class ChioWSGIMiddleware:
             runner = self._loops.runner = asyncio.Runner()
         runner.run(coroutine)
 
-    def _read_body(self, environ: dict[str, Any], view: RequestView) -> bytes:
-        limit = self.settings.max_body_bytes
+    def _read_body(self, environ: dict[str, Any], view: RequestView, limit: int | None) -> bytes:
+        limit = self.settings.max_body_bytes if limit is None else limit
         stream = environ.get("wsgi.input")
         length_text = environ.get("CONTENT_LENGTH", "")
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
