@@ -61,10 +61,17 @@ def notes_capability(
 
 @contextmanager
 def running(
-    kind: str, state: Path, *, workers: int = 1, extra_env: dict[str, str] | None = None
+    kind: str,
+    state: Path,
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    app: str | None = None,
 ) -> Iterator[Server]:
     """Run the Starlette example under uvicorn (``kind="uvicorn"``) or the Flask example
-    under gunicorn (``kind="gunicorn"``) with ``workers`` processes; stop it cleanly."""
+    under gunicorn (``kind="gunicorn"``) with ``workers`` processes; stop it cleanly.
+
+    ``app`` replaces the example's import path (e.g. the example built with a test clock)."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -84,7 +91,7 @@ def running(
     if kind == "uvicorn":
         command = [
             str(bin_dir / "uvicorn"),
-            "examples.starlette_app.app:app",
+            app or "examples.starlette_app.app:app",
             "--fd",
             str(fd),
             "--workers",
@@ -95,7 +102,7 @@ def running(
     elif kind == "gunicorn":
         command = [
             str(bin_dir / "gunicorn"),
-            "examples.flask_app.app:app",
+            app or "examples.flask_app.app:app",
             "--bind",
             f"fd://{fd}",
             "--workers",
