@@ -405,12 +405,12 @@ class ChioEngine:
             )
         except NonceInvalid as exc:
             federation = self.federation
-            if exc.step != "signature" or federation is None or ev.peers is None:
+            if exc.step != "signature" or federation is None:
                 raise
             kernel = federation.nonce_signer(nonce)
             if kernel is None:
                 raise
-            await federation.check_nonce_signer(kernel, ev.now, ev.peers)
+            await federation.check_nonce_signer(kernel, ev.now, _pin_store(ev))
         return nonce
 
     async def _reserve(
@@ -438,8 +438,8 @@ class ChioEngine:
         token = self.capabilities.verify_encoded(
             headers.raw_capability, now=ev.now, decode=headers.decode_capability
         )
-        if self.federation is not None and ev.peers is not None:
-            await self.federation.check_issuer(token.issuer, ev.now, ev.peers)
+        if self.federation is not None:
+            await self.federation.check_issuer(token.issuer, ev.now, _pin_store(ev))
         ev.capability = token
         ev.evidence.append(
             GuardEvidence(
@@ -453,11 +453,11 @@ class ChioEngine:
     async def _handshake(self, ev: Evaluation, store: AsyncReplayStore) -> None:
         """The federation handshake route (PROTOCOL.md 9): pin the sender, answer ours."""
         assert self.federation is not None
-        if ev.peers is None:
-            raise Unavailable("no federation pin store is configured; refusing (fail closed)")
         if len(ev.request.body) > MAX_HANDSHAKE_BODY:
             raise PayloadTooLarge(f"handshake body is larger than {MAX_HANDSHAKE_BODY} bytes")
-        peer, answer = await self.federation.handshake(ev.request.body, ev.now, ev.peers, store)
+        peer, answer = await self.federation.handshake(
+            ev.request.body, ev.now, _pin_store(ev), store
+        )
         ev.evidence.append(
             GuardEvidence(
                 guard_name="FederationGuard",
@@ -550,6 +550,13 @@ class ChioEngine:
     def has_async_guards(self) -> bool:
         """True when an application guard is a coroutine function."""
         return self._async_guards
+
+
+def _pin_store(ev: Evaluation) -> AsyncPeerStore:
+    """The federation pin store of this request; none configured fails closed (503)."""
+    if ev.peers is None:
+        raise Unavailable("no federation pin store is configured; refusing (fail closed)")
+    return ev.peers
 
 
 def _action_hash(ev: Evaluation) -> str:

@@ -22,7 +22,14 @@ from typing import Annotated, Any, Protocol, runtime_checkable
 from pydantic import Field, JsonValue, ValidationError
 
 from .canonical import canonical_json
-from .crypto import KeyFormatError, PublicKey, SignatureInvalid, SigningKey, sha256_hex
+from .crypto import (
+    KeyFormatError,
+    PublicKey,
+    SignatureInvalid,
+    SigningKey,
+    UnsupportedKeyType,
+    sha256_hex,
+)
 from .errors import ChioError, FederationInvalid, FederationUntrusted
 from .models import U64, WireModel
 from .replay import AsyncReplayStore, ReplayStore, SyncStoreAsAsync
@@ -177,6 +184,8 @@ def check_envelope(
     try:
         declared = PublicKey.from_hex(envelope.declared_public_key)
         declared.verify(challenge_bytes(challenge), envelope.signature)
+    except UnsupportedKeyType as exc:
+        raise FederationInvalid(f"handshake envelope: {exc}", step="signature") from None
     except (SignatureInvalid, KeyFormatError):
         raise FederationInvalid(
             "handshake signature does not verify with the declared key", step="signature"

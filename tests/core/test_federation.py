@@ -256,3 +256,20 @@ def test_flipping_any_byte_is_refused(data: st.DataObject) -> None:
             nonces=MemoryReplayStore(),
         )
     assert peers.list_peers() == []
+
+
+def test_foreign_key_types_are_refused_by_name() -> None:
+    envelope = sign_envelope(
+        KERNEL, local_kernel_id="kernel.org-a", remote_kernel_id=LOCAL, nonce="n", timestamp=NOW
+    ).to_wire()
+    envelope["declaredPublicKey"] = "p256:" + "00" * 33
+    with pytest.raises(FederationInvalid, match="p256") as info:
+        accept_envelope_sync(
+            envelope,
+            kernel_id=LOCAL,
+            now=NOW,
+            anchors={"kernel.org-a": KERNEL.public_key},
+            peers=MemoryPeerStore(),
+            nonces=MemoryReplayStore(),
+        )
+    assert info.value.step == "signature"

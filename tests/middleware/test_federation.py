@@ -403,3 +403,26 @@ def test_pins_in_redis_through_both_adapters() -> None:
         for key in client.scan_iter(match=prefix + "*"):
             client.delete(key)
         client.close()
+
+
+def test_engine_without_a_pin_store_fails_closed() -> None:
+    """Federation on but no pin store reachable: an anchored issuer is refused with 503."""
+    from chio_middleware.core.engine import ChioEngine, run_sync
+    from chio_middleware.core.replay import SyncStoreAsAsync
+    from chio_middleware.core.request import RequestView
+
+    driver = _driver("wsgi", MemoryPeerStore())
+    runtime = driver.middleware.runtime
+    engine = ChioEngine(
+        runtime.engine.config, clock=driver.clock, federation=runtime.engine.federation
+    )
+    headers = agent_headers("GET", "/notes", cap=_federated_capability())
+    view = RequestView(
+        method="GET",
+        path="/notes",
+        query={},
+        headers=[(k, v.encode()) for k, v in headers.items()],
+    )
+    evaluation = run_sync(engine.evaluate(engine.start(view), SyncStoreAsAsync(driver.store)))
+    assert evaluation.error is not None and evaluation.error.status == 503
+    assert "no federation pin store" in evaluation.error.message
