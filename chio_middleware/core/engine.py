@@ -7,7 +7,10 @@ request with the status the client gets and records it in the sink.
 
 Order for a bound route (PROTOCOL.md 2-5): capability present, capability valid, grant
 (with its constraints), DPoP steps 1-5, execution nonce checks, replay reservations (DPoP
-then nonce), the nonce challenge when one is required and absent, then the guards.
+then nonce), the nonce challenge when one is required and absent, then the guards. With
+federation on (PROTOCOL.md 9), a capability issuer or nonce signer that is a trust anchor
+must also have a fresh pin, and ``POST /chio/federation/handshake`` is answered by the
+engine itself (``Evaluation.answer``) before any route is matched.
 """
 
 from __future__ import annotations
