@@ -9,10 +9,11 @@ is asked before the application runs, so a sink known to be broken (closed, disk
 refuses the request before any side effect; a write that fails only when the response
 starts still turns the response into a 503, but the application has then run.
 
-A sink whose ``record`` may wait (a lock held by another process) can also offer
-``try_record(sign)``, which raises :class:`SinkBusy` instead of waiting, before calling
-``sign``; the ASGI adapter calls it on the event loop and falls back to ``record`` in a
-worker thread. A sink whose ``blocking`` attribute is true is always called in a thread.
+A sink whose ``record`` may wait (a lock held by another process) honours
+:func:`without_waiting`: called under it, ``record`` raises :class:`SinkBusy` instead of
+waiting, before calling ``sign``. The ASGI adapter records that way on the event loop and,
+on ``SinkBusy``, records again in a worker thread, where waiting is allowed. A sink whose
+``blocking`` attribute is true is always called in a thread.
 
 Backends: :class:`MemorySink` (tests), :class:`CallbackSink`, :class:`StructlogSink`, and
 the JSON Lines file sink in :mod:`chio_middleware.sinks.jsonl`. :func:`open_sink` builds
@@ -23,7 +24,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from contextvars import ContextVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
@@ -37,7 +39,9 @@ __all__ = [
     "SinkBusy",
     "SinkError",
     "StructlogSink",
+    "must_not_wait",
     "open_sink",
+    "without_waiting",
 ]
 
 #: Signs the pending receipt with ``extra_metadata`` merged into its ``metadata``.
@@ -49,8 +53,26 @@ class SinkError(RuntimeError):
 
 
 class SinkBusy(SinkError):
-    """``try_record`` would have had to wait (a lock held elsewhere, the disk): nothing was
-    recorded and ``sign`` was not called. The ASGI adapter then calls ``record`` in a thread."""
+    """The sink would have had to wait (a lock held elsewhere) under :func:`without_waiting`:
+    nothing was recorded and ``sign`` was not called; record again where waiting is allowed."""
+
+
+_NO_WAIT: ContextVar[bool] = ContextVar("chio_sink_no_wait", default=False)
+_T = TypeVar("_T")
+
+
+def without_waiting(fn: Callable[..., _T], *args: Any) -> _T:
+    """Call ``fn(*args)`` asking sinks not to wait (``SinkBusy`` instead); for event loops."""
+    token = _NO_WAIT.set(True)
+    try:
+        return fn(*args)
+    finally:
+        _NO_WAIT.reset(token)
+
+
+def must_not_wait() -> bool:
+    """True inside :func:`without_waiting`: a sink that would wait raises ``SinkBusy``."""
+    return _NO_WAIT.get()
 
 
 @runtime_checkable

@@ -19,9 +19,8 @@ import threading
 import uuid
 from urllib.parse import urlsplit
 
-import structlog
-
 from ..core.replay import budget_exceeded, rate_limited, refill
+from ..logs import get_logger
 
 __all__ = [
     "EXPIRY_GRACE",
@@ -33,7 +32,7 @@ __all__ = [
     "refill",
 ]
 
-_log = structlog.get_logger("chio_middleware")
+_log = get_logger()
 
 #: Seconds an expired entry is kept before a backend reclaims it (clock-skew allowance).
 EXPIRY_GRACE = 60.0

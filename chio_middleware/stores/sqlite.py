@@ -78,6 +78,12 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chio_buckets (key TEXT PRIMARY KEY, tokens REAL NOT NULL,"
     " stamp REAL NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS chio_buckets_expiry ON chio_buckets (expires_at)",
+    # Replay observations: how often a live reservation was presented, and since when.
+    "CREATE TABLE IF NOT EXISTS chio_replay_observations (key TEXT PRIMARY KEY,"
+    " first_used REAL NOT NULL, presented INTEGER NOT NULL, expires_at REAL NOT NULL)"
+    " WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS chio_replay_observations_expiry"
+    " ON chio_replay_observations (expires_at)",
     # The epoch marker: one row; ``forgot_at`` is when a process noticed the store had lost
     # the state it knew (NULL for a store that never did).
     "CREATE TABLE IF NOT EXISTS chio_epoch (id INTEGER PRIMARY KEY CHECK (id = 1),"
@@ -209,9 +215,10 @@ class SqliteReplayStore:
         return conn
 
     def _run(
-        self, op: _Op[T], *, now: float, wait: bool = True, deadline: float | None = None
+        self, op: _Op[T], *, now: float | None, wait: bool = True, deadline: float | None = None
     ) -> T:
-        """Run ``op`` in one ``BEGIN IMMEDIATE`` transaction with the epoch check.
+        """Run ``op`` in one ``BEGIN IMMEDIATE`` transaction with the epoch check (skipped
+        when ``now`` is ``None``: state that is not replay state, such as federation pins).
 
         Waits until ``deadline`` (default: ``timeout`` from now) for the process lock and the
         database lock, retrying a busy database with short pauses; ``wait=False`` raises
@@ -236,7 +243,7 @@ class SqliteReplayStore:
                     conn = self._connection(wait=wait)
                     conn.execute("BEGIN IMMEDIATE")
                     try:
-                        marker = self._marker(conn, now)
+                        marker = self._marker(conn, now) if now is not None else None
                         result = op(conn)
                     except BaseException:
                         conn.execute("ROLLBACK")
@@ -257,7 +264,8 @@ class SqliteReplayStore:
                     time.sleep(min(pause, left))
                     pause = min(pause * 2, 0.005)
                     continue
-                self._epoch.observe(*marker)
+                if marker is not None:
+                    self._epoch.observe(*marker)
                 return result
         finally:
             self._lock.release()
@@ -296,12 +304,30 @@ class SqliteReplayStore:
     ) -> None:
         key = self.key_prefix + key
 
-        def op(conn: sqlite3.Connection) -> bool:
+        def op(conn: sqlite3.Connection) -> tuple[bool, tuple[float, int] | None]:
             self._prune(conn, "chio_reservations", now)
-            return conn.execute(_RESERVE, (key, expires_at, now)).rowcount == 1
+            self._prune(conn, "chio_replay_observations", now)
+            if conn.execute(_RESERVE, (key, expires_at, now)).rowcount == 1:
+                conn.execute(
+                    "INSERT OR REPLACE INTO chio_replay_observations"
+                    " (key, first_used, presented, expires_at) VALUES (?, ?, 1, ?)",
+                    (key, now, expires_at),
+                )
+                return True, None
+            row = conn.execute(
+                "UPDATE chio_replay_observations SET presented = presented + 1"
+                " WHERE key = ? RETURNING first_used, presented - 1",
+                (key,),
+            ).fetchone()
+            return False, None if row is None else (float(row[0]), int(row[1]))
 
-        if not self._run(op, now=now, wait=wait, deadline=deadline):
-            raise ReplayDetected("this proof or nonce was already used")
+        fresh, observed = self._run(op, now=now, wait=wait, deadline=deadline)
+        if not fresh:
+            raise ReplayDetected(
+                "this proof or nonce was already used",
+                prior_presentations=None if observed is None else observed[1],
+                first_used_at=None if observed is None else observed[0],
+            )
 
     def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
         """Count one use of ``key`` until ``expires_at``; raise ``BudgetExceeded`` when spent."""

@@ -24,9 +24,10 @@ as soon as the path is writable again. A number is closed once, and never used a
 
 Bounded waits: a writer waits at most ``lock_timeout`` seconds for the thread lock and the
 ``flock`` together (``receipt_lock_timeout``); past it the record raises ``SinkError`` (503),
-so a process that holds ``<path>.lock`` cannot stall the service. :meth:`JsonlSink.try_record`
-never waits: it raises :class:`~chio_middleware.sinks.SinkBusy` instead, and the ASGI
-adapter then waits in a worker thread, never on the event loop.
+so a process that holds ``<path>.lock`` cannot stall the service. Under
+:func:`~chio_middleware.sinks.without_waiting` (and in :meth:`JsonlSink.try_record`) it never
+waits: it raises :class:`~chio_middleware.sinks.SinkBusy` instead, and the ASGI adapter
+then waits in a worker thread, never on the event loop.
 
 Rotation by others: a log renamed behind the sink's back (logrotate's ``create`` with
 ``dateext``, a manual ``mv``) is noticed by its inode; the sink opens a new file at
@@ -57,20 +58,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
 from ...core.canonical import JsonParseError, parse_json
 from ...core.crypto import sha256_hex
 from ...core.models import HttpReceipt
 from ...core.receipts import receipt_json
-from .. import SignReceipt, SinkBusy, SinkError
+from ...logs import get_logger
+from .. import SignReceipt, SinkBusy, SinkError, must_not_wait
 from .chain import PREV_KEY, SEQ_KEY
 
 __all__ = ["FSYNC_POLICIES", "JsonlSink"]
 
 FSYNC_POLICIES = ("always", "interval", "never")
 
-_log = structlog.get_logger("chio_middleware")
+_log = get_logger()
 _TAIL_BLOCK = 64 * 1024
 #: Newest files named ``<log>*`` a starting sink reads for the chain's end.
 _SIBLINGS_READ = 3
@@ -190,8 +190,11 @@ class JsonlSink:
     def record(self, sign: SignReceipt) -> HttpReceipt:
         """Sign the receipt with the next chain position and append its line (module docs).
 
-        Waits at most ``lock_timeout`` seconds for the log lock, then raises ``SinkError``.
+        Waits at most ``lock_timeout`` seconds for the log lock, then raises ``SinkError``;
+        under :func:`~chio_middleware.sinks.without_waiting` it never waits (``SinkBusy``).
         """
+        if must_not_wait():
+            return self.try_record(sign)
         return self._record(sign, wait=True)
 
     def try_record(self, sign: SignReceipt) -> HttpReceipt:
