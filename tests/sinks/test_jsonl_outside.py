@@ -15,7 +15,7 @@ import pytest
 
 from chio_middleware.cli.verify import group_logs
 from chio_middleware.core.models import HttpReceipt
-from chio_middleware.sinks import SinkBusy, SinkError
+from chio_middleware.sinks import SinkBusy, SinkError, without_waiting
 from chio_middleware.sinks.jsonl import JsonlSink, verify_log
 from tests.cli.conftest import run
 from tests.sinks.logmaker import KERNEL, lines_of, request_signer
@@ -165,6 +165,8 @@ def test_a_held_log_lock_fails_the_record_after_the_deadline(lock_holder: Path) 
 
     with pytest.raises(SinkBusy):
         sink.try_record(sign)  # never waits
+    with pytest.raises(SinkBusy):
+        without_waiting(sink.record, sign)  # what the ASGI adapter does on the event loop
     with pytest.raises(SinkError, match="receipt_lock_timeout"):
         sink.record(sign)
     assert signed == []  # nothing was signed for a line that was never written
