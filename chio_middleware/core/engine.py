@@ -63,6 +63,7 @@ from .nonce import parse_execution_nonce as parse_nonce
 from .receipts import encode_receipt_header, sign_receipt
 from .replay import AsyncReplayStore
 from .request import RequestView
+from .restrictions import check_token_restrictions
 from .routing import RouteMatch, RouteTable
 
 __all__ = ["ChioEngine", "EngineConfig", "Evaluation", "run_sync"]
@@ -385,6 +386,7 @@ class ChioEngine:
         token = self.capabilities.verify_encoded(
             headers.raw_capability, now=ev.now, decode=headers.decode_capability
         )
+        check_token_restrictions(token)  # PROTOCOL.md 2: enforce or refuse, never ignore
         ev.capability = token
         ev.evidence.append(
             GuardEvidence(
