@@ -200,6 +200,8 @@ def test_leaves_are_strings_numbers_and_booleans_with_their_keys() -> None:
 
 # -- generated attack classes ---------------------------------------------------------------
 
+#: The machine is shared: generation speed is not what these tests are about.
+SLOW = [HealthCheck.too_slow]
 IPV4 = st.integers(min_value=0, max_value=2**32 - 1)
 
 
@@ -218,7 +220,7 @@ def ipv4_forms(address: int) -> list[str]:
     ]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=SLOW)
 @given(address=IPV4, decoy_first=st.booleans(), scheme=st.sampled_from(["http", "HTTPS", "ws"]))
 def test_generated_numeric_hosts_never_pass_a_domain_constraint(
     address: int, decoy_first: bool, scheme: str
@@ -234,7 +236,7 @@ def test_generated_numeric_hosts_never_pass_a_domain_constraint(
 LABEL = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, suppress_health_check=SLOW)
 @given(
     evil=LABEL.filter(lambda s: not s.endswith("-")),
     trick=st.sampled_from(
@@ -263,7 +265,7 @@ def test_generated_host_tricks_never_pass(evil: str, trick: str) -> None:
     assert not constraint_holds(GLOB, arguments), leaf
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, suppress_health_check=SLOW)
 @given(
     payload=st.text(min_size=1).filter(lambda s: re.search(r"[^a-z]", s) is not None),
     decoys=st.lists(st.from_regex(r"[a-z]+", fullmatch=True), min_size=1, max_size=4),
@@ -277,7 +279,7 @@ def test_generated_injections_never_pass_a_regex_with_decoys(payload: str, decoy
 SEGMENT = st.sampled_from(["a", "b", ".", "..", "%2e%2e", "", "safe", "workspace", "etc"])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=SLOW)
 @given(segments=st.lists(SEGMENT, max_size=8), sep=st.sampled_from(["/", "\\"]))
 def test_generated_paths_are_allowed_exactly_when_they_resolve_under_the_prefix(
     segments: list[str], sep: str
@@ -355,7 +357,7 @@ EVERY_TYPE = [
 ]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=SLOW)
 @given(
     constraint=st.sampled_from(EVERY_TYPE),
     arguments=ARGUMENTS,
@@ -378,7 +380,7 @@ def test_adding_an_argument_never_turns_a_deny_into_an_allow(
         assert check_constraint(constraint, with_extra) is not None
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=SLOW)
 @given(arguments=ARGUMENTS)
 def test_leaves_views_agree_with_the_raw_arguments(arguments: dict) -> None:
     view = ArgumentLeaves(arguments)
