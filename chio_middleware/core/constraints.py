@@ -122,8 +122,14 @@ def _is_path_key(key: str | None) -> bool:
     return "path" in lowered or lowered in _PATH_KEYS
 
 
+#: What a WHATWG parser drops: leading/trailing C0 controls and spaces, and every tab or
+#: newline anywhere.
+_C0_SPACE = "".join(map(chr, range(0x21)))
+_TAB_NEWLINE = str.maketrans("", "", "\t\n\r")
+
+
 def _is_file_url(value: str) -> bool:
-    return value.lstrip()[:5].lower() == "file:"
+    return value.lstrip(_C0_SPACE).translate(_TAB_NEWLINE)[:5].lower() == "file:"
 
 
 def _looks_like_path(value: str) -> bool:
@@ -148,7 +154,7 @@ def leaf_path(leaf: Leaf) -> str:
     """The path a path-like leaf names: a ``file:`` URL's decoded path, else the value."""
     if _is_file_url(leaf.value):
         try:
-            url = ada_url.URL(leaf.value)
+            url = ada_url.URL(_well_formed(leaf.value))
         except ValueError:
             return leaf.value  # not a URL: checked as it is, which fails any prefix
         return urllib.parse.unquote(url.pathname)
@@ -254,9 +260,18 @@ def _url_hosts(text: str) -> list[str | None]:
     return hosts
 
 
+def _well_formed(text: str) -> str:
+    """``text`` with lone surrogates replaced (U+FFFD), as a lenient encoder would send it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
 def leaf_hosts(leaf: Leaf) -> list[str | None] | None:
     """The hosts a leaf names (``None`` entries: unparseable), or ``None`` if it names none."""
-    text = leaf.value.strip()
+    text = _well_formed(leaf.value).strip()
     if not text:
         return None
     url = "http:" + text if text.startswith(("//", "\\\\", "/\\", "\\/")) else text

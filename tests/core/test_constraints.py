@@ -64,6 +64,8 @@ WORD = c("regex_match", "^[a-z]+$")
         ({"src": "FILE://localhost/workspace/safe/%2e%2e/%2e%2e/etc"}, False),
         ({"path": "/workspace/safe/a\\..\\..\\..\\etc"}, False),
         ({"path": None}, False),  # null carries no path: no candidate
+        ({"path": "/workspace/safe/x", "src": "file:///etc/\ud800"}, False),
+        ({"path": "/workspace/safe/x", "src": "\x01 fi\tle:///etc/passwd"}, False),
     ],
 )
 def test_path_prefix(arguments: dict, ok: bool) -> None:
@@ -107,6 +109,9 @@ def test_path_prefix(arguments: dict, ok: bool) -> None:
         ({"a": "https://api.good.com/", "b": "localhost:8080"}, False, False),
         ({"a": "https://api.good.com/", "host": "bad host name"}, False, False),
         ({"url": "https://api.good.com/", "n": 3.5, "flag": True, "v": "1.2"}, True, True),
+        # a lone surrogate does not hide a URL (a lenient encoder sends it as U+FFFD)
+        ({"a": "https://api.good.com/", "b": "http://evil.com/\ud800"}, False, False),
+        ({"a": "https://api.good.com/", "host": "evil\ud800.com"}, False, False),
     ],
 )
 def test_domains(arguments: dict, exact: bool, glob: bool) -> None:
