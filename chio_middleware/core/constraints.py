@@ -13,7 +13,8 @@ and is no leaf.
   ``/``, ``./``, ``../``, ``~``, contains ``/`` or ``\\``, is ``.`` or ``..``, or is a
   ``file:`` URL), normalised (``.``/``..`` resolved, ``/`` and ``\\`` both separators,
   segments compared whole), lies under the prefix; a path that climbs above its root never
-  does; a ``file:`` URL is checked as its decoded path; at least one path-like leaf.
+  does, nor one with a segment that percent-decodes to ``.``/``..`` or holds an encoded
+  separator; a ``file:`` URL is checked as its decoded path; at least one path-like leaf.
 - ``domain_exact`` / ``domain_glob``: every host a leaf names equals the domain / matches
   the ``*`` glob, hosts normalised as a WHATWG URL parser does (ada): IPv4 in any numeric
   form, IPv6, IDNA, case, one trailing dot. A leaf names a host when a WHATWG parser reads
@@ -55,6 +56,7 @@ __all__ = [
     "check_constraint",
     "constraint_holds",
     "glob_match",
+    "has_encoded_dot_segment",
     "is_path_like_leaf",
     "leaf_hosts",
     "leaf_path",
@@ -175,6 +177,23 @@ def normalise_path(path: str) -> tuple[bool, list[str]] | None:
             continue
         segments.append(segment)
     return absolute, segments
+
+
+def has_encoded_dot_segment(path: str) -> bool:
+    """Whether a segment of ``path`` percent-decodes to ``.``/``..`` or holds ``/`` or ``\\``.
+
+    Such a path means one thing here and another to whatever decodes it next (a URL built
+    from it, a second service), so ``path_prefix`` refuses it (as PROTOCOL.md 5.1 refuses
+    such request paths).
+    """
+    if "%" not in path:
+        return False
+    for segment in re.split(r"[/\\]", path):
+        if "%" in segment:
+            decoded = urllib.parse.unquote(segment)
+            if decoded in (".", "..") or "/" in decoded or "\\" in decoded:
+                return True
+    return False
 
 
 def _path_has_prefix(candidate: str, prefix: tuple[bool, list[str]] | None) -> bool:
@@ -414,6 +433,8 @@ def _check_path_prefix(prefix: str, view: ArgumentLeaves) -> ConstraintFailure |
         return ConstraintFailure("no_candidate", "no path argument to check")
     normal_prefix = normalise_path(prefix)
     for leaf, path in view.paths:
+        if has_encoded_dot_segment(path):
+            return _violation(f"{_quote(leaf.key)} has a percent-encoded dot segment or separator")
         if not _path_has_prefix(path, normal_prefix):
             return _violation(f"{_quote(leaf.key)} is not under the allowed prefix")
     return None

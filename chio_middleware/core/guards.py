@@ -123,8 +123,9 @@ class ForbiddenPathGuard:
 
     It looks at every path-like leaf (``constraints.is_path_like_leaf``: strings, and
     numbers and booleans as their JSON text; a ``file:`` URL as its decoded path),
-    normalised (``.``/``..`` resolved, ``\\`` as ``/``); a path that climbs above its
-    root is refused too. The globs are matched with RE2, in linear time.
+    normalised (``.``/``..`` resolved, ``\\`` as ``/``), as it is and, when it holds a
+    ``%``, percent-decoded; a path that climbs above its root is refused too. The globs
+    are matched with RE2, in linear time.
     """
 
     name = "ForbiddenPathGuard"
@@ -138,18 +139,24 @@ class ForbiddenPathGuard:
         for leaf in scalar_leaves(context.arguments):
             if not is_path_like_leaf(leaf):
                 continue
-            normal = normalise_path(leaf_path(leaf))
-            if normal is None:
-                raise AccessDenied("a path argument climbs above its root", guard=self.name)
-            absolute, segments = normal
-            candidate = ("/" if absolute else "") + "/".join(segments)
-            for pattern, regex in zip(self.patterns, self._regexes, strict=True):
-                if regex.fullmatch(candidate):
-                    raise AccessDenied(
-                        f"a path argument matches the forbidden pattern {pattern!r}",
-                        guard=self.name,
-                    )
+            path = leaf_path(leaf)
+            self._check_path(path)
+            if "%" in path:  # and as whatever decodes it next would read it
+                self._check_path(urllib.parse.unquote(path))
         return None
+
+    def _check_path(self, path: str) -> None:
+        normal = normalise_path(path)
+        if normal is None:
+            raise AccessDenied("a path argument climbs above its root", guard=self.name)
+        absolute, segments = normal
+        candidate = ("/" if absolute else "") + "/".join(segments)
+        for pattern, regex in zip(self.patterns, self._regexes, strict=True):
+            if regex.fullmatch(candidate):
+                raise AccessDenied(
+                    f"a path argument matches the forbidden pattern {pattern!r}",
+                    guard=self.name,
+                )
 
 
 def _glob_to_regex(pattern: str) -> str:
@@ -223,9 +230,7 @@ def _texts_to_scan(body: bytes, arguments: dict[str, Any]) -> Iterator[str]:
         if unquoted != text:
             yield unquoted
         try:
-            parsed = json.loads(
-                text.lstrip("\ufeff"), object_pairs_hook=lambda pairs: {"": pairs}
-            )
+            parsed = json.loads(text.lstrip("\ufeff"), object_pairs_hook=lambda pairs: {"": pairs})
         except (ValueError, RecursionError):
             continue
         yield from _json_texts(parsed)

@@ -63,6 +63,9 @@ WORD = c("regex_match", "^[a-z]+$")
         ({"src": "file:///workspace/safe/a%20b"}, True),
         ({"src": "FILE://localhost/workspace/safe/%2e%2e/%2e%2e/etc"}, False),
         ({"path": "/workspace/safe/a\\..\\..\\..\\etc"}, False),
+        ({"path": "/workspace/safe/%2e%2e/%2E%2e/etc"}, False),  # encoded dot segments
+        ({"path": "/workspace/safe/a%2f..%2f..%2fetc"}, False),  # an encoded separator
+        ({"path": "/workspace/safe/100%25 done"}, True),  # other escapes are harmless
         ({"path": None}, False),  # null carries no path: no candidate
         ({"path": "/workspace/safe/x", "src": "file:///etc/\ud800"}, False),
         ({"path": "/workspace/safe/x", "src": "\x01 fi\tle:///etc/passwd"}, False),
@@ -302,7 +305,7 @@ def test_generated_paths_are_allowed_exactly_when_they_resolve_under_the_prefix(
             stack.pop()
         else:
             stack.append(segment)
-    inside = not climbs and stack[:2] == ["workspace", "safe"]
+    inside = not climbs and stack[:2] == ["workspace", "safe"] and "%2e%2e" not in segments
     assert constraint_holds(PREFIX, {"decoy": "/workspace/safe/ok", "path": path}) is inside
 
 

@@ -60,6 +60,9 @@ FORBIDDEN = ForbiddenPathGuard(["/etc/**", "**/.ssh/**", "/srv/secret"])
         ({"dir": 7, "path": "/tmp/x"}, False),  # a number is checked as "7", which is fine
         ({"path": "/workspace/ok"}, False),
         ({"a": {"b": ["/workspace", "/etc/hosts"]}}, True),
+        ({"path": "/%65tc/passwd"}, True),  # as a second decoder would read it
+        ({"path": "/workspace/%2e%2e/%2e%2e/%2e%2e/x"}, True),  # climbs, once decoded
+        ({"path": "/workspace/100%"}, False),  # a bad escape stays as it is
     ],
 )
 def test_forbidden_paths_on_every_path_like_leaf(arguments: dict, denied: bool) -> None:
