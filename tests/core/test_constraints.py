@@ -5,9 +5,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import urllib.parse
 from typing import Any
 
+import httpx
 import pytest
+import urllib3.util
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -399,3 +402,64 @@ def test_leaves_views_agree_with_the_raw_arguments(arguments: dict) -> None:
     )
     for leaf, hosts in view.hosts:
         assert hosts == leaf_hosts(leaf)
+
+
+# -- what HTTP clients would connect to -----------------------------------------------------
+
+
+def _client_hosts(url: str) -> list[str | None]:
+    """The host each client parser in the dev dependencies reads (skipping refusals)."""
+    readers = [
+        lambda u: httpx.URL(u).host,
+        lambda u: urllib3.util.parse_url(u).host,
+        lambda u: urllib.parse.urlsplit(u).hostname,
+    ]
+    hosts: list[str | None] = []
+    for read in readers:
+        try:
+            host = read(url)
+        except Exception:  # this client refuses the URL: it connects nowhere
+            continue
+        if host:
+            hosts.append(normalise_host(host.strip("[]")))
+    return hosts
+
+
+URL_PIECES = st.tuples(
+    st.sampled_from(["http://", "https://", "HTTP://", "http:", "http:/", "http:\\\\", "//"]),
+    st.sampled_from(["", "u@", "u:p@", "api.good.com@", "evil.com@", "a@b@", "evil.com\\@"]),
+    st.sampled_from(
+        [
+            "api.good.com",
+            "API.GOOD.COM.",
+            "evil.com",
+            "api.good.com.evil.com",
+            "2852039166",
+            "[::1]",
+            "intranet",
+            "xn--bcher-kva.de",
+        ]
+    ),
+    st.sampled_from(["", ":80", ":8443", ":x"]),
+    st.sampled_from(
+        [
+            "",
+            "/",
+            "/p",
+            "\\@evil.com/",
+            "\\@api.good.com/",
+            "@evil.com",
+            "#@evil.com",
+            "?@evil.com",
+            "/../@evil.com",
+        ]
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=SLOW)
+@given(pieces=URL_PIECES)
+def test_an_allowed_url_connects_only_to_the_allowed_host_in_every_client(pieces: tuple) -> None:
+    url = "".join(pieces)
+    if constraint_holds(EXACT, {"url": url}):
+        assert set(_client_hosts(url)) <= {"api.good.com"}, url
