@@ -131,7 +131,10 @@ _TAB_NEWLINE = str.maketrans("", "", "\t\n\r")
 
 
 def _is_file_url(value: str) -> bool:
-    return value.lstrip(_C0_SPACE).translate(_TAB_NEWLINE)[:5].lower() == "file:"
+    head = value.lstrip(_C0_SPACE)
+    if "\t" in head or "\n" in head or "\r" in head:
+        head = head.translate(_TAB_NEWLINE)
+    return head[:5].lower() == "file:"
 
 
 def _looks_like_path(value: str) -> bool:

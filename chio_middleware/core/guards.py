@@ -133,6 +133,11 @@ class ForbiddenPathGuard:
     def __init__(self, patterns: Sequence[str]) -> None:
         self.patterns = list(patterns)
         self._regexes = [LinearRegex(_glob_to_regex(p), dot_nl=True) for p in self.patterns]
+        # One search per path; the single patterns only name the one that matched.
+        self._any = LinearRegex(
+            "|".join(f"(?:{_glob_to_regex(p)})" for p in self.patterns) or "[^\\x00-\\x{10FFFF}]",
+            dot_nl=True,
+        )
 
     def check(self, context: GuardContext) -> str | None:
         """Deny (403) when a normalised path argument matches a pattern."""
@@ -151,6 +156,8 @@ class ForbiddenPathGuard:
             raise AccessDenied("a path argument climbs above its root", guard=self.name)
         absolute, segments = normal
         candidate = ("/" if absolute else "") + "/".join(segments)
+        if not self._any.fullmatch(candidate):
+            return
         for pattern, regex in zip(self.patterns, self._regexes, strict=True):
             if regex.fullmatch(candidate):
                 raise AccessDenied(
@@ -207,10 +214,12 @@ class SecretLeakGuard:
 
     def check(self, context: GuardContext) -> str | None:
         """Deny (403) naming the kind of secret found; the value is never echoed."""
-        for text in _texts_to_scan(context.request.body, context.arguments):
-            for kind, pattern in _SECRET_PATTERNS:
-                if pattern.search(text):
-                    raise AccessDenied(f"request carries a secret ({kind})", guard=self.name)
+        # One text, one search per pattern: the pieces are joined by newlines, which no
+        # pattern's credential characters span.
+        text = "\n".join(_texts_to_scan(context.request.body, context.arguments))
+        for kind, pattern in _SECRET_PATTERNS:
+            if pattern.search(text):
+                raise AccessDenied(f"request carries a secret ({kind})", guard=self.name)
         return None
 
 
@@ -229,6 +238,8 @@ def _texts_to_scan(body: bytes, arguments: dict[str, Any]) -> Iterator[str]:
         unquoted = urllib.parse.unquote_plus(text)
         if unquoted != text:
             yield unquoted
+        if "\\" not in text:
+            continue  # without a backslash, every JSON string is verbatim in the text
         try:
             parsed = json.loads(text.lstrip("\ufeff"), object_pairs_hook=lambda pairs: {"": pairs})
         except (ValueError, RecursionError):
