@@ -85,7 +85,7 @@ end
 if KEYS[2] then
   local quota, bucket_end = tonumber(ARGV[4]), tonumber(ARGV[5])
   local fields = redis.call('HGETALL', KEYS[2])
-  local held, oldest, latest = 0, bucket_end, bucket_end
+  local held, oldest, latest = 0, math.huge, bucket_end
   for i = 1, #fields, 2 do
     local ends = tonumber(fields[i])
     if ends > now then

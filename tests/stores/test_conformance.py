@@ -382,6 +382,16 @@ def test_owner_past_its_quota_is_refused_with_429_until_its_oldest_slot_ends(
     assert info.value.retry_after == 19  # the next oldest bucket ends at 150
 
 
+def test_retry_after_is_the_wait_for_the_owners_oldest_slot_not_the_refused_one(
+    quota_store: Any,
+) -> None:
+    for index in range(QUOTA):
+        quota_store.reserve(f"long-{index}", expires_at=390, now=100, owner=ALICE)  # until 390
+    with pytest.raises(ReservationQuotaExceeded) as info:
+        quota_store.reserve("short", expires_at=105, now=100, owner=ALICE)  # would end at 110
+    assert info.value.retry_after == 290
+
+
 def test_one_owner_at_its_quota_leaves_every_other_owner_served(quota_store: Any) -> None:
     for index in range(QUOTA):
         quota_store.reserve(f"alice-{index}", expires_at=400, now=100, owner=ALICE)
