@@ -367,16 +367,21 @@ class ChioEngine:
         proof: DpopProof | None,
         nonce: SignedExecutionNonce | None,
     ) -> None:
-        """Take the replay slots, proof first, once everything else about them verified."""
+        """Take the replay slots, proof first, once everything else about them verified.
+
+        Each slot counts against the capability subject's quota of live slots, so that one
+        subject cannot fill the store and lock the others out (ReservationQuotaExceeded).
+        """
+        owner = None if ev.capability is None else PublicKey.from_hex(ev.capability.subject).hex
         if proof is not None:
             key, expires_at = dpop_replay_slot(
                 proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
             )
-            await store.reserve(key, expires_at=expires_at, now=ev.now)
+            await store.reserve(key, expires_at=expires_at, now=ev.now, owner=owner)
             ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
         if nonce is not None:
             await store.reserve(
-                nonce_replay_key(nonce), expires_at=nonce.nonce.expires_at, now=ev.now
+                nonce_replay_key(nonce), expires_at=nonce.nonce.expires_at, now=ev.now, owner=owner
             )
             ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
 
