@@ -483,11 +483,12 @@ def test_threads_with_their_own_stores_share_one_quota(
 
 _OWNED_OPERATIONS = st.lists(
     st.tuples(
-        st.sampled_from(["k1", "k2", "k3", "k4", "k5"]),
-        st.sampled_from([ALICE, BOB, None]),
-        st.integers(min_value=0, max_value=24).map(lambda quarters: quarters * 1.25),
-        st.integers(min_value=1, max_value=60),  # lifetime in quarter seconds
+        st.sampled_from([f"k{index}" for index in range(12)]),
+        st.sampled_from([ALICE, ALICE, BOB, None]),
+        st.integers(min_value=0, max_value=16).map(lambda quarters: quarters / 4),
+        st.integers(min_value=1, max_value=120),  # lifetime in quarter seconds
     ),
+    min_size=6,
     max_size=40,
 )
 
@@ -515,7 +516,7 @@ def _apply_owned(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(operations=_OWNED_OPERATIONS)
 def test_every_backend_keeps_quotas_as_the_memory_store(
