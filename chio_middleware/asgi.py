@@ -23,7 +23,7 @@ from .core.engine import Evaluation
 from .core.errors import BadRequest, ChioError, PayloadTooLarge
 from .core.guards import Guard
 from .core.replay import ReplayStore, as_async
-from .core.request import RequestView, parse_content_length, parse_query
+from .core.request import RequestView, parse_content_length, parse_wire_query
 from .runtime import ChioRuntime
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -233,7 +233,7 @@ def _request_view(scope: Scope) -> tuple[RequestView, ChioError | None]:
     headers = [(name.decode("latin-1").lower(), value) for name, value in scope.get("headers", [])]
     error: ChioError | None = None
     try:
-        query = parse_query(scope.get("query_string", b""))
+        query = parse_wire_query(scope.get("query_string", b""))
     except ChioError as exc:
         query, error = {}, exc
     client = scope.get("client")

@@ -25,7 +25,7 @@ from .core.engine import Evaluation, run_sync
 from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
 from .core.guards import Guard
 from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
-from .core.request import RequestView, parse_content_length, parse_query
+from .core.request import RequestView, parse_content_length, parse_wire_query
 from .runtime import ChioRuntime
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -246,6 +246,10 @@ def _decoded(raw: str) -> str:
 def _raw_route_path(environ: dict[str, Any]) -> str:
     """The percent-encoded path after the mount prefix, when the server says (RAW_URI)."""
     raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "").split("?", 1)[0]
+    if raw.lower().startswith(("http://", "https://")):  # absolute-form request target
+        scheme_end = raw.index("//") + 2
+        slash = raw.find("/", scheme_end)
+        raw = raw[slash:] if slash >= 0 else "/"
     script = str(environ.get("SCRIPT_NAME", ""))
     if script and raw.startswith(script):
         raw = raw[len(script) :]
@@ -261,7 +265,7 @@ def _request_view(environ: dict[str, Any]) -> RequestView:
     return RequestView(
         method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
         path=_decoded(str(environ.get("SCRIPT_NAME", ""))) + route_path,
-        query=parse_query(str(environ.get("QUERY_STRING", ""))),
+        query=parse_wire_query(str(environ.get("QUERY_STRING", ""))),
         headers=_headers(environ),
         raw_path=_raw_route_path(environ),
         route_path=route_path,
