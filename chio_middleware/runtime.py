@@ -136,6 +136,8 @@ class ChioRuntime:
             max_header_bytes=s.max_header_bytes,
         )
         self.engine = ChioEngine(config, clock=clock or system_clock)
+        if store is not None:
+            _check_store(store)
         self.store = store if store is not None else _open_store(s, detected_workers())
         _log_store_ceiling(self.store, s)
         self.sink = sink if sink is not None else _open_sink(s)
@@ -252,6 +254,20 @@ def _open_store(settings: ChioSettings, workers: int) -> ReplayStore:
         capacity=settings.store_capacity,
         subject_quota=settings.store_subject_quota,
     )
+
+
+def _check_store(store: ReplayStore) -> None:
+    """Refuse at start-up a store whose ``reserve`` predates the per-subject quota."""
+    try:
+        parameters = inspect.signature(store.reserve).parameters.values()
+    except (TypeError, ValueError):  # not introspectable: let the protocol speak
+        return
+    if not any(p.name == "owner" or p.kind is p.VAR_KEYWORD for p in parameters):
+        raise ValueError(
+            f"store: {type(store).__name__}.reserve() must accept owner= (the capability "
+            "subject whose quota of live slots the reservation counts against; see "
+            "ReplayStore.reserve)"
+        )
 
 
 def _log_store_ceiling(store: ReplayStore, settings: ChioSettings) -> None:

@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 from chio_middleware import ChioSettings
 from chio_middleware.asgi import ChioMiddleware
 from chio_middleware.core.clock import FixedClock
-from chio_middleware.core.replay import quota_bucket_end
+from chio_middleware.core.replay import MemoryReplayStore, quota_bucket_end
 from chio_middleware.runtime import ChioRuntime
 from chio_middleware.sinks import MemorySink
 from chio_middleware.wsgi import ChioWSGIMiddleware
@@ -231,3 +231,17 @@ def test_a_shared_store_logs_its_quota(tmp_path: Path) -> None:
     )
     assert event["store"] == "SqliteReplayStore" and event["subject_quota"] == 50
     assert "entries" not in event
+
+
+class StoreWithoutOwners(MemoryReplayStore):
+    """A store written against the protocol before reservations had an owner."""
+
+    def reserve(self, key: str, *, expires_at: float, now: float) -> None:  # type: ignore[override]
+        super().reserve(key, expires_at=expires_at, now=now)
+
+
+def test_a_store_whose_reserve_takes_no_owner_is_refused_at_start_up() -> None:
+    with pytest.raises(
+        ValueError, match=r"store: StoreWithoutOwners\.reserve\(\) must accept owner="
+    ):
+        ChioRuntime(settings(), store=StoreWithoutOwners(), sink=MemorySink())
