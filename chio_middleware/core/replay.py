@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Live entries of the in-memory store: 1,510 DPoP requests/s sustained at the default
-#: ``proof_ttl`` (a slot lives 331 s), in about 45 MB (``benchmarks/bench_store_memory.py``).
+#: ``proof_ttl`` (a slot lives 331 s), in about 41 MB (``benchmarks/bench_store_memory.py``).
 DEFAULT_CAPACITY = 500_000
 #: Live replay slots one owner (capability subject) may hold: about 12 DPoP requests/s
 #: sustained per subject at the default ``proof_ttl``.
@@ -109,7 +109,8 @@ def quota_bucket_end(expires_at: float) -> int:
     The end of its :data:`QUOTA_BUCKET_SECONDS` bucket: never before the slot's own expiry,
     at most one bucket width after it.
     """
-    return math.ceil(expires_at / QUOTA_BUCKET_SECONDS) * QUOTA_BUCKET_SECONDS
+    end = math.ceil(expires_at / QUOTA_BUCKET_SECONDS) * QUOTA_BUCKET_SECONDS
+    return end if end >= expires_at else end + QUOTA_BUCKET_SECONDS  # division rounded down
 
 
 def quota_exceeded(quota: int, oldest_end: float, now: float) -> ReservationQuotaExceeded:
@@ -120,7 +121,7 @@ def quota_exceeded(quota: int, oldest_end: float, now: float) -> ReservationQuot
     )
 
 
-def check_quota(quota: int, counts: dict[int, int], now: float) -> None:
+def _check_quota(quota: int, counts: dict[int, int], now: float) -> None:
     """Raise ``ReservationQuotaExceeded`` when the buckets ``counts`` (end -> slots) that are
     still live at ``now`` hold ``quota`` slots or more."""
     live = [(end, count) for end, count in counts.items() if end > now]
@@ -221,7 +222,7 @@ class MemoryReplayStore:
     evicted nonce be replayed.
 
     Entries are compact, under 100 bytes each, so the default ``capacity`` fits in about
-    45 MB: a key is held as its 128-bit keyed BLAKE2b digest (a per-store random key, so
+    41 MB: a key is held as its 128-bit keyed BLAKE2b digest (a per-store random key, so
     nobody can aim a collision at another's nonce; a collision could only refuse, never
     admit), and the entries of one second share their expiry objects.
 
@@ -318,7 +319,7 @@ class MemoryReplayStore:
             owned = None if owner is None else self._owned.get(owner)
             # Reclaiming has dropped every bucket that ended by ``now``: the total is live.
             if owned is not None and owned.total >= self.subject_quota:
-                check_quota(self.subject_quota, owned.counts, now)
+                _check_quota(self.subject_quota, owned.counts, now)
             if expiry is None and len(self._expiry) + len(self._counters) >= self.capacity:
                 raise StoreFull(
                     "replay store is full of live entries (store_capacity); refusing (fail closed)"

@@ -3,6 +3,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chio_middleware.core.errors import (
     RateLimited,
@@ -11,7 +13,14 @@ from chio_middleware.core.errors import (
     StoreFull,
     Unavailable,
 )
-from chio_middleware.core.replay import BudgetExceeded, MemoryReplayStore, ReplayStore, TokenBucket
+from chio_middleware.core.replay import (
+    QUOTA_BUCKET_SECONDS,
+    BudgetExceeded,
+    MemoryReplayStore,
+    ReplayStore,
+    TokenBucket,
+    quota_bucket_end,
+)
 
 
 def test_is_a_replay_store() -> None:
@@ -132,3 +141,10 @@ def test_keys_are_held_as_fixed_size_digests() -> None:
         store.reserve(key, expires_at=200, now=101)
     store.reserve(key[:-3] + 'd"]', expires_at=200, now=101)  # another key: another slot
     assert len(store) == 2
+
+
+@given(st.floats(min_value=0, max_value=1e11, allow_nan=False))
+def test_a_slot_counts_until_its_bucket_ends_never_before_its_own_expiry(expiry: float) -> None:
+    end = quota_bucket_end(expiry)
+    assert end % QUOTA_BUCKET_SECONDS == 0
+    assert expiry <= end <= expiry + QUOTA_BUCKET_SECONDS
