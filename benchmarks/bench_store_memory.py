@@ -7,7 +7,7 @@ entries, in at most 150 MB. The script fills one store exactly as that traffic w
 (realistic ``dpop:["<nonce>","<capability id>"]`` keys from 100 subjects, expiries spread
 over 331 seconds, each reservation naming its subject as owner), reports the memory the
 store holds (tracemalloc, measured around the fill only: the key strings themselves are
-the request's, not the store's), and then the cost of a reservation on an empty store, on
+the request's, not the store's; times in whole seconds, as the engine passes them), and then the cost of a reservation on an empty store, on
 the full store, and on the full store in steady state (the clock advancing 1 ms per
 reservation, so every call also reclaims the slots that expired), in one run.
 """
@@ -47,18 +47,12 @@ def slot_keys(count: int) -> Iterator[str]:
 OWNERS = [os.urandom(32).hex() for _ in range(SUBJECTS)]
 
 
-def fill(store: MemoryReplayStore, keys: list[str]) -> float:
+def fill(store: MemoryReplayStore, keys: list[str]) -> int:
     """Reserve ``keys`` as 1,000 requests/s would, over SLOT_LIFETIME s; return the end time."""
-    now = float(T0)
+    now = T0
     for index, key in enumerate(keys):
-        now = T0 + index / RATE
-        issued_at = int(now)
-        store.reserve(
-            key,
-            expires_at=issued_at + SLOT_LIFETIME,
-            now=now,
-            owner=OWNERS[index % SUBJECTS],
-        )
+        now = T0 + index // RATE  # whole seconds, as the engine passes them
+        store.reserve(key, expires_at=now + SLOT_LIFETIME, now=now, owner=OWNERS[index % SUBJECTS])
     return now
 
 
@@ -119,20 +113,18 @@ def main() -> None:
     def on_full() -> Callable[[], None]:
         pending = fresh_keys()
         return lambda: store.reserve(
-            next(pending), expires_at=int(end) + SLOT_LIFETIME, now=end, owner=OWNERS[1]
+            next(pending), expires_at=end + SLOT_LIFETIME, now=end, owner=OWNERS[1]
         )
 
-    clock = [end]
+    clock = [float(end)]
 
     def on_full_steady() -> Callable[[], None]:
         pending = fresh_keys()
 
         def reserve() -> None:
             clock[0] += 1 / RATE
-            now = clock[0]
-            store.reserve(
-                next(pending), expires_at=int(now) + SLOT_LIFETIME, now=now, owner=OWNERS[2]
-            )
+            now = int(clock[0])
+            store.reserve(next(pending), expires_at=now + SLOT_LIFETIME, now=now, owner=OWNERS[2])
 
         return reserve
 

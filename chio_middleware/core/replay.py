@@ -78,6 +78,8 @@ class ReplayStore(Protocol):
     def reserve(self, key: str, *, expires_at: float, now: float, owner: str | None = None) -> None:
         """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live.
 
+        A refusal counts the presentation, atomically, and the ``ReplayDetected`` carries
+        the presentations before it and the first use time (kept as long as the key is).
         With an ``owner``, raise ``ReservationQuotaExceeded`` instead of recording when the
         owner already holds the store's ``subject_quota`` of live slots (a replay is still
         reported as ``ReplayDetected``). A refused reservation records nothing.
@@ -187,17 +189,19 @@ def as_async(store: ReplayStore) -> AsyncReplayStore:
 
 
 class _Second:
-    """The entries that expire within one whole second, and their expiry values.
+    """The entries that expire within one whole second, and the values they share.
 
-    An entry's expiry is stored as the one object its second holds for that value, so the
-    many entries of a busy second share one float (or int) instead of one each.
+    A reservation's ``(expiry, first use)`` pair and a budget's expiry are stored as the
+    one object its second holds for that value, so the many entries of a busy second share
+    a handful of objects (the engine's times are whole seconds) instead of one each.
     """
 
-    __slots__ = ("expiries", "keys")
+    __slots__ = ("expiries", "keys", "pairs")
 
     def __init__(self) -> None:
         self.keys: list[int] = []
         self.expiries: dict[float, float] = {}
+        self.pairs: dict[tuple[float, float], tuple[float, float]] = {}
 
 
 class _Owned:
@@ -224,7 +228,9 @@ class MemoryReplayStore:
     Entries are compact, under 100 bytes each, so the default ``capacity`` fits in about
     41 MB: a key is held as its 128-bit keyed BLAKE2b digest (a per-store random key, so
     nobody can aim a collision at another's nonce; a collision could only refuse, never
-    admit), and the entries of one second share their expiry objects.
+    admit), and the entries of one second share their ``(expiry, first use)`` objects. Replay
+    observations cost nothing until a slot is presented again: only then does it get a
+    presentation count (``_seen``), reclaimed with the slot.
 
     ``subject_quota`` bounds the live slots of each ``owner`` passed to :meth:`reserve`
     (see the module docstring); keep it well below ``capacity``, so that
@@ -242,7 +248,12 @@ class MemoryReplayStore:
         self.subject_quota = subject_quota
         self._lock = threading.Lock()
         self._salt = secrets.token_bytes(16)
-        self._expiry: dict[int, float] = {}
+        #: digest -> (expiry, first use) of each live reservation, the pair shared by the
+        #: entries of its second that have the same one.
+        self._expiry: dict[int, tuple[float, float]] = {}
+        #: digest -> presentations so far, for the live reservations presented again (replay
+        #: observations); a reservation never replayed has no entry here.
+        self._seen: dict[int, int] = {}
         self._buckets: dict[int, _Second] = {}
         self._seconds: list[int] = []
         self._counters: dict[int, tuple[int, float]] = {}
@@ -260,23 +271,24 @@ class MemoryReplayStore:
         digest = hashlib.blake2b(data, digest_size=16, key=self._salt).digest()
         return int.from_bytes(digest, "big")
 
-    def _track(self, digest: int, expires_at: float) -> float:
-        """File ``digest`` under its expiry second; return the shared expiry object."""
+    def _track(self, digest: int, expires_at: float) -> _Second:
+        """File ``digest`` under its expiry second, and return that second."""
         second = math.ceil(expires_at)
         bucket = self._buckets.get(second)
         if bucket is None:
             self._buckets[second] = bucket = _Second()
             heapq.heappush(self._seconds, second)
         bucket.keys.append(digest)
-        return bucket.expiries.setdefault(expires_at, expires_at)
+        return bucket
 
     def _reclaim(self, now: float) -> None:
         seconds = self._seconds
         while seconds and seconds[0] <= now:
             for digest in self._buckets.pop(heapq.heappop(seconds)).keys:
-                expiry = self._expiry.get(digest)
-                if expiry is not None and expiry <= now:
+                entry = self._expiry.get(digest)
+                if entry is not None and entry[0] <= now:
                     del self._expiry[digest]
+                    self._seen.pop(digest, None)
                 if digest in self._counters and self._counters[digest][1] <= now:
                     del self._counters[digest]
         ends = self._quota_ends
@@ -313,18 +325,26 @@ class MemoryReplayStore:
         digest = self._digest(key)
         with self._lock:
             self._reclaim(now)
-            expiry = self._expiry.get(digest)
-            if expiry is not None and expiry > now:
-                raise ReplayDetected("this proof or nonce was already used")
+            entry = self._expiry.get(digest)
+            if entry is not None and entry[0] > now:
+                presented = self._seen.get(digest, 1)
+                self._seen[digest] = presented + 1
+                raise ReplayDetected(
+                    "this proof or nonce was already used",
+                    prior_presentations=presented,
+                    first_used_at=entry[1],
+                )
             owned = None if owner is None else self._owned.get(owner)
             # Reclaiming has dropped every bucket that ended by ``now``: the total is live.
             if owned is not None and owned.total >= self.subject_quota:
                 _check_quota(self.subject_quota, owned.counts, now)
-            if expiry is None and len(self._expiry) + len(self._counters) >= self.capacity:
+            if entry is None and len(self._expiry) + len(self._counters) >= self.capacity:
                 raise StoreFull(
                     "replay store is full of live entries (store_capacity); refusing (fail closed)"
                 )
-            self._expiry[digest] = self._track(digest, expires_at)
+            self._seen.pop(digest, None)  # an expired, unreclaimed slot's observation
+            pair = (expires_at, now)
+            self._expiry[digest] = self._track(digest, expires_at).pairs.setdefault(pair, pair)
             if owner is not None:
                 self._count(owner, expires_at)
 
@@ -343,7 +363,7 @@ class MemoryReplayStore:
             if count >= limit:
                 raise budget_exceeded(limit, expiry, now)
             if count == 0:
-                expiry = self._track(digest, expiry)
+                expiry = self._track(digest, expiry).expiries.setdefault(expiry, expiry)
             self._counters[digest] = (count + 1, expiry)
             return count + 1
 

@@ -3,15 +3,16 @@
 Each operation is one Lua script, run atomically by Redis in one round trip (EVALSHA, with
 redis-py's fallback to loading the script when the server does not know it yet):
 
-- ``reserve``: read the stored expiry, refuse if it is still live at the caller's ``now``,
-  else ``SET`` the new expiry with ``PX``. A bare ``SET NX EXAT`` would make Redis' clock
-  decide when a nonce may be reused; the script makes the caller's clock decide, as in the
-  other backends, so the behaviour does not depend on which backend or which clock runs it.
-  With an ``owner``, the same script keeps the owner's quota: a hash from quota bucket end
-  to live slots (a few dozen fields at most, see :mod:`chio_middleware.core.replay`); it
-  drops the buckets that ended, refuses when the live ones hold ``subject_quota`` slots,
-  else counts the new slot, all in the one atomic call. The two keys must live on one
-  server (no Redis Cluster across slots).
+- ``reserve``: read the stored expiry, refuse if it is still live at the caller's ``now``
+  (counting the presentation in the same value, for the replay observation), else ``SET``
+  the new expiry, the first use and a count of 1 with ``PX``. A bare ``SET NX EXAT`` would
+  make Redis' clock decide when a nonce may be reused; the script makes the caller's clock
+  decide, as in the other backends, so the behaviour does not depend on which backend or
+  which clock runs it. With an ``owner``, the same script keeps the owner's quota: a hash
+  from quota bucket end to live slots (a few dozen fields at most, see
+  :mod:`chio_middleware.core.replay`); it drops the buckets that ended, refuses when the
+  live ones hold ``subject_quota`` slots, else counts the new slot, all in the one atomic
+  call. The two keys must live on one server (no Redis Cluster across slots).
 - ``consume``: a hash ``{count, expires_at}``; a new window starts when the stored one has
   ended at the caller's ``now``.
 - ``take``: a hash ``{tokens, stamp}``, refilled with the same arithmetic, in the same order,
@@ -74,13 +75,24 @@ _MAX_TTL_MS = 10**10
 
 # KEYS: the reservation, and the owner's quota hash when the call names an owner.
 # ARGV: expires_at, now, ttl_ms, and with an owner: quota, bucket_end, grace_ms.
-# Returns {1} when reserved, {0} when the key is live, {2, oldest bucket end} when the
-# owner holds its quota of live slots (then nothing is written but expired buckets dropped).
+# The value is "expires_at first_used presented" (a bare expiry, as older versions wrote,
+# has no observation). Returns {1} when reserved; {0, presentations before this one,
+# first_used} when the key is live, counting this one in the same value (KEEPTTL: the
+# reservation's lifetime is unchanged); {2, oldest bucket end} when the owner holds its
+# quota of live slots (then nothing is written but the owner's ended buckets dropped).
 _RESERVE_LUA = """
 local now = tonumber(ARGV[2])
 local stored = redis.call('GET', KEYS[1])
-if stored and tonumber(stored) > now then
-  return {0}
+if stored then
+  local expiry, first, presented = string.match(stored, '^(%S+) ?(%S*) ?(%S*)$')
+  if tonumber(expiry) > now then
+    if presented == '' then
+      return {0, -1, ''}
+    end
+    presented = tonumber(presented)
+    redis.call('SET', KEYS[1], expiry .. ' ' .. first .. ' ' .. (presented + 1), 'KEEPTTL')
+    return {0, presented, first}
+  end
 end
 if KEYS[2] then
   local quota, bucket_end = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -102,7 +114,7 @@ if KEYS[2] then
   redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
   redis.call('PEXPIRE', KEYS[2], math.max(0, math.ceil((latest - now) * 1000)) + ARGV[6])
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2] .. ' 1', 'PX', ARGV[3])
 return {1}
 """
 
@@ -193,7 +205,13 @@ class _Scripts:
             if outcome == 2:
                 raise quota_exceeded(quota, float(reply[1]), now)
             if outcome != 1:
-                raise ReplayDetected("this proof or nonce was already used")
+                presented, first = int(reply[1]), reply[2]
+                known = presented >= 0
+                raise ReplayDetected(
+                    "this proof or nonce was already used",
+                    prior_presentations=presented if known else None,
+                    first_used_at=float(first) if known else None,
+                )
 
         keys: tuple[str, ...] = (f"{self.key_prefix}replay:{key}",)
         args: tuple[str | int, ...] = (

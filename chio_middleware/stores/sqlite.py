@@ -67,6 +67,12 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chio_quota (owner TEXT NOT NULL, expires_at INTEGER NOT NULL,"
     " count INTEGER NOT NULL, PRIMARY KEY (owner, expires_at)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS chio_quota_expiry ON chio_quota (expires_at)",
+    # Replay observations: how often a live reservation was presented, and since when.
+    "CREATE TABLE IF NOT EXISTS chio_replay_observations (key TEXT PRIMARY KEY,"
+    " first_used REAL NOT NULL, presented INTEGER NOT NULL, expires_at REAL NOT NULL)"
+    " WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS chio_replay_observations_expiry"
+    " ON chio_replay_observations (expires_at)",
 )
 
 _RESERVE = (
@@ -202,18 +208,38 @@ class SqliteReplayStore:
     def reserve(self, key: str, *, expires_at: float, now: float, owner: str | None = None) -> None:
         """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live, and
         ``ReservationQuotaExceeded`` if ``owner`` holds ``subject_quota`` live slots."""
+        key = self.key_prefix + key
+        observed = None
         with self._transaction() as conn:
             self._prune(conn, "chio_reservations", now)
-            cursor = conn.execute(_RESERVE, (self.key_prefix + key, expires_at, now))
-            if cursor.rowcount != 1:
-                raise ReplayDetected("this proof or nonce was already used")
-            if owner is not None:
-                conn.execute(_PRUNE_QUOTA, (now - EXPIRY_GRACE, PRUNE_BATCH))
-                owner = self.key_prefix + owner
-                held, oldest = conn.execute(_OWNED, (owner, now)).fetchone()
-                if held >= self.subject_quota:  # raising rolls the reservation back
-                    raise quota_exceeded(self.subject_quota, float(oldest), now)
-                conn.execute(_COUNT, (owner, quota_bucket_end(expires_at)))
+            self._prune(conn, "chio_replay_observations", now)
+            cursor = conn.execute(_RESERVE, (key, expires_at, now))
+            fresh = cursor.rowcount == 1
+            if fresh:
+                if owner is not None:
+                    conn.execute(_PRUNE_QUOTA, (now - EXPIRY_GRACE, PRUNE_BATCH))
+                    owner = self.key_prefix + owner
+                    held, oldest = conn.execute(_OWNED, (owner, now)).fetchone()
+                    if held >= self.subject_quota:  # raising rolls the reservation back
+                        raise quota_exceeded(self.subject_quota, float(oldest), now)
+                    conn.execute(_COUNT, (owner, quota_bucket_end(expires_at)))
+                conn.execute(
+                    "INSERT OR REPLACE INTO chio_replay_observations"
+                    " (key, first_used, presented, expires_at) VALUES (?, ?, 1, ?)",
+                    (key, now, expires_at),
+                )
+            else:
+                observed = conn.execute(
+                    "UPDATE chio_replay_observations SET presented = presented + 1"
+                    " WHERE key = ? RETURNING first_used, presented - 1",
+                    (key,),
+                ).fetchone()
+        if not fresh:
+            raise ReplayDetected(
+                "this proof or nonce was already used",
+                prior_presentations=None if observed is None else int(observed[1]),
+                first_used_at=None if observed is None else float(observed[0]),
+            )
 
     def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
         """Count one use of ``key`` until ``expires_at``; raise ``BudgetExceeded`` when spent."""

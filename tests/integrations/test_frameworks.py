@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import flask
@@ -134,7 +135,7 @@ def test_starlette_unbound_routes_refuse_fails_the_lifespan(caplog: pytest.LogCa
         pass
 
 
-def test_starlette_coverage_is_logged_once(capsys: pytest.CaptureFixture[str]) -> None:
+def test_starlette_coverage_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     async def bare(request: Any) -> StarletteJSON:
         return StarletteJSON({})
 
@@ -144,9 +145,10 @@ def test_starlette_coverage_is_logged_once(capsys: pytest.CaptureFixture[str]) -
 
     app = Starlette(routes=[Route("/bare", bare, methods=["POST"]), Route("/note", note)])
     chio_starlette.Chio(app, settings=settings(routes=[]))
+    caplog.set_level(logging.INFO, logger="chio_middleware")
     with TestClient(app):
         pass
-    out = capsys.readouterr().out
+    out = caplog.text
     assert out.count("chio_route_coverage") == 1
     assert "POST /bare" in out and "unbound" in out and "tool s/t" in out
 

@@ -322,6 +322,8 @@ def _apply(store: Any, namespace: str, operations: list[tuple[str, str, float, i
             outcomes.append(("ok", _call(store, name, namespace + key, now, number)))
         except RateLimited as exc:  # BudgetExceeded included
             outcomes.append((type(exc).__name__, exc.retry_after))
+        except ReplayDetected as exc:  # with the same replay observation everywhere
+            outcomes.append(("ReplayDetected", (exc.prior_presentations, exc.first_used_at)))
         except ChioError as exc:
             outcomes.append((type(exc).__name__, None))
     return outcomes
@@ -418,10 +420,12 @@ def test_a_refused_reservation_records_nothing(quota_store: Any) -> None:
 def test_a_replay_is_reported_as_a_replay_at_the_quota(quota_store: Any) -> None:
     for index in range(QUOTA):
         quota_store.reserve(f"k{index}", expires_at=400, now=100, owner=ALICE)
-    with pytest.raises(ReplayDetected):
+    with pytest.raises(ReplayDetected) as info:
         quota_store.reserve("k0", expires_at=400, now=101, owner=ALICE)
-    with pytest.raises(ReplayDetected):  # whoever presents it
+    assert (info.value.prior_presentations, info.value.first_used_at) == (1, 100)
+    with pytest.raises(ReplayDetected) as info:  # whoever presents it
         quota_store.reserve("k0", expires_at=400, now=101, owner=BOB)
+    assert info.value.prior_presentations == 2
 
 
 def test_replays_and_slots_without_an_owner_do_not_count(quota_store: Any) -> None:
