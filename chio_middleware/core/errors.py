@@ -19,6 +19,8 @@ an adapter renders any of them with :meth:`ChioError.to_body` and no lookup tabl
     ├── NonceRequired              chio_nonce_required       428
     ├── RateLimited                chio_rate_limited         429  (.retry_after)
     │   └── ReservationQuotaExceeded
+    ├── FederationInvalid          chio_federation_invalid   401  (.step)
+    ├── FederationUntrusted        chio_federation_untrusted 403  (.step)
     └── Unavailable                chio_unavailable          503
         └── StoreFull
 
@@ -230,6 +232,30 @@ class ReservationQuotaExceeded(RateLimited):
     """
 
     guard = "ReplayQuotaGuard"
+
+
+class FederationInvalid(ChioError):
+    """A handshake envelope failed a check (PROTOCOL.md 9); ``step`` names it."""
+
+    code = "chio_federation_invalid"
+    status = 401
+    guard = "FederationGuard"
+
+    def __init__(self, message: str, *, step: str) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class FederationUntrusted(ChioError):
+    """A handshake from a kernel with no anchor or pin, or with another key (PROTOCOL.md 9)."""
+
+    code = "chio_federation_untrusted"
+    status = 403
+    guard = "FederationGuard"
+
+    def __init__(self, message: str, *, step: str) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class Unavailable(ChioError):

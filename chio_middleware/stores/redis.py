@@ -271,7 +271,9 @@ def _unavailable(exc: BaseException) -> Unavailable:
     return Unavailable(f"replay store unavailable: {type(exc).__name__}")
 
 
-def _check_options(url: str, timeout: float, max_connections: int, subject_quota: int) -> None:
+def _check_options(
+    url: str, timeout: float, max_connections: int, subject_quota: int = DEFAULT_SUBJECT_QUOTA
+) -> None:
     if not timeout > 0:
         raise ValueError("timeout must be a positive number of seconds")
     if subject_quota < 1:
