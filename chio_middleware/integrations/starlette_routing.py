@@ -146,7 +146,11 @@ def endpoint_declaration(route: BaseRoute, method: str) -> Any:
     route's (and its ``APIRouter``'s) FastAPI dependencies, in that order.
     """
     endpoint = getattr(route, "endpoint", None)
-    handler = getattr(endpoint, method.lower(), None) if isinstance(endpoint, type) else None
+    handler = None
+    if isinstance(endpoint, type):  # HTTPEndpoint: HEAD runs get() when there is no head()
+        handler = getattr(endpoint, method.lower(), None)
+        if handler is None and method.upper() == "HEAD":
+            handler = getattr(endpoint, "get", None)
     dependencies = [getattr(d, "dependency", None) for d in getattr(route, "dependencies", ())]
     found = declaration_of(handler, endpoint, *dependencies)
     if found is None:
