@@ -16,10 +16,11 @@ from typing import Any
 
 import structlog
 
+from ._logging import log_failure
 from .core.clock import Clock, system_clock
 from .core.crypto import PublicKey, SigningKey
 from .core.engine import ChioEngine, EngineConfig, Evaluation
-from .core.errors import ChioError, Unavailable
+from .core.errors import ChioError, Unavailable, log_field
 from .core.guards import (
     ForbiddenPathGuard,
     Guard,
@@ -119,6 +120,7 @@ class ChioRuntime:
             "trusted_issuers": sorted(PublicKey.from_hex(k).hex for k in s.trusted_issuers),
             "trusted_kernel_keys": sorted(PublicKey.from_hex(k).hex for k in s.trusted_kernel_keys),
             "websocket": s.websocket,
+            "capability_query_param": s.capability_query_param,
         }
         config = EngineConfig(
             signing_key=signing_key,
@@ -134,6 +136,7 @@ class ChioRuntime:
             nonce_ttl=s.nonce_ttl,
             max_delegation_depth=s.max_delegation_depth,
             max_header_bytes=s.max_header_bytes,
+            capability_query_param=s.capability_query_param,
         )
         self.engine = ChioEngine(config, clock=clock or system_clock)
         self.store = store if store is not None else _open_store(s, detected_workers())
@@ -165,7 +168,7 @@ class ChioRuntime:
                 "chio_receipt_sink_failed",
                 error=type(exc).__name__,
                 request_id=evaluation.request_id,
-                route=evaluation.route_pattern,
+                route=log_field(evaluation.route_pattern),
             )
             raise Unavailable("receipt could not be recorded; refusing (fail closed)") from None
         self.log_decision(evaluation, receipt)
@@ -175,10 +178,11 @@ class ChioRuntime:
         """One structlog event per decision; never a key, token or signature."""
         error = evaluation.error
         if evaluation.failure is not None:
-            logger.error(
+            # Never exc_info: a renderer may print frame locals (rich does), i.e. credentials.
+            log_failure(
                 "chio_evaluation_failed",
-                error=type(evaluation.failure).__name__,
-                exc_info=evaluation.failure,
+                evaluation.failure,
+                request_id=evaluation.request_id,
             )
         logger.info(
             "chio_decision",
@@ -186,12 +190,13 @@ class ChioRuntime:
             status=receipt.response_status,
             code=None if error is None else error.code,
             guard=None if error is None else error.guard,
-            method=evaluation.request.method,
-            route=evaluation.route_pattern,
+            # The raw path (unbound routes), method and tool segments are the client's text.
+            method=log_field(evaluation.request.method),
+            route=log_field(evaluation.route_pattern),
             tool=None
             if evaluation.route is None
-            else f"{evaluation.route.tool_server}/{evaluation.route.tool_name}",
-            capability_id=receipt.capability_id,
+            else log_field(f"{evaluation.route.tool_server}/{evaluation.route.tool_name}"),
+            capability_id=log_field(receipt.capability_id),
             receipt_id=receipt.id,
             request_id=evaluation.request_id,
         )

@@ -82,6 +82,13 @@ class ChioSettings(BaseSettings):
     secret_leak_guard: bool = True
     guards: list[str] = Field(default_factory=list, description="Guard import paths mod:attr.")
     websocket: Literal["refuse", "allow_unverified"] = "refuse"
+    capability_query_param: bool = Field(
+        default=False,
+        description=(
+            "Accept the capability as the chio_capability query parameter (the upstream SDKs' "
+            "fallback). Off by default: query strings land in access logs and proxies' logs."
+        ),
+    )
 
     @field_validator("trusted_issuers", "trusted_kernel_keys")
     @classmethod

@@ -20,12 +20,13 @@ from typing import Any
 
 import structlog
 
+from ._logging import log_failure
 from .core.clock import Clock
 from .core.engine import Evaluation, run_sync
 from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
 from .core.guards import Guard
 from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
-from .core.request import RequestView, parse_content_length, parse_query
+from .core.request import RequestView, decode_path, parse_content_length, parse_query
 from .runtime import ChioRuntime
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -170,7 +171,11 @@ class ChioWSGIMiddleware:
         return _ClosingIterator(result, state)
 
     def _crash(self, evaluation: Evaluation, start_response: StartResponse) -> Iterable[bytes]:
-        logger.error("chio_app_failed", request_id=evaluation.request_id, exc_info=True)
+        failure = sys.exc_info()[1]
+        assert failure is not None  # called from the except clause of _call_app
+        # Never exc_info: a renderer may print frame locals (rich does): the environ's
+        # credentials. The type and place at ERROR, the bare stack at DEBUG.
+        log_failure("chio_app_failed", failure, request_id=evaluation.request_id)
         status, headers, body = self.runtime.render_crash(evaluation)
         start_response(_status_line(status), headers, sys.exc_info())
         return [body]
@@ -258,12 +263,15 @@ def _request_view(environ: dict[str, Any]) -> RequestView:
     The app routes on ``PATH_INFO``; the hashes bind ``SCRIPT_NAME + PATH_INFO``.
     """
     route_path = _decoded(str(environ.get("PATH_INFO", ""))) or "/"
+    raw_path = _raw_route_path(environ)
+    if raw_path:  # the server may have decoded invalid UTF-8 with replacement characters
+        decode_path(raw_path)
     return RequestView(
         method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
         path=_decoded(str(environ.get("SCRIPT_NAME", ""))) + route_path,
         query=parse_query(str(environ.get("QUERY_STRING", ""))),
         headers=_headers(environ),
-        raw_path=_raw_route_path(environ),
+        raw_path=raw_path,
         route_path=route_path,
         client=environ.get("REMOTE_ADDR"),
     )

@@ -35,6 +35,7 @@ from .errors import (
     NonceRequired,
     RateLimited,
     Unavailable,
+    bounded,
 )
 from .grants import match_grant
 from .guards import Guard, GuardContext
@@ -100,6 +101,8 @@ class EngineConfig:
     nonce_ttl: int = 30
     max_delegation_depth: int = 4
     max_header_bytes: int = 16 * 1024
+    #: Accept the capability as the ``chio_capability`` query parameter (off: refused, 400).
+    capability_query_param: bool = False
 
 
 @dataclass
@@ -196,7 +199,11 @@ class ChioEngine:
 
     async def _evaluate(self, ev: Evaluation, store: AsyncReplayStore) -> None:
         request = ev.request
-        headers = read_chio_headers(request, max_bytes=self.config.max_header_bytes)
+        headers = read_chio_headers(
+            request,
+            max_bytes=self.config.max_header_bytes,
+            query_capability=self.config.capability_query_param,
+        )
         route = ev.route
         if route is None:
             await self._unbound(ev, store, headers)
@@ -276,7 +283,9 @@ class ChioEngine:
             except Exception as exc:
                 ev.failure = exc
                 raise Unavailable(f"guard {guard.name} failed; refusing (fail closed)") from None
-            ev.evidence.append(GuardEvidence(guard_name=guard.name, verdict=True, details=detail))
+            # A guard's detail may quote the request: bounded like every message.
+            details = None if detail is None else bounded(str(detail))
+            ev.evidence.append(GuardEvidence(guard_name=guard.name, verdict=True, details=details))
 
     async def _unbound(
         self,
