@@ -75,7 +75,7 @@ def log_failure(event: str, exc: BaseException, **fields: Any) -> None:
         event,
         error=kind,
         where=_where(exc),
-        message="unexpected exception; traceback (without locals) at DEBUG",
+        detail="unexpected exception; its traceback (no locals, no message) is at DEBUG",
         **fields,
     )
     logger.debug(f"{event}_traceback", error=kind, traceback=safe_traceback(exc), **fields)

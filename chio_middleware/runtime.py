@@ -66,7 +66,8 @@ class ChioRuntime:
             signing_key = SigningKey.generate()
             logger.warning(
                 "chio_ephemeral_signing_key",
-                message=(
+                # Not "message": stdlib logging refuses that name as an extra field.
+                detail=(
                     "no signing_key configured: using a random key for this process only; "
                     "receipts and nonces will not verify after a restart. Set CHIO_SIGNING_KEY "
                     "or CHIO_SIGNING_KEY_FILE in production."
