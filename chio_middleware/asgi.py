@@ -23,7 +23,7 @@ from .core.engine import Evaluation
 from .core.errors import BadRequest, ChioError, PayloadTooLarge, log_field
 from .core.guards import Guard
 from .core.replay import ReplayStore, as_async
-from .core.request import RequestView, decode_path, parse_content_length, parse_query
+from .core.request import RequestView, parse_content_length, parse_wire_query
 from .runtime import ChioRuntime
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -233,14 +233,9 @@ def _request_view(scope: Scope) -> tuple[RequestView, ChioError | None]:
     headers = [(name.decode("latin-1").lower(), value) for name, value in scope.get("headers", [])]
     error: ChioError | None = None
     try:
-        query = parse_query(scope.get("query_string", b""))
+        query = parse_wire_query(scope.get("query_string", b""))
     except ChioError as exc:
         query, error = {}, exc
-    if raw_path_bytes and error is None:
-        try:  # the server may have decoded invalid UTF-8 with replacement characters
-            decode_path(raw_path_bytes.split(b"?", 1)[0])
-        except ChioError as exc:
-            error = exc
     if not (path.isascii() or _encodable(path)):
         # A server that decodes with surrogateescape: no hash, receipt or store could hold it.
         error = BadRequest("request path is not valid Unicode")

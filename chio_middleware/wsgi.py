@@ -26,7 +26,7 @@ from .core.engine import Evaluation, run_sync
 from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
 from .core.guards import Guard
 from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
-from .core.request import RequestView, decode_path, parse_content_length, parse_query
+from .core.request import RequestView, parse_content_length, parse_wire_query
 from .runtime import ChioRuntime
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -251,6 +251,10 @@ def _decoded(raw: str) -> str:
 def _raw_route_path(environ: dict[str, Any]) -> str:
     """The percent-encoded path after the mount prefix, when the server says (RAW_URI)."""
     raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "").split("?", 1)[0]
+    if raw.lower().startswith(("http://", "https://")):  # absolute-form request target
+        scheme_end = raw.index("//") + 2
+        slash = raw.find("/", scheme_end)
+        raw = raw[slash:] if slash >= 0 else "/"
     script = str(environ.get("SCRIPT_NAME", ""))
     if script and raw.startswith(script):
         raw = raw[len(script) :]
@@ -263,15 +267,12 @@ def _request_view(environ: dict[str, Any]) -> RequestView:
     The app routes on ``PATH_INFO``; the hashes bind ``SCRIPT_NAME + PATH_INFO``.
     """
     route_path = _decoded(str(environ.get("PATH_INFO", ""))) or "/"
-    raw_path = _raw_route_path(environ)
-    if raw_path:  # the server may have decoded invalid UTF-8 with replacement characters
-        decode_path(raw_path)
     return RequestView(
         method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
         path=_decoded(str(environ.get("SCRIPT_NAME", ""))) + route_path,
-        query=parse_query(str(environ.get("QUERY_STRING", ""))),
+        query=parse_wire_query(str(environ.get("QUERY_STRING", ""))),
         headers=_headers(environ),
-        raw_path=raw_path,
+        raw_path=_raw_route_path(environ),
         route_path=route_path,
         client=environ.get("REMOTE_ADDR"),
     )

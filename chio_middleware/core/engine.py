@@ -5,9 +5,12 @@ the WSGI adapter drives it with :func:`run_sync`, so the logic is written once) 
 :meth:`ChioEngine.sign` when the response starts, which signs the one receipt of the
 request with the status the client gets and records it in the sink.
 
-Order for a bound route (PROTOCOL.md 2-5): capability present, capability valid, grant
-(with its constraints), DPoP steps 1-5, execution nonce checks, replay reservations (DPoP
-then nonce), the nonce challenge when one is required and absent, then the guards.
+Order for a bound route (PROTOCOL.md 2-5): canonical path (before routing), capability
+present, capability valid, arguments (PROTOCOL.md 5.2), grant (with its constraints), DPoP
+steps 1-5, execution nonce checks, the guards that must pass before any replay slot is
+taken (the rate limit), replay reservations (DPoP then nonce), the nonce challenge when one
+is required and absent, then the other guards. Unbound routes (PROTOCOL.md 5.3) take the
+same path with the reference's synthetic tool.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
 
+from .arguments import Arguments, request_arguments
 from .canonical import canonical_json
 from .capability import CapabilityVerifier
 from .clock import Clock, uuid7
@@ -37,7 +41,7 @@ from .errors import (
     Unavailable,
     bounded,
 )
-from .grants import match_grant
+from .grants import GrantMatch, match_grant
 from .guards import Guard, GuardContext
 from .hashing import (
     anonymous_identity,
@@ -49,7 +53,7 @@ from .hashing import (
     dpop_identity,
     request_binding_hash,
 )
-from .inputs import ChioHeaders, read_chio_headers, request_arguments
+from .inputs import ChioHeaders, read_chio_headers
 from .models import (
     CapabilityToken,
     DpopProof,
@@ -57,6 +61,7 @@ from .models import (
     HttpReceipt,
     NonceBinding,
     SignedExecutionNonce,
+    ToolGrant,
     Verdict,
 )
 from .nonce import check_execution_nonce, mint_execution_nonce, nonce_replay_key
@@ -64,11 +69,27 @@ from .nonce import parse_execution_nonce as parse_nonce
 from .receipts import encode_receipt_header, sign_receipt
 from .replay import AsyncReplayStore
 from .request import RequestView
-from .routing import RouteMatch, RouteTable
+from .routing import RouteMatch, RouteTable, check_canonical_path
 
-__all__ = ["ChioEngine", "EngineConfig", "Evaluation", "run_sync"]
+__all__ = [
+    "UNBOUND_TOOL_NAME",
+    "UNBOUND_TOOL_SERVER",
+    "ChioEngine",
+    "EngineConfig",
+    "Evaluation",
+    "run_sync",
+]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+#: The reference's synthetic tool for requests no route binding names (PROTOCOL.md 5.3).
+UNBOUND_TOOL_SERVER = "chio_http_authority"
+UNBOUND_TOOL_NAME = "authorize_http_request"
+#: What a safe unbound request is checked under when its capability has no grant for the
+#: synthetic tool: no constraints and no budget, so only the guards apply.
+_SAFE_UNBOUND_GRANT = ToolGrant(
+    server_id=UNBOUND_TOOL_SERVER, tool_name=UNBOUND_TOOL_NAME, operations=["invoke"]
+)
 
 T = TypeVar("T")
 
@@ -157,6 +178,12 @@ class ChioEngine:
             max_delegation_depth=config.max_delegation_depth,
         )
         self.nonce_signers = (config.signing_key.public_key, *config.trusted_kernel_keys)
+        self._early_guards = tuple(
+            g for g in config.guards if getattr(g, "before_reservation", False)
+        )
+        self._late_guards = tuple(
+            g for g in config.guards if not getattr(g, "before_reservation", False)
+        )
         # Application guards written as coroutines may await real I/O: the WSGI adapter then
         # needs an event loop. Built-in guards await only the store and never suspend there.
         self._async_guards = any(
@@ -171,6 +198,7 @@ class ChioEngine:
         now = self.clock()
         evaluation = Evaluation(request=request, request_id=uuid7(int(now * 1000)), now=int(now))
         try:
+            check_canonical_path(request.path, request.raw_path, request.route_path or request.path)
             evaluation.route = self.config.routes.match(
                 request.method, request.route_path or request.path, request.raw_path or None
             )
@@ -215,18 +243,7 @@ class ChioEngine:
         grant = match_grant(
             token, server=route.tool_server, tool=route.tool_name, arguments=arguments.values
         )
-        if grant.grant.constraints:
-            if arguments.opaque_body:
-                raise AccessDenied(
-                    "the grant's constraints cannot be checked on a multipart body; "
-                    "send JSON or form-encoded arguments",
-                    guard="ConstraintGuard",
-                )
-            ev.evidence.append(
-                GuardEvidence(
-                    guard_name="ConstraintGuard", verdict=True, details="grant constraints hold"
-                )
-            )
+        self._check_arguments_visible(ev, arguments, grant.grant)
         binding = route.binding
         # A nonce challenge needs a verified proof (PROTOCOL.md 4), so nonce routes need DPoP.
         require_dpop = (
@@ -254,6 +271,9 @@ class ChioEngine:
         nonce = None
         if headers.nonce is not None and nonce_binding is not None:
             nonce = self._check_nonce(ev, parse_nonce(headers.nonce), nonce_binding)
+        context = _guard_context(ev, route, token, grant, arguments.values, store)
+        # The rate limit runs before any replay slot is taken (a limited caller holds none).
+        await self._run_guards(ev, context, self._early_guards)
         await self._reserve(ev, store, proof, nonce)
         if nonce is None and nonce_binding is not None:
             minted = mint_execution_nonce(
@@ -261,18 +281,12 @@ class ChioEngine:
             )
             ev.challenge = encode_header_object(minted.to_wire())
             raise NonceRequired("this route requires an execution nonce; retry with the one issued")
-        context = GuardContext(
-            request=request,
-            route=route,
-            capability=token,
-            grant=grant.grant,
-            grant_index=grant.index,
-            subject=PublicKey.from_hex(token.subject).hex,
-            arguments=arguments.values,
-            now=ev.now,
-            store=store,
-        )
-        for guard in self.config.guards:
+        await self._run_guards(ev, context, self._late_guards)
+
+    async def _run_guards(
+        self, ev: Evaluation, context: GuardContext, guards: Sequence[Guard]
+    ) -> None:
+        for guard in guards:
             try:
                 outcome = guard.check(context)
                 detail = await outcome if inspect.isawaitable(outcome) else outcome
@@ -287,16 +301,40 @@ class ChioEngine:
             details = None if detail is None else bounded(str(detail))
             ev.evidence.append(GuardEvidence(guard_name=guard.name, verdict=True, details=details))
 
+    def _check_arguments_visible(
+        self, ev: Evaluation, arguments: Arguments, grant: ToolGrant
+    ) -> None:
+        """Refuse a body whose arguments no constraint or guard could see (PROTOCOL.md 5.2)."""
+        if arguments.opaque_body is not None:
+            readers = [g.name for g in self.config.guards if getattr(g, "reads_arguments", True)]
+            if grant.constraints or readers:
+                checks = ["the grant's constraints"] if grant.constraints else []
+                checks.extend(readers)
+                raise AccessDenied(
+                    f"a {arguments.opaque_body} carries arguments that cannot be checked "
+                    f"({', '.join(checks)}); send a JSON object or a form",
+                    guard="ConstraintGuard",
+                )
+        if grant.constraints:
+            ev.evidence.append(
+                GuardEvidence(
+                    guard_name="ConstraintGuard", verdict=True, details="grant constraints hold"
+                )
+            )
+
     async def _unbound(
         self,
         ev: Evaluation,
         store: AsyncReplayStore,
         headers: ChioHeaders,
     ) -> None:
-        """The default policy for unbound routes; presented credentials are still verified.
+        """The default policy for unbound routes (PROTOCOL.md 5.3).
 
-        No tool is bound here: a proof or nonce must still hold the capability subject's
-        key, name this capability and bind these request bytes; its tool fields are its own.
+        Safe methods are allowed; any other method needs a grant for the reference's
+        synthetic HTTP tool and a DPoP proof. A presented credential is always verified,
+        and the guard pipeline runs whenever a capability is presented. A proof or nonce
+        must hold the capability subject's key, name this capability and bind these
+        request bytes; its tool fields are its own.
         """
         request = ev.request
         safe = request.method in SAFE_METHODS
@@ -318,6 +356,9 @@ class ChioEngine:
                 return
             raise CapabilityRequired("side-effect route requires a capability token")
         token = self._verify_capability(ev, headers)
+        arguments = request_arguments(request, None)
+        grant = _unbound_grant(token, arguments.values, required=not safe)
+        self._check_arguments_visible(ev, arguments, grant.grant)
         if headers.dpop is None and not safe:
             raise DpopRequired("side-effect routes require a DPoP proof (X-Chio-DPoP)")
         action_hash = _action_hash(ev)
@@ -338,7 +379,13 @@ class ChioEngine:
             bound = signed.nonce.bound_to
             expected = _nonce_binding(token, bound.tool_server, bound.tool_name, action_hash)
             nonce = self._check_nonce(ev, signed, expected)
+        route = RouteMatch(
+            request.path, UNBOUND_TOOL_SERVER, UNBOUND_TOOL_NAME, {}, None, unbound=True
+        )
+        context = _guard_context(ev, route, token, grant, arguments.values, store)
+        await self._run_guards(ev, context, self._early_guards)
         await self._reserve(ev, store, proof, nonce)
+        await self._run_guards(ev, context, self._late_guards)
 
     def _check_proof(
         self,
@@ -492,6 +539,49 @@ class ChioEngine:
 def _action_hash(ev: Evaluation) -> str:
     request = ev.request
     return request_binding_hash(request.method, request.path, request.query, ev.body_hash())
+
+
+def _unbound_grant(
+    token: CapabilityToken, arguments: dict[str, Any], *, required: bool
+) -> GrantMatch:
+    """The grant an unbound request is checked under (PROTOCOL.md 5.3).
+
+    A grant for the synthetic tool (a wildcard grant matches it) is matched with its
+    constraints. Without one, a side-effect request is denied; a safe one is checked by the
+    guards alone.
+    """
+    has_grant = any(
+        g.server_id in ("*", UNBOUND_TOOL_SERVER)
+        and g.tool_name in ("*", UNBOUND_TOOL_NAME)
+        and "invoke" in g.operations
+        for g in token.tool_grants
+    )
+    if has_grant or required:
+        return match_grant(
+            token, server=UNBOUND_TOOL_SERVER, tool=UNBOUND_TOOL_NAME, arguments=arguments
+        )
+    return GrantMatch(grant=_SAFE_UNBOUND_GRANT, index=-1, dpop_required=False)
+
+
+def _guard_context(
+    ev: Evaluation,
+    route: RouteMatch,
+    token: CapabilityToken,
+    grant: GrantMatch,
+    arguments: dict[str, Any],
+    store: AsyncReplayStore,
+) -> GuardContext:
+    return GuardContext(
+        request=ev.request,
+        route=route,
+        capability=token,
+        grant=grant.grant,
+        grant_index=grant.index,
+        subject=PublicKey.from_hex(token.subject).hex,
+        arguments=arguments,
+        now=ev.now,
+        store=store,
+    )
 
 
 def _nonce_binding(

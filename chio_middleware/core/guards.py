@@ -49,7 +49,13 @@ class GuardContext:
 
 @runtime_checkable
 class Guard(Protocol):
-    """A check on a verified call. Raise a ChioError to deny; return a detail or None."""
+    """A check on a verified call. Raise a ChioError to deny; return a detail or None.
+
+    Optional class attributes: ``reads_arguments = False`` for a guard that never looks at
+    the arguments or the body (a guard without it is assumed to read them, so a body whose
+    arguments cannot be seen is refused while it runs, PROTOCOL.md 5.2);
+    ``before_reservation = True`` for a guard that must pass before replay slots are taken.
+    """
 
     name: str
 
@@ -76,6 +82,10 @@ class RateLimitGuard:
     name = "RateLimitGuard"
     #: Awaits only the store: never suspends on the WSGI path (see ``engine.run_sync``).
     store_only = True
+    #: Runs before any replay slot is taken, so a limited caller cannot hold slots.
+    before_reservation = True
+    #: Looks at the subject only, never at the arguments (PROTOCOL.md 5.2).
+    reads_arguments = False
 
     def __init__(self, bucket: TokenBucket) -> None:
         self.bucket = bucket
@@ -91,6 +101,7 @@ class InvocationBudgetGuard:
 
     name = "InvocationBudgetGuard"
     store_only = True
+    reads_arguments = False
 
     async def check(self, context: GuardContext) -> str | None:
         """Consume one invocation; ``BudgetExceeded`` (429) once the budget is spent."""

@@ -1,31 +1,25 @@
-"""What the core reads from a request: the Chio headers and the call's arguments.
+"""What the core reads from a request's Chio headers (PROTOCOL.md 1.3).
 
-The headers carry one JSON object each (PROTOCOL.md 1.3); the arguments that grant
-constraints and guards see are the path parameters, the query parameters and the members
-of a JSON object body (PROTOCOL.md 5), a name given twice being a malformed request.
+Each header carries one JSON object. The call's arguments are read by
+:mod:`chio_middleware.core.arguments`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .canonical import JsonParseError, parse_json
 from .encoding import decode_header_object
 from .errors import BadRequest, HeadersTooLarge
-from .request import RequestView, parse_query
-from .routing import RouteMatch
+from .request import RequestView
 
 __all__ = [
     "CAPABILITY_HEADER",
     "CAPABILITY_QUERY",
     "DPOP_HEADER",
     "NONCE_HEADER",
-    "Arguments",
     "ChioHeaders",
     "read_chio_headers",
-    "request_arguments",
 ]
 
 CAPABILITY_HEADER = "x-chio-capability"
@@ -91,56 +85,3 @@ def read_chio_headers(
     return ChioHeaders(
         raw_capability, source, decoded.get(DPOP_HEADER), decoded.get(NONCE_HEADER), max_bytes
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Arguments:
-    """The arguments of a call, and whether its body could not be read as arguments."""
-
-    values: dict[str, Any]
-    #: A multipart body: the application may read fields from it that no constraint saw.
-    opaque_body: bool = False
-
-
-def request_arguments(request: RequestView, route: RouteMatch) -> Arguments:
-    """Path parameters, query parameters and body members (PROTOCOL.md 5).
-
-    The body counts whatever its Content-Type says, because frameworks parse it regardless
-    (Starlette's ``request.json()`` ignores the header): a JSON object gives its members;
-    a form body (``application/x-www-form-urlencoded``) its fields; other JSON values and
-    bodies that are not JSON give none. A body declared JSON that does not parse is a
-    :class:`BadRequest`; a multipart body is marked opaque for the engine to refuse when
-    constraints apply.
-    """
-    # The reserved route's segments name the tool; they are not its arguments.
-    arguments: dict[str, Any] = {} if route.reserved else dict(route.params)
-    _merge(arguments, ((k, v) for k, v in request.query.items() if k != CAPABILITY_QUERY))
-    if not request.body:
-        return Arguments(arguments)
-    media = _media_type(request)
-    if media == b"application/x-www-form-urlencoded":
-        _merge(arguments, parse_query(request.body).items())
-        return Arguments(arguments)
-    if media.startswith(b"multipart/"):
-        return Arguments(arguments, opaque_body=True)
-    try:
-        body = parse_json(request.body)
-    except JsonParseError as exc:
-        if media == b"application/json" or media.endswith(b"+json"):
-            raise BadRequest(f"request body is not valid JSON: {exc}") from None
-        return Arguments(arguments)
-    if isinstance(body, dict):
-        _merge(arguments, body.items())
-    return Arguments(arguments)
-
-
-def _merge(arguments: dict[str, Any], items: Iterable[tuple[str, Any]]) -> None:
-    for name, value in items:
-        if name in arguments:
-            raise BadRequest(f"argument {name[:64]!r} is given twice")
-        arguments[name] = value
-
-
-def _media_type(request: RequestView) -> bytes:
-    values = request.header_values("content-type")
-    return values[0].split(b";", 1)[0].strip().lower() if values else b""

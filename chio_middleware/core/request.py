@@ -14,7 +14,14 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from .errors import BadRequest
 
-__all__ = ["RequestView", "decode_path", "parse_content_length", "parse_query", "split_target"]
+__all__ = [
+    "RequestView",
+    "decode_path",
+    "parse_content_length",
+    "parse_query",
+    "parse_wire_query",
+    "split_target",
+]
 
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 
@@ -51,6 +58,22 @@ def parse_query(raw: str | bytes) -> dict[str, str]:
             raise BadRequest(f"query parameter {name[:64]!r} is repeated")
         result[name] = decoded
     return result
+
+
+def parse_wire_query(raw: str | bytes) -> dict[str, str]:
+    """:func:`parse_query` of a query string or form body exactly as it came off the wire.
+
+    Raw bytes outside printable ASCII are refused first: they must be percent-encoded,
+    and the frameworks read them differently (Starlette as Latin-1, Werkzeug as UTF-8),
+    so no decoding of them is the one the application acts on (PROTOCOL.md 5.2).
+    """
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    if not _WIRE_QUERY.fullmatch(text):
+        raise BadRequest("query string or form body must be percent-encoded printable ASCII")
+    return parse_query(text)
+
+
+_WIRE_QUERY = re.compile(r"[\x21-\x7e]*")
 
 
 def _form_decode(text: str) -> str:

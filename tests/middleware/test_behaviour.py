@@ -29,11 +29,6 @@ ADAPTERS = ["asgi", "wsgi"]
 NOTE = json.dumps({"title": "t", "body": "b"}).encode()
 
 
-@pytest.fixture(params=ADAPTERS)
-def driver(request: pytest.FixtureRequest) -> Driver:
-    return make_driver(request.param)
-
-
 def assert_denied(reply: Any, status: int, code: str) -> None:
     assert reply.status == status, reply.body
     body = reply.json()
@@ -296,11 +291,59 @@ def test_unbound_routes_follow_the_default_policy(driver: Driver) -> None:
     assert [e.guard_name for e in receipt.evidence or ()] == ["DefaultPolicyGuard"]
     assert receipt.metadata == {"chio_http_status_scope": "final"}  # no tool on unbound routes
     assert_denied(driver.request("POST", "/unbound", {}, b"x"), 401, "chio_capability_required")
+
+
+SYNTHETIC_GRANT = {
+    "server_id": "chio_http_authority",
+    "tool_name": "authorize_http_request",
+    "operations": ["invoke"],
+}
+
+
+@pytest.mark.parametrize(
+    ("grants", "status"),
+    [
+        (None, 403),  # grants for srv-notes only: no grant for the synthetic tool
+        ([], 403),  # an empty scope authorises nothing
+        ([SYNTHETIC_GRANT], 200),
+        ([{"server_id": "*", "tool_name": "*", "operations": ["invoke"]}], 200),
+        ([{**SYNTHETIC_GRANT, "operations": ["read"]}], 403),
+    ],
+)
+def test_unbound_side_effects_need_the_synthetic_tool_grant(
+    driver: Driver, grants: list[dict[str, Any]] | None, status: int
+) -> None:
+    """PROTOCOL.md 5.3: a non-safe unbound request needs chio_http_authority/authorize_http_request."""
+    cap = capability(grants)
     url = "/unbound"
-    ok = driver.request(
-        "POST", url, agent_headers("POST", url, b"x", tool=("any", "thing"), json_body=False), b"x"
+    body = b'{"note":"x"}'
+    reply = driver.request(
+        "POST", url, agent_headers("POST", url, body, cap=cap, tool=("any", "thing")), body
     )
-    assert ok.status == 200 and ok.json()["body"] == "x"
+    assert reply.status == status, reply.body
+    if status == 200:
+        assert reply.json()["body"] == body.decode()
+    else:
+        assert_denied(reply, status, "chio_access_denied")
+
+
+def test_guards_run_on_unbound_requests_that_carry_a_capability() -> None:
+    """PROTOCOL.md 5.3: the guard pipeline runs for every request carrying a capability."""
+    for kind in ADAPTERS:
+        d = make_driver(kind, rate_limit="1/hour")
+        cap = capability([SYNTHETIC_GRANT])
+        for attempt, expected in enumerate((200, 429)):
+            url = f"/unbound?n={attempt}"
+            body = b'{"path":"/tmp/x"}'
+            reply = d.request("POST", url, agent_headers("POST", url, body, cap=cap, tool=("a", "b")), body)
+            assert reply.status == expected, (kind, reply.body)
+        url = "/health?path=/etc/shadow"
+        reply = d.request("GET", url, agent_headers("GET", url, cap=cap, tool=("a", "b")))
+        assert_denied(reply, 429, "chio_rate_limited")
+        d = make_driver(kind)
+        reply = d.request("GET", url, agent_headers("GET", url, cap=cap, tool=("a", "b")))
+        assert_denied(reply, 403, "chio_access_denied")  # forbidden path, on a safe unbound GET
+        assert reply.receipt().verdict.guard == "ForbiddenPathGuard"
 
 
 def test_deny_default_policy() -> None:
