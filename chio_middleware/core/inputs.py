@@ -6,7 +6,7 @@ Each header carries one JSON object. The call's arguments are read by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .encoding import decode_header_object
@@ -36,10 +36,11 @@ class ChioHeaders:
     cached result for these bytes (a token repeats on every call of an agent).
     """
 
-    raw_capability: bytes | None
+    # Not in the repr: a traceback rendered with its locals must not show the credentials.
+    raw_capability: bytes | None = field(repr=False)
     capability_source: str
-    dpop: dict[str, Any] | None
-    nonce: dict[str, Any] | None
+    dpop: dict[str, Any] | None = field(repr=False)
+    nonce: dict[str, Any] | None = field(repr=False)
     max_bytes: int
 
     def decode_capability(self, raw: bytes) -> dict[str, Any]:

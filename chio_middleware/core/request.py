@@ -121,8 +121,9 @@ class RequestView:
     method: str
     path: str
     query: dict[str, str]
-    headers: Sequence[tuple[str, bytes]]
-    body: bytes = b""
+    # Not in the repr: a traceback rendered with its locals must not show the credentials.
+    headers: Sequence[tuple[str, bytes]] = field(repr=False)
+    body: bytes = field(default=b"", repr=False)
     raw_path: str = ""
     route_path: str = ""
     client: str | None = None

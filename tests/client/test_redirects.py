@@ -274,3 +274,29 @@ def test_requests_never_answers_another_origins_challenge(servers: Any) -> None:
     assert response.status_code == 428
     assert len(first.seen) == 1 and len(second.seen) == 1
     _assert_away(first, second)
+
+
+PAIRS = [
+    ("http://a.test/x", "http://a.test:80/y"),
+    ("http://a.test/x", "https://a.test/y"),  # the upgrade httpx and requests allow
+    ("http://a.test:8080/x", "https://a.test/y"),
+    ("https://a.test/x", "http://a.test/y"),
+    ("http://a.test/x", "http://b.test/y"),
+    ("http://a.test/x", "http://A.TEST/y"),
+    ("http://a.test/x", "http://a.test:81/y"),
+    ("https://a.test/x", "https://a.test:443/y"),
+    ("http://127.0.0.1:1/x", "http://localhost:1/y"),
+]
+
+
+@pytest.mark.parametrize(("signed", "target"), PAIRS)
+def test_the_origin_rule_is_httpx_and_requests_rule(signed: str, target: str) -> None:
+    from httpx._client import _is_https_redirect, _same_origin
+    from requests.sessions import SessionRedirectMixin
+
+    from chio_middleware.client.httpx_auth import _origin, keeps_credentials
+
+    old, new = httpx.URL(signed), httpx.URL(target)
+    httpx_keeps = _same_origin(new, old) or _is_https_redirect(old, new)
+    assert keeps_credentials(_origin(old), new) == httpx_keeps
+    assert (not SessionRedirectMixin().should_strip_auth(signed, target)) == httpx_keeps

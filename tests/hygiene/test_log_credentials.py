@@ -49,7 +49,6 @@ def _credentials() -> list[str]:
         HEADERS["x-chio-dpop"],  # base64url of the proof
         CAPABILITY.signature,
         proof["signature"],
-        proof["body"]["nonce"],
         AGENT.seed_hex(),
         KERNEL.seed_hex(),
         ISSUER.seed_hex(),
@@ -223,3 +222,26 @@ def _context() -> Any:
         )
 
     return Context()
+
+
+def test_reprs_of_what_frames_hold_show_no_credentials() -> None:
+    """Defence in depth for renderers we do not control (a server's traceback with rich's
+    show_locals, an error tracker capturing locals): the objects our frames hold, the request
+    view, the decoded headers and the parsed wire objects, keep credentials out of repr."""
+    from chio_middleware.core.dpop import parse_dpop_proof
+    from chio_middleware.core.inputs import read_chio_headers
+    from chio_middleware.core.request import RequestView
+
+    view = RequestView(
+        method="POST",
+        path="/notes",
+        query={},
+        headers=[(k, v.encode()) for k, v in HEADERS.items()],
+        body=NOTE,
+    )
+    headers = read_chio_headers(view, max_bytes=16 * 1024)
+    assert headers.raw_capability is not None and headers.dpop is not None
+    proof = parse_dpop_proof(headers.dpop)
+    for value in (view, headers, CAPABILITY, proof):
+        assert_no_credentials(repr(value))
+    assert proof.signature in proof.model_dump_json()  # hidden from repr only
