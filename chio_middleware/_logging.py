@@ -16,11 +16,11 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-import structlog
+from .logs import get_logger
 
 __all__ = ["log_failure", "safe_traceback"]
 
-logger = structlog.get_logger("chio_middleware")
+logger = get_logger()
 
 #: How many chained exceptions (``__cause__``/``__context__``) the DEBUG traceback follows.
 _MAX_CHAIN = 8

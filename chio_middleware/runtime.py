@@ -8,19 +8,22 @@ fails here, at construction, never at the first request.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import inspect
+import json
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
-
-import structlog
 
 from ._logging import log_failure
 from .core.clock import Clock, system_clock
 from .core.crypto import PublicKey, SigningKey
 from .core.engine import ChioEngine, EngineConfig, Evaluation
 from .core.errors import ChioError, Unavailable, log_field
+from .core.federation import PeerStore, SyncPeerStoreAsAsync
+from .core.federation_trust import FederationTrust
 from .core.guards import (
     ForbiddenPathGuard,
     Guard,
@@ -32,13 +35,17 @@ from .core.guards import (
 from .core.models import HttpReceipt
 from .core.replay import ReplayStore
 from .core.routing import RouteTable
-from .settings import ChioSettings, load_policy_file
+from .federation import federation_config
+from .integrations.coverage import CoverageRow, orphan_bindings, render_coverage, unbound
+from .logs import get_logger
+from .settings import ChioSettings, PolicyFile, load_policy_file
 from .sinks import ReceiptSink, open_sink
+from .telemetry import open_telemetry
 from .workers import detected_workers
 
-__all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime"]
+__all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime", "Denial", "DenialRenderer", "render_with"]
 
-logger = structlog.get_logger("chio_middleware")
+logger = get_logger()
 
 #: The body of the 500 answer when the application fails before it responds.
 CRASH_BODY = b'{"error":"internal_error","message":"the application failed","status":500}'
@@ -58,6 +65,7 @@ class ChioRuntime:
         guards: Sequence[Guard] = (),
         store: ReplayStore | None = None,
         sink: ReceiptSink | None = None,
+        peers: PeerStore | None = None,
     ) -> None:
         self.settings = settings if settings is not None else ChioSettings()
         s = self.settings
@@ -82,8 +90,9 @@ class ChioRuntime:
             s.secret_leak_guard,
             list(s.guards),
         )
+        policy_file: PolicyFile | None = None
         if s.policy_file is not None:
-            policy = load_policy_file(s.policy_file)
+            policy = policy_file = load_policy_file(s.policy_file)
             routes.extend(policy.routes)
             if policy.default_policy == "deny":  # the stricter of file and setting wins
                 default_policy = "deny"
@@ -93,7 +102,7 @@ class ChioRuntime:
             secret_leak = g.secret_leak if g.secret_leak is not None else secret_leak
             custom = custom + (g.custom or [])
         try:
-            table = RouteTable(routes)
+            table = RouteTable(routes, s.public_paths)
         except ValueError as exc:
             raise ValueError(f"routes: {exc}") from None
         pipeline: list[Guard] = []
@@ -109,6 +118,7 @@ class ChioRuntime:
         policy_view: dict[str, Any] = {
             "default_policy": default_policy,
             "routes": [binding.policy_view() for binding in table.bindings],
+            "public_paths": list(s.public_paths),
             "guards": [g.name for g in pipeline],
             "rate_limit": rate_limit,
             "forbidden_paths": forbidden,
@@ -123,6 +133,20 @@ class ChioRuntime:
             "websocket": s.websocket,
             "capability_query_param": s.capability_query_param,
         }
+        federation = federation_config(
+            s,
+            policy_file,
+            static_issuers={
+                signing_key.public_key,
+                *(PublicKey.from_hex(k) for k in s.trusted_issuers),
+            },
+            static_nonce_signers={
+                signing_key.public_key,
+                *(PublicKey.from_hex(k) for k in s.trusted_kernel_keys),
+            },
+        )
+        if federation is not None:
+            policy_view["federation"] = federation.policy_view()
         config = EngineConfig(
             signing_key=signing_key,
             trusted_issuers=frozenset(PublicKey.from_hex(k) for k in s.trusted_issuers),
@@ -139,10 +163,22 @@ class ChioRuntime:
             max_header_bytes=s.max_header_bytes,
             capability_query_param=s.capability_query_param,
         )
-        self.engine = ChioEngine(config, clock=clock or system_clock)
-        self.store = store if store is not None else _open_store(s, detected_workers())
+        workers = detected_workers()
+        #: The federation pin store (``None`` when no trust anchor is configured).
+        self.peers: PeerStore | None = None
+        if federation is not None:
+            self.peers = peers if peers is not None else _open_peer_store(s, workers)
+        self.engine = ChioEngine(
+            config,
+            clock=clock or system_clock,
+            federation=None if federation is None else FederationTrust(federation, signing_key),
+            peers=None if self.peers is None else SyncPeerStoreAsAsync(self.peers),
+        )
+        self.telemetry = open_telemetry(s.telemetry)  # before anything opens: it may refuse
+        self.store = store if store is not None else _open_store(s, workers)
         self.sink = sink if sink is not None else _open_sink(s)
         self._closed = False
+        self._coverage_reported = False
         _RUNTIMES.add(self)
 
     @property
@@ -150,8 +186,14 @@ class ChioRuntime:
         """The public key receipts and nonces are signed with."""
         return self.engine.signing_key.public_key
 
+    @property
+    def decision_mode(self) -> bool:
+        """True when an allowed request is receipted before the app runs (PROTOCOL.md 7.1)."""
+        return self.settings.receipt_mode == "decision"
+
     def admit(self, evaluation: Evaluation) -> None:
-        """Before the app runs: deny (503) when the sink already knows it cannot record."""
+        """Before the app runs: deny (503) when the sink already knows it cannot record; in
+        decision mode, record the decision receipt (its failure denies 503 the same way)."""
         if evaluation.error is not None:
             return
         try:
@@ -159,6 +201,21 @@ class ChioRuntime:
         except Exception as exc:
             logger.error("chio_receipt_sink_not_ready", error=type(exc).__name__)
             evaluation.deny(Unavailable("receipts cannot be recorded; refusing (fail closed)"))
+            return
+        if not self.decision_mode:
+            return
+        try:
+            self.engine.sign(evaluation, 200, self.sink.record, scope="decision")
+        except Exception as exc:
+            logger.error(
+                "chio_decision_receipt_failed",
+                error=type(exc).__name__,
+                request_id=evaluation.request_id,
+                route=evaluation.route_pattern,
+            )
+            evaluation.deny(
+                Unavailable("decision receipt could not be recorded; refusing (fail closed)")
+            )
 
     def record(self, evaluation: Evaluation, status: int) -> HttpReceipt:
         """Sign and record the request's receipt; raise ``Unavailable`` if the sink fails."""
@@ -171,13 +228,17 @@ class ChioRuntime:
                 request_id=evaluation.request_id,
                 route=log_field(evaluation.route_pattern),
             )
+            if self.telemetry is not None:
+                self.telemetry.sink_failure(evaluation)
             raise Unavailable("receipt could not be recorded; refusing (fail closed)") from None
         self.log_decision(evaluation, receipt)
         return receipt
 
     def log_decision(self, evaluation: Evaluation, receipt: HttpReceipt) -> None:
-        """One structlog event per decision; never a key, token or signature."""
+        """One log event per decision; never a key, token or signature."""
         error = evaluation.error
+        if self.telemetry is not None:
+            self.telemetry.decision(evaluation, receipt)
         if evaluation.failure is not None:
             # Never exc_info: a renderer may print frame locals (rich does), i.e. credentials.
             log_failure(
@@ -213,6 +274,62 @@ class ChioRuntime:
             return self.engine.error_response(evaluation, unavailable)
         return self.engine.error_response(evaluation, error)
 
+    def record_crash(self, evaluation: Evaluation) -> None:
+        """Record the 500 receipt of an app that failed before responding (best effort)."""
+        with contextlib.suppress(Unavailable):  # the sink already logged why
+            self.record(evaluation, 500)
+
+    def report_coverage(self, rows: Sequence[CoverageRow], *, again: bool = False) -> str | None:
+        """Log the route coverage table once (``again``: routes were added since); return
+        the start-up failure under ``unbound_routes="refuse"``."""
+        if self._coverage_reported and not again:
+            return None
+        self._coverage_reported = True
+        missing = unbound(rows)
+        logger.info(
+            "chio_route_coverage",
+            routes=len(rows),
+            unbound=len(missing),
+            table="\n" + render_coverage(rows),
+        )
+        orphans = orphan_bindings(rows, self.engine.config.routes)
+        if orphans:
+            named = ", ".join(f"{b.method} {b.path}" for b in orphans)
+            logger.error("chio_bindings_without_route", bindings=named)
+            return (
+                f"routes: these bindings name no route of the application, so they would "
+                f"protect nothing (compare the templates with the app's): {named}"
+            )
+        if not missing:
+            return None
+        names = ", ".join(f"{row.method} {row.pattern}" for row in missing)
+        if self.settings.unbound_routes == "refuse":
+            message = (
+                f"unbound_routes=refuse: these routes have no binding, @tool or @public "
+                f"declaration: {names}"
+            )
+            logger.error("chio_unbound_routes", routes=names)
+            return message
+        policy = self.engine.config.default_policy
+        logger.warning("chio_unbound_routes", routes=names, default_policy=policy)
+        return None
+    def render_answer(self, evaluation: Evaluation) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Sign the receipt of a response the middleware gives itself (the handshake's)."""
+        assert evaluation.answer is not None
+        status, body = evaluation.answer
+        try:
+            self.record(evaluation, status)
+        except Unavailable as unavailable:
+            evaluation.receipt = None
+            return self.engine.error_response(evaluation, unavailable)
+        headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+            ("cache-control", "no-store"),
+            *self.engine.response_headers(evaluation),
+        ]
+        return status, headers, body
+
     def render_crash(self, evaluation: Evaluation) -> tuple[int, list[tuple[str, str]], bytes]:
         """The 500 answer for an app that failed before responding, with its receipt if the
         sink can record one."""
@@ -234,12 +351,72 @@ class ChioRuntime:
             self.sink.close()
         finally:
             self.store.close()
+            close_peers = getattr(self.peers, "close", None)
+            if close_peers is not None:
+                close_peers()
+
+
+def _open_peer_store(settings: ChioSettings, workers: int) -> PeerStore:
+    """The federation pin store beside the replay store (same URL, same defaulting)."""
+    from .stores.peers import open_peer_store
+
+    return open_peer_store(
+        _store_url(settings, workers),
+        key_prefix=settings.store_key_prefix,
+        timeout=settings.store_timeout,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A denial as the application's own error renderer sees it (PROTOCOL.md 8 fields)."""
+
+    code: str
+    message: str
+    status: int
+    receipt_id: str | None
+
+
+#: Renders a denial in the application's body shape: ``(body, content_type)``. The status,
+#: the error code and the receipt headers stay the middleware's.
+DenialRenderer = Callable[[Denial], tuple[bytes, str]]
+
+
+def render_with(
+    renderer: DenialRenderer,
+    evaluation: Evaluation,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+) -> tuple[list[tuple[str, str]], bytes]:
+    """Re-render a denial body with the app's renderer; on any failure keep ours."""
+    try:
+        fields = json.loads(body)
+        rendered, content_type = renderer(
+            Denial(fields["error"], fields["message"], status, fields.get("receipt_id"))
+        )
+    except Exception as exc:
+        logger.error("chio_denial_renderer_failed", error=type(exc).__name__)
+        return headers, body
+    kept = [(k, v) for k, v in headers if k not in ("content-type", "content-length")]
+    kept[:0] = [("content-type", content_type), ("content-length", str(len(rendered)))]
+    return kept, rendered
 
 
 def _open_store(settings: ChioSettings, workers: int) -> ReplayStore:
     """Open the configured store; never a per-process one when several workers may run."""
     from .stores import open_store
 
+    return open_store(
+        _store_url(settings, workers),
+        key_prefix=settings.store_key_prefix,
+        timeout=settings.store_timeout,
+        capacity=settings.store_capacity,
+    )
+
+
+def _store_url(settings: ChioSettings, workers: int) -> str:
+    """The store URL: ``replay_store``, or the shared default when workers would split it."""
     url = settings.replay_store
     if workers > 1 and url == "memory://":
         if "replay_store" in settings.model_fields_set:
@@ -250,12 +427,7 @@ def _open_store(settings: ChioSettings, workers: int) -> ReplayStore:
             )
         url = DEFAULT_SHARED_STORE
         logger.info("chio_store_shared_by_default", replay_store=url, workers=workers)
-    return open_store(
-        url,
-        key_prefix=settings.store_key_prefix,
-        timeout=settings.store_timeout,
-        capacity=settings.store_capacity,
-    )
+    return url
 
 
 def _open_sink(settings: ChioSettings) -> ReceiptSink:

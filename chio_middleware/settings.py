@@ -18,9 +18,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .core.crypto import KeyFormatError, PublicKey, SigningKey
 from .core.guards import parse_rate
-from .core.routing import RouteBinding
+from .core.routing import RouteBinding, RouteTable
 
-__all__ = ["DEFAULT_FORBIDDEN_PATHS", "ChioSettings", "PolicyFile", "load_policy_file"]
+__all__ = [
+    "DEFAULT_FORBIDDEN_PATHS",
+    "ChioSettings",
+    "PolicyFederation",
+    "PolicyFile",
+    "load_policy_file",
+]
 
 #: Paths that an agent's tool call should never name (globs; ``**`` spans directories).
 DEFAULT_FORBIDDEN_PATHS = ("/etc/shadow", "/root/**", "**/.ssh/**", "**/.aws/**", "**/.gnupg/**")
@@ -40,6 +46,27 @@ def _check_keys(values: list[str]) -> list[str]:
             PublicKey.from_hex(value)
         except KeyFormatError as exc:
             raise ValueError(str(exc)) from None
+    return values
+
+
+def check_kernel_id(value: str) -> str:
+    """A kernel id: 1-256 printable characters, no surrounding spaces."""
+    if not 1 <= len(value) <= 256 or not value.isprintable() or value != value.strip():
+        raise ValueError(
+            f"kernel id {value[:40]!r} must be 1-256 printable characters without "
+            "surrounding spaces"
+        )
+    return value
+
+
+def check_federation_peers(values: dict[str, str]) -> dict[str, str]:
+    """Trust anchors: each kernel id valid, each key a hex Ed25519 public key."""
+    for kernel, key in values.items():
+        check_kernel_id(kernel)
+        try:
+            PublicKey.from_hex(key)
+        except KeyFormatError as exc:
+            raise ValueError(f"kernel {kernel!r}: {exc}") from None
     return values
 
 
@@ -70,6 +97,14 @@ class ChioSettings(BaseSettings):
     receipt_fsync_interval: float = Field(default=1.0, gt=0, le=60)
     receipt_max_bytes: int = Field(default=50 * 2**20, ge=4096)
     receipt_backups: int = Field(default=5, ge=0)
+    telemetry: Literal["auto", "otel", "off"] = Field(
+        default="auto",
+        description="OpenTelemetry metrics and spans: auto (when installed), otel, off.",
+    )
+    receipt_mode: Literal["final", "decision"] = Field(
+        default="final",
+        description="decision: record a signed decision receipt before the app runs (7.1).",
+    )
     proof_ttl: int = Field(default=300, ge=1, le=86400)
     max_clock_skew: int = Field(default=30, ge=0, le=3600)
     nonce_ttl: int = Field(default=30, ge=1, le=3600)
@@ -77,11 +112,27 @@ class ChioSettings(BaseSettings):
     max_header_bytes: int = Field(default=16 * 1024, ge=256, le=2**20)
     max_delegation_depth: int = Field(default=4, ge=0, le=64)
     default_policy: Literal["allow_safe", "deny"] = "allow_safe"
+    unbound_routes: Literal["warn", "refuse"] = Field(
+        default="warn", description="A framework route with no binding: warn, or refuse to start."
+    )
+    public_paths: list[str] = Field(
+        default_factory=list, description="Templates of routes that need no capability."
+    )
     rate_limit: str | None = Field(default=None, description="Per-subject rate, e.g. 60/minute.")
     forbidden_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_FORBIDDEN_PATHS))
     secret_leak_guard: bool = True
     guards: list[str] = Field(default_factory=list, description="Guard import paths mod:attr.")
     websocket: Literal["refuse", "allow_unverified"] = "refuse"
+    # Federation trust (PROTOCOL.md 9; README "Federation trust").
+    kernel_id: str | None = Field(
+        default=None, description="This middleware's kernel id in federation handshakes."
+    )
+    federation_peers: dict[str, str] = Field(
+        default_factory=dict, description="Federation trust anchors: kernel id -> public key."
+    )
+    federation_rotation_window: int = Field(default=43_200, ge=60, le=30 * 86_400)
+    federation_max_skew: int = Field(default=300, ge=1, le=3_600)
+    federation_pin_cache_ttl: int = Field(default=60, ge=0, le=43_200)
     capability_query_param: bool = Field(
         default=False,
         description=(
@@ -95,6 +146,16 @@ class ChioSettings(BaseSettings):
     def _valid_keys(cls, values: list[str]) -> list[str]:
         return _check_keys(values)
 
+    @field_validator("kernel_id")
+    @classmethod
+    def _valid_kernel_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_kernel_id(value)
+
+    @field_validator("federation_peers")
+    @classmethod
+    def _valid_peers(cls, values: dict[str, str]) -> dict[str, str]:
+        return check_federation_peers(values)
+
     @field_validator("signing_key")
     @classmethod
     def _valid_seed(cls, value: SecretStr | None) -> SecretStr | None:
@@ -104,6 +165,12 @@ class ChioSettings(BaseSettings):
             except KeyFormatError:
                 raise ValueError("must be 64 hex characters (an Ed25519 seed)") from None
         return value
+
+    @field_validator("public_paths")
+    @classmethod
+    def _valid_public_paths(cls, values: list[str]) -> list[str]:
+        RouteTable([], values)  # the same template rules as route bindings
+        return values
 
     @field_validator("replay_store")
     @classmethod
@@ -140,7 +207,24 @@ class ChioSettings(BaseSettings):
         if self.signing_key_file is not None:
             read_seed_file(self.signing_key_file)
         if self.policy_file is not None:
-            load_policy_file(self.policy_file)
+            policy = load_policy_file(self.policy_file)
+            federation = policy.federation
+            peers = {**self.federation_peers, **federation.peers}
+            for kernel, key in federation.peers.items():
+                other = self.federation_peers.get(kernel)
+                if other is not None and PublicKey.from_hex(other) != PublicKey.from_hex(key):
+                    raise ValueError(
+                        f"federation_peers: kernel {kernel!r} has another key in policy_file "
+                        f"{self.policy_file} [federation] peers"
+                    )
+            kernel_id = self.kernel_id or federation.kernel_id
+        else:
+            peers, kernel_id = self.federation_peers, self.kernel_id
+        if peers and kernel_id is None:
+            raise ValueError(
+                "federation_peers is set but kernel_id is not: a handshake names this "
+                "middleware by its kernel_id"
+            )
         return self
 
     def load_signing_key(self) -> SigningKey | None:
@@ -180,14 +264,37 @@ class PolicyGuards(BaseModel):
         return _check_rate(value)
 
 
+class PolicyFederation(BaseModel):
+    """The ``[federation]`` table of a policy file (the ``federation_*`` settings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kernel_id: str | None = None
+    peers: dict[str, str] = Field(default_factory=dict)
+    rotation_window: int | None = Field(default=None, ge=60, le=30 * 86_400)
+    max_skew: int | None = Field(default=None, ge=1, le=3_600)
+    pin_cache_ttl: int | None = Field(default=None, ge=0, le=43_200)
+
+    @field_validator("kernel_id")
+    @classmethod
+    def _valid_kernel_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_kernel_id(value)
+
+    @field_validator("peers")
+    @classmethod
+    def _valid_peers(cls, values: dict[str, str]) -> dict[str, str]:
+        return check_federation_peers(values)
+
+
 class PolicyFile(BaseModel):
-    """A TOML policy file: ``default_policy``, ``[[routes]]`` and ``[guards]``."""
+    """A TOML policy file: ``default_policy``, ``[[routes]]``, ``[guards]``, ``[federation]``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     default_policy: Literal["allow_safe", "deny"] | None = None
     routes: list[RouteBinding] = Field(default_factory=list)
     guards: PolicyGuards = Field(default_factory=PolicyGuards)
+    federation: PolicyFederation = Field(default_factory=PolicyFederation)
 
 
 def load_policy_file(path: Path) -> PolicyFile:

@@ -18,16 +18,18 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-import structlog
-
 from ._logging import log_failure
 from .core.clock import Clock
 from .core.engine import Evaluation, run_sync
 from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
+from .core.federation import PeerStore
 from .core.guards import Guard
 from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
 from .core.request import RequestView, parse_content_length, parse_wire_query
-from .runtime import ChioRuntime
+from .core.routing import RouteMatch
+from .integrations._declare import NativeRoute, route_for
+from .logs import get_logger
+from .runtime import ChioRuntime, DenialRenderer, render_with
 from .settings import ChioSettings
 from .sinks import ReceiptSink
 
@@ -37,7 +39,7 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-logger = structlog.get_logger("chio_middleware")
+logger = get_logger()
 
 _READ_CHUNK = 64 * 1024
 
@@ -54,22 +56,38 @@ class ChioWSGIMiddleware:
         guards: Sequence[Guard] = (),
         store: ReplayStore | None = None,
         sink: ReceiptSink | None = None,
+        runtime: ChioRuntime | None = None,
+        render_denial: DenialRenderer | None = None,
+        peers: PeerStore | None = None,
     ) -> None:
         self.app = app
-        self.runtime = ChioRuntime(settings, clock=clock, guards=guards, store=store, sink=sink)
+        self.runtime = runtime or ChioRuntime(
+            settings, clock=clock, guards=guards, store=store, sink=sink, peers=peers
+        )
+        self._render_denial = render_denial
+        #: Run once, before the first request is evaluated: an integration's late check
+        #: (Flask routes registered after ``init_app``); a message refuses every request.
+        self.first_request_check: Callable[[], str | None] | None = None
+        self._refusal: str | None = None
+        self._first_lock = threading.Lock()
         self.settings = self.runtime.settings
         self.store = SyncStoreAsAsync(self.runtime.store)
         self._per_process_store = isinstance(self.runtime.store, MemoryReplayStore)
         self._loops = threading.local()
+        self._flask, self._native = _flask_router(app)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self.first_request_check is not None:
+            self._run_first_request_check()
         engine = self.runtime.engine
         try:
             view = _request_view(environ)
             error: ChioError | None = None
         except ChioError as exc:
             view, error = _fallback_view(environ), exc
-        evaluation = engine.start(view)
+        evaluation = engine.start(view, self._resolver(environ, view) if error is None else None)
+        if self._refusal is not None:  # the reason is in the server log, not for clients
+            error = Unavailable("the middleware's configuration was refused; see the server log")
         if error is None and environ.get("wsgi.multiprocess") and self._per_process_store:
             # The server runs several worker processes (e.g. workers set in a gunicorn
             # config file): a per-process store would accept a replay once per worker.
@@ -79,7 +97,7 @@ class ChioWSGIMiddleware:
             )
         if error is None:
             try:
-                body = self._read_body(environ, view)
+                body = self._read_body(environ, view, evaluation.body_limit)
             except ChioError as exc:
                 error = exc
         if error is not None:
@@ -90,15 +108,45 @@ class ChioWSGIMiddleware:
             self.runtime.admit(evaluation)
         if evaluation.error is not None:
             status, headers, payload = self.runtime.render_error(evaluation, evaluation.error)
+            if self._render_denial is not None:
+                headers, payload = render_with(
+                    self._render_denial, evaluation, status, headers, payload
+                )
+            start_response(_status_line(status), headers)
+            return [payload]
+        if evaluation.answer is not None:  # the federation handshake: answered here
+            status, headers, payload = self.runtime.render_answer(evaluation)
             start_response(_status_line(status), headers)
             return [payload]
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
+        context = evaluation.context()
+        environ["chio"] = context
         environ["chio.request_id"] = evaluation.request_id
-        if evaluation.capability is not None:
-            environ["chio.capability_id"] = evaluation.capability.id
+        environ["chio.capability_id"] = context.capability_id
         return self._call_app(environ, start_response, evaluation)
+
+    def _run_first_request_check(self) -> None:
+        with self._first_lock:
+            check, self.first_request_check = self.first_request_check, None
+            if check is not None:
+                self._refusal = check()
+
+    def _resolver(
+        self, environ: dict[str, Any], view: RequestView
+    ) -> Callable[[], RouteMatch | None] | None:
+        """Flask's own router for this request, when the wrapped app is a Flask app."""
+        app, native_route = self._flask, self._native
+        if app is None or native_route is None:
+            return None
+        table = self.runtime.engine.config.routes
+
+        def resolve() -> RouteMatch | None:
+            native = native_route(app, environ)
+            return route_for(native, view.method, view.route_path or view.path, table)
+
+        return resolve
 
     def _evaluate(self, evaluation: Evaluation) -> None:
         coroutine = self.runtime.engine.evaluate(evaluation, self.store)
@@ -111,8 +159,8 @@ class ChioWSGIMiddleware:
             runner = self._loops.runner = asyncio.Runner()
         runner.run(coroutine)
 
-    def _read_body(self, environ: dict[str, Any], view: RequestView) -> bytes:
-        limit = self.settings.max_body_bytes
+    def _read_body(self, environ: dict[str, Any], view: RequestView, limit: int | None) -> bytes:
+        limit = self.settings.max_body_bytes if limit is None else limit
         stream = environ.get("wsgi.input")
         length_text = environ.get("CONTENT_LENGTH", "")
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
@@ -179,6 +227,20 @@ class ChioWSGIMiddleware:
         status, headers, body = self.runtime.render_crash(evaluation)
         start_response(_status_line(status), headers, sys.exc_info())
         return [body]
+
+
+def _flask_router(app: Any) -> tuple[Any | None, Callable[..., NativeRoute] | None]:
+    """The Flask app behind ``app`` (``flask_app.wsgi_app``) and its router, if it is one.
+
+    Imported only then: Werkzeug is not a dependency of the generic WSGI adapter.
+    """
+    candidate = getattr(app, "__self__", app)
+    adapter_factory = getattr(candidate, "create_url_adapter", None)
+    if not (hasattr(candidate, "url_map") and callable(adapter_factory)):
+        return None, None
+    from .integrations.flask_routing import native_route
+
+    return candidate, native_route
 
 
 class _ClosingIterator:

@@ -10,14 +10,18 @@ present, capability valid, arguments (PROTOCOL.md 5.2), grant (with its constrai
 steps 1-5, execution nonce checks, the guards that must pass before any replay slot is
 taken (the rate limit), replay reservations (DPoP then nonce), the nonce challenge when one
 is required and absent, then the other guards. Unbound routes (PROTOCOL.md 5.3) take the
-same path with the reference's synthetic tool.
+same path with the reference's synthetic tool. With federation on (PROTOCOL.md 9), a
+capability issuer or nonce signer that is a trust anchor must also have a fresh pin, and
+``POST /chio/federation/handshake`` is answered by the engine itself
+(``Evaluation.answer``) before any route is matched.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Coroutine, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -26,6 +30,7 @@ from .arguments import Arguments, request_arguments
 from .canonical import canonical_json
 from .capability import CapabilityVerifier
 from .clock import Clock, uuid7
+from .context import ChioContext
 from .crypto import PublicKey, SigningKey, sha256_hex
 from .dpop import DpopBinding, check_dpop_proof, dpop_replay_slot, parse_dpop_proof
 from .encoding import encode_header_object
@@ -37,10 +42,14 @@ from .errors import (
     DpopRequired,
     NonceInvalid,
     NonceRequired,
+    PayloadTooLarge,
     RateLimited,
+    ReplayDetected,
     Unavailable,
     bounded,
 )
+from .federation import AsyncPeerStore
+from .federation_trust import MAX_HANDSHAKE_BODY, FederationTrust
 from .grants import GrantMatch, match_grant
 from .guards import Guard, GuardContext
 from .hashing import (
@@ -132,6 +141,8 @@ class Evaluation:
 
     request: RequestView
     request_id: str
+    #: Allocated up front so the handler can name the receipt its response will carry.
+    receipt_id: str
     now: int
     route: RouteMatch | None = None
     error: ChioError | None = None
@@ -139,9 +150,24 @@ class Evaluation:
     capability: CapabilityToken | None = None
     agent_key: PublicKey | None = None
     challenge: str | None = None
+    grant: ToolGrant | None = None
+    arguments: dict[str, Any] | None = None
     receipt: HttpReceipt | None = None
+    #: The decision receipt recorded before the app ran (``receipt_mode="decision"``).
+    decision_receipt: HttpReceipt | None = None
     #: An unexpected exception met while evaluating (logged by the adapter; denied 503).
     failure: BaseException | None = None
+    #: ``perf_counter`` at the start and at the end of the evaluation; wall clock at the
+    #: start in ns (telemetry: evaluation time and the request span).
+    started: float = field(default_factory=time.perf_counter)
+    evaluated: float | None = None
+    started_ns: int = field(default_factory=time.time_ns)
+    #: The body limit of this request when it is not ``max_body_bytes`` (the handshake).
+    body_limit: int | None = None
+    #: A response the middleware gives itself (status, JSON body): the handshake's answer.
+    answer: tuple[int, bytes] | None = None
+    #: The federation pin store's view for this request (set by ``evaluate``).
+    peers: AsyncPeerStore | None = field(default=None, repr=False)
     _digest: tuple[bytes, str | None] | None = field(default=None, init=False, repr=False)
 
     def body_hash(self) -> str | None:
@@ -156,24 +182,55 @@ class Evaluation:
         """The matched template, or the raw path when no route matched."""
         return self.route.pattern if self.route is not None else self.request.path
 
+    def context(self) -> ChioContext:
+        """What the application may know about this (allowed) call."""
+        token, route = self.capability, self.route
+        subject = self.agent_key.hex if self.agent_key is not None else None
+        if subject is None and token is not None:
+            subject = PublicKey.from_hex(token.subject).hex
+        tool = None
+        if route is not None and not route.public:
+            tool = (route.tool_server, route.tool_name)
+        return ChioContext(
+            request_id=self.request_id,
+            receipt_id=self.receipt_id,
+            capability_id=token.id if token is not None else None,
+            subject=subject,
+            grant=self.grant if token is not None else None,
+            tool=tool,
+            route_pattern=self.route_pattern,
+            arguments=self.arguments,
+        )
+
     def deny(self, error: ChioError) -> None:
         """Record the deciding failure and its evidence."""
         self.error = error
         self.evidence.append(
-            GuardEvidence(guard_name=error.guard, verdict=False, details=error.message)
+            GuardEvidence(guard_name=error.guard, verdict=False, details=error.evidence_details)
         )
 
 
 class ChioEngine:
     """Verifies requests and signs their receipts. Thread-safe; one per middleware."""
 
-    def __init__(self, config: EngineConfig, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        clock: Clock,
+        federation: FederationTrust | None = None,
+        peers: AsyncPeerStore | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
         self.signing_key = config.signing_key
         self.policy_hash = sha256_hex(canonical_json(dict(config.policy)))
+        # Anchored keys pass the signature checks; their pins are checked on every use.
+        self.federation = federation
+        self.peers = peers
+        anchored = federation.anchor_keys if federation is not None else frozenset()
         self.capabilities = CapabilityVerifier(
-            trusted_issuers={*config.trusted_issuers, config.signing_key.public_key},
+            trusted_issuers={*config.trusted_issuers, config.signing_key.public_key, *anchored},
             revoked=config.revoked_capabilities,
             max_delegation_depth=config.max_delegation_depth,
         )
@@ -193,30 +250,64 @@ class ChioEngine:
 
     # -- evaluation ---------------------------------------------------------------------
 
-    def start(self, request: RequestView) -> Evaluation:
-        """Begin an evaluation (route matched) before the body is read."""
+    def start(
+        self, request: RequestView, resolve: Callable[[], RouteMatch | None] | None = None
+    ) -> Evaluation:
+        """Begin an evaluation (path checked, route matched) before the body is read.
+
+        ``resolve`` is a framework integration's router (PROTOCOL.md 5.1), called only once
+        the path is canonical; without one, the route table matches the path.
+        """
         now = self.clock()
-        evaluation = Evaluation(request=request, request_id=uuid7(int(now * 1000)), now=int(now))
+        stamp = int(now * 1000)
+        evaluation = Evaluation(
+            request=request, request_id=uuid7(stamp), receipt_id=uuid7(stamp), now=int(now)
+        )
         try:
             check_canonical_path(request.path, request.raw_path, request.route_path or request.path)
-            evaluation.route = self.config.routes.match(
-                request.method, request.route_path or request.path, request.raw_path or None
-            )
+            if self._is_handshake(request):
+                evaluation.body_limit = MAX_HANDSHAKE_BODY
+                return evaluation
+            if resolve is not None:
+                evaluation.route = resolve()
+            else:
+                evaluation.route = self.config.routes.match(
+                    request.method, request.route_path or request.path, request.raw_path or None
+                )
         except ChioError as exc:
             evaluation.deny(exc)
         return evaluation
 
-    async def evaluate(self, evaluation: Evaluation, store: AsyncReplayStore) -> Evaluation:
-        """Run every check; on failure ``evaluation.error`` holds the deciding error."""
+    def _is_handshake(self, request: RequestView) -> bool:
+        federation = self.federation
+        return federation is not None and federation.is_handshake(
+            request.method, request.route_path or request.path
+        )
+
+    async def evaluate(
+        self,
+        evaluation: Evaluation,
+        store: AsyncReplayStore,
+        peers: AsyncPeerStore | None = None,
+    ) -> Evaluation:
+        """Run every check; on failure ``evaluation.error`` holds the deciding error.
+
+        ``peers`` is the async view of the federation pin store (default: the engine's).
+        """
         if evaluation.error is not None:
             return evaluation
+        evaluation.peers = peers or self.peers
         try:
-            await self._evaluate(evaluation, store)
+            if self._is_handshake(evaluation.request):
+                await self._handshake(evaluation, store)
+            else:
+                await self._evaluate(evaluation, store)
         except ChioError as exc:
             evaluation.deny(exc)
         except Exception as exc:  # a bug must never turn into an allow
             evaluation.failure = exc
             evaluation.deny(Unavailable("request could not be evaluated; refusing (fail closed)"))
+        evaluation.evaluated = time.perf_counter()
         return evaluation
 
     def reject(self, evaluation: Evaluation, error: ChioError) -> Evaluation:
@@ -233,16 +324,17 @@ class ChioEngine:
             query_capability=self.config.capability_query_param,
         )
         route = ev.route
-        if route is None:
-            await self._unbound(ev, store, headers)
+        if route is None or route.public:
+            await self._unbound(ev, store, headers, public=route is not None)
             return
         if headers.raw_capability is None:
             raise CapabilityRequired("side-effect route requires a capability token")
-        token = self._verify_capability(ev, headers)
+        token = await self._verify_capability(ev, headers)
         arguments = request_arguments(request, route)
         grant = match_grant(
             token, server=route.tool_server, tool=route.tool_name, arguments=arguments.values
         )
+        ev.grant, ev.arguments = grant.grant, arguments.values
         self._check_arguments_visible(ev, arguments, grant.grant)
         binding = route.binding
         # A nonce challenge needs a verified proof (PROTOCOL.md 4), so nonce routes need DPoP.
@@ -270,7 +362,7 @@ class ChioEngine:
         )
         nonce = None
         if headers.nonce is not None and nonce_binding is not None:
-            nonce = self._check_nonce(ev, parse_nonce(headers.nonce), nonce_binding)
+            nonce = await self._check_nonce(ev, parse_nonce(headers.nonce), nonce_binding)
         context = _guard_context(ev, route, token, grant, arguments.values, store)
         # The rate limit runs before any replay slot is taken (a limited caller holds none).
         await self._run_guards(ev, context, self._early_guards)
@@ -327,18 +419,21 @@ class ChioEngine:
         ev: Evaluation,
         store: AsyncReplayStore,
         headers: ChioHeaders,
+        *,
+        public: bool = False,
     ) -> None:
-        """The default policy for unbound routes (PROTOCOL.md 5.3).
+        """The default policy for unbound routes (PROTOCOL.md 5.3), and public routes.
 
         Safe methods are allowed; any other method needs a grant for the reference's
-        synthetic HTTP tool and a DPoP proof. A presented credential is always verified,
+        synthetic HTTP tool and a DPoP proof. A public route allows every method without a
+        capability, whatever the default policy. A presented credential is always verified,
         and the guard pipeline runs whenever a capability is presented. A proof or nonce
         must hold the capability subject's key, name this capability and bind these
         request bytes; its tool fields are its own.
         """
         request = ev.request
-        safe = request.method in SAFE_METHODS
-        if self.config.default_policy == "deny":
+        safe = public or request.method in SAFE_METHODS
+        if self.config.default_policy == "deny" and not public:
             raise AccessDenied("no route binding matches this request", guard="DefaultPolicyGuard")
         if headers.raw_capability is None:
             if headers.dpop is not None:
@@ -350,14 +445,16 @@ class ChioEngine:
                     GuardEvidence(
                         guard_name="DefaultPolicyGuard",
                         verdict=True,
-                        details="safe method, session-scoped allow",
+                        details="public route" if public else "safe method, session-scoped allow",
                     )
                 )
                 return
             raise CapabilityRequired("side-effect route requires a capability token")
-        token = self._verify_capability(ev, headers)
+        token = await self._verify_capability(ev, headers)
         arguments = request_arguments(request, None)
         grant = _unbound_grant(token, arguments.values, required=not safe)
+        ev.grant = grant.grant if grant.index >= 0 else None
+        ev.arguments = arguments.values
         self._check_arguments_visible(ev, arguments, grant.grant)
         if headers.dpop is None and not safe:
             raise DpopRequired("side-effect routes require a DPoP proof (X-Chio-DPoP)")
@@ -378,7 +475,7 @@ class ChioEngine:
             signed = parse_nonce(headers.nonce)
             bound = signed.nonce.bound_to
             expected = _nonce_binding(token, bound.tool_server, bound.tool_name, action_hash)
-            nonce = self._check_nonce(ev, signed, expected)
+            nonce = await self._check_nonce(ev, signed, expected)
         route = RouteMatch(
             request.path, UNBOUND_TOOL_SERVER, UNBOUND_TOOL_NAME, {}, None, unbound=True
         )
@@ -407,13 +504,25 @@ class ChioEngine:
         )
         return proof
 
-    def _check_nonce(
+    async def _check_nonce(
         self, ev: Evaluation, nonce: SignedExecutionNonce, expected: NonceBinding
     ) -> SignedExecutionNonce:
-        """Every execution-nonce check but single use, for a presented nonce."""
-        check_execution_nonce(
-            nonce, expected=expected, now=ev.now, trusted_signers=self.nonce_signers
-        )
+        """Every execution-nonce check but single use, for a presented nonce.
+
+        A nonce signed by a federation anchor's key counts only while its pin is fresh.
+        """
+        try:
+            check_execution_nonce(
+                nonce, expected=expected, now=ev.now, trusted_signers=self.nonce_signers
+            )
+        except NonceInvalid as exc:
+            federation = self.federation
+            if exc.step != "signature" or federation is None:
+                raise
+            kernel = federation.nonce_signer(nonce)
+            if kernel is None:
+                raise
+            await federation.check_nonce_signer(kernel, ev.now, _pin_store(ev))
         return nonce
 
     async def _reserve(
@@ -428,19 +537,20 @@ class ChioEngine:
             key, expires_at = dpop_replay_slot(
                 proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
             )
-            await store.reserve(key, expires_at=expires_at, now=ev.now)
+            await _reserve_slot(store, "dpop_proof", key, expires_at, ev.now)
             ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
         if nonce is not None:
-            await store.reserve(
-                nonce_replay_key(nonce), expires_at=nonce.nonce.expires_at, now=ev.now
-            )
+            key = nonce_replay_key(nonce)
+            await _reserve_slot(store, "execution_nonce", key, nonce.nonce.expires_at, ev.now)
             ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
 
-    def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
+    async def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
         assert headers.raw_capability is not None
         token = self.capabilities.verify_encoded(
             headers.raw_capability, now=ev.now, decode=headers.decode_capability
         )
+        if self.federation is not None:
+            await self.federation.check_issuer(token.issuer, ev.now, _pin_store(ev))
         ev.capability = token
         ev.evidence.append(
             GuardEvidence(
@@ -451,13 +561,34 @@ class ChioEngine:
         )
         return token
 
+    async def _handshake(self, ev: Evaluation, store: AsyncReplayStore) -> None:
+        """The federation handshake route (PROTOCOL.md 9): pin the sender, answer ours."""
+        assert self.federation is not None
+        if len(ev.request.body) > MAX_HANDSHAKE_BODY:
+            raise PayloadTooLarge(f"handshake body is larger than {MAX_HANDSHAKE_BODY} bytes")
+        peer, answer = await self.federation.handshake(
+            ev.request.body, ev.now, _pin_store(ev), store
+        )
+        ev.evidence.append(
+            GuardEvidence(
+                guard_name="FederationGuard",
+                verdict=True,
+                details=f"pinned kernel {peer.kernel_id} until {peer.rotation_due}",
+            )
+        )
+        ev.answer = (200, answer)
+
     # -- receipts -----------------------------------------------------------------------
 
-    def sign(self, ev: Evaluation, status: int, sink_record: Any) -> HttpReceipt:
-        """Sign the request's one receipt with the status the client receives, via the sink.
+    def sign(
+        self, ev: Evaluation, status: int, sink_record: Any, *, scope: str = "final"
+    ) -> HttpReceipt:
+        """Sign the request's final receipt with the status the client receives, via the sink.
 
         ``sink_record`` is the sink's ``record``; it calls back with its own metadata.
-        Raises whatever the sink raises (the adapter answers 503).
+        Raises whatever the sink raises (the adapter answers 503). With ``scope="decision"``
+        it signs the decision receipt of an allowed request instead (PROTOCOL.md 7.1),
+        kept in ``ev.decision_receipt``; the final receipt then names it.
         """
         request = ev.request
         route_pattern = ev.route_pattern
@@ -466,16 +597,26 @@ class ChioEngine:
         else:
             verdict = Verdict.deny(ev.error.message, ev.error.guard, ev.error.status)
         identity_hash = _identity_hash(ev)
-        route_metadata: dict[str, Any] = {"chio_http_status_scope": "final"}
-        if ev.route is not None:
+        route_metadata: dict[str, Any] = {"chio_http_status_scope": scope}
+        if scope == "final" and ev.decision_receipt is not None:
+            route_metadata["chio_decision_receipt_id"] = ev.decision_receipt.id
+        if ev.error is not None:
+            route_metadata["chio_error_code"] = ev.error.code
+            if isinstance(ev.error, ReplayDetected):
+                observed = ev.error.observation()
+                if observed is not None:
+                    route_metadata["chio_replay"] = observed
+        if ev.route is not None and not ev.route.public:
             route_metadata["chio_tool_server"] = ev.route.tool_server
             route_metadata["chio_tool_name"] = ev.route.tool_name
 
         def sign(extra: Mapping[str, Any]) -> HttpReceipt:
             now = self.clock()
+            # The final receipt takes the id the handler was told (ChioContext.receipt_id).
+            receipt_id = ev.receipt_id if scope == "final" else uuid7(int(now * 1000))
             return sign_receipt(
                 self.signing_key,
-                receipt_id=uuid7(int(now * 1000)),
+                receipt_id=receipt_id,
                 request_id=ev.request_id,
                 route_pattern=route_pattern,
                 method=request.method,
@@ -497,7 +638,10 @@ class ChioEngine:
             )
 
         receipt: HttpReceipt = sink_record(sign)
-        ev.receipt = receipt
+        if scope == "decision":
+            ev.decision_receipt = receipt
+        else:
+            ev.receipt = receipt
         return receipt
 
     def response_headers(self, ev: Evaluation) -> list[tuple[str, str]]:
@@ -534,6 +678,23 @@ class ChioEngine:
     def has_async_guards(self) -> bool:
         """True when an application guard is a coroutine function."""
         return self._async_guards
+
+
+async def _reserve_slot(
+    store: AsyncReplayStore, kind: str, key: str, expires_at: float, now: int
+) -> None:
+    """Reserve a replay slot; a replay names the slot by a hash of its key, never the key."""
+    try:
+        await store.reserve(key, expires_at=expires_at, now=now)
+    except ReplayDetected as exc:
+        exc.slot_kind = kind
+        exc.slot = sha256_hex(key.encode("utf-8"))[:16]
+        raise
+def _pin_store(ev: Evaluation) -> AsyncPeerStore:
+    """The federation pin store of this request; none configured fails closed (503)."""
+    if ev.peers is None:
+        raise Unavailable("no federation pin store is configured; refusing (fail closed)")
+    return ev.peers
 
 
 def _action_hash(ev: Evaluation) -> str:

@@ -23,6 +23,7 @@ route dispatched for plain ASGI/WSGI apps and, as a second line, for the framewo
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -37,6 +38,7 @@ __all__ = [
     "RouteMatch",
     "RouteTable",
     "check_canonical_path",
+    "template_shape",
 ]
 
 RESERVED_TOOL_TEMPLATE = "/chio/tools/{server}/{tool}"
@@ -140,11 +142,13 @@ class RouteMatch:
     params: dict[str, Any]
     binding: RouteBinding | None
     unbound: bool = False
+    #: A route declared public (``public_paths``, ``@chio.public``): no capability needed.
+    public: bool = False
 
     @property
     def reserved(self) -> bool:
         """True for the reserved ``/chio/tools/{server}/{tool}`` route."""
-        return self.binding is None and not self.unbound
+        return self.binding is None and not self.unbound and not self.public
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +187,13 @@ def _compile(binding: RouteBinding) -> _Compiled:
 class RouteTable:
     """The compiled bindings; :meth:`match` finds the route of a request."""
 
-    def __init__(self, bindings: list[RouteBinding]) -> None:
+    def __init__(self, bindings: list[RouteBinding], public_paths: Sequence[str] = ()) -> None:
         seen: set[tuple[str, str]] = set()
         self.bindings = list(bindings)
+        self.public_paths = list(public_paths)
         self._static: dict[tuple[str, str], RouteBinding] = {}
         self._templated: dict[str, list[_Compiled]] = {}
+        self._public = [_compile(_public_binding(path)) for path in self.public_paths]
         for binding in self.bindings:
             key = (binding.method, binding.path)
             if key in seen:
@@ -222,6 +228,32 @@ class RouteTable:
                     return found
         return None
 
+    def binding_for(self, method: str, template: str) -> RouteBinding | None:
+        """The binding that names the framework route ``template``, if any.
+
+        Templates are compared by shape (:func:`template_shape`): ``/notes/{note_id}``
+        names Flask's ``/notes/<note_id>``, ``/n/{id:int}`` names ``/n/<int:id>``, but not
+        FastAPI's ``/n/{id}`` (another converter, another set of paths).
+        """
+        method = method.upper()
+        shape = template_shape(template)
+        for bound_method in (method, "GET") if method == "HEAD" else (method,):
+            for binding in self.bindings:
+                if binding.method == bound_method and template_shape(binding.path) == shape:
+                    return binding
+        return None
+
+    def is_public_template(self, template: str) -> bool:
+        """True when ``template`` is one of the ``public_paths`` or matches one."""
+        if template in self.public_paths:
+            return True
+        return any(compiled.match(template) is not None for compiled in self._public)
+
+    @staticmethod
+    def is_reserved(path: str) -> bool:
+        """True for a path under the reserved ``/chio/tools/`` prefix."""
+        return path.startswith(_RESERVED_PREFIX)
+
     def _lookup(self, method: str, path: str) -> RouteMatch | None:
         binding = self._static.get((method, path))
         if binding is not None:
@@ -230,7 +262,39 @@ class RouteTable:
             found = compiled.match(path)
             if found is not None:
                 return found
+        for compiled in self._public:
+            found = compiled.match(path)
+            if found is not None:
+                return RouteMatch(found.pattern, "", "", found.params, None, public=True)
         return None
+
+
+def _public_binding(path: str) -> RouteBinding:
+    """A public path as a binding, so its template is validated and compiled the same way."""
+    return RouteBinding(method="GET", path=path, tool_server="public", tool_name="public")
+
+
+_CANONICAL_CONVERTER = {"string": "str"}
+
+
+def template_shape(template: str) -> str:
+    """A template with each parameter replaced by its converter: ``/notes/{int}``.
+
+    Two templates of one shape match the same paths, whatever their syntax (Starlette's or
+    Flask's) and parameter names. A template this module cannot parse (a Werkzeug
+    converter with arguments, say) is its own shape.
+    """
+    try:
+        params = _template_params(template)
+    except ValueError:
+        return template
+    parts = []
+    for segment, param in zip(template.split("/"), params, strict=True):
+        if param is None:
+            parts.append(segment)
+        else:
+            parts.append("{" + _CANONICAL_CONVERTER.get(param.converter, param.converter) + "}")
+    return "/".join(parts)
 
 
 def _toggle_slash(path: str) -> str:

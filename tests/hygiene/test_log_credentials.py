@@ -4,8 +4,9 @@ With ``rich`` installed, structlog's development ``ConsoleRenderer`` renders ``e
 with rich's traceback and ``show_locals=True``: every frame's locals, so the request
 headers, the capability and the proof. These tests force an evaluation failure (a guard
 that raises, with a real capability and DPoP proof) and an application failure, capture
-everything the library logs, at every level, under three configurations (structlog's
-defaults; stdlib logging through structlog's ``ProcessorFormatter`` with the same dev
+everything the library logs, at every level, under four configurations (structlog
+configured with its defaults; structlog unconfigured, so the library logs to the stdlib
+logger; stdlib logging through structlog's ``ProcessorFormatter`` with the same dev
 renderer; stdlib logging with a plain ``logging.Formatter``), and assert that no piece of
 any credential appears, while the type and place of the failure do.
 """
@@ -24,6 +25,7 @@ from werkzeug.test import EnvironBuilder
 from chio_middleware.core.clock import FixedClock
 from chio_middleware.core.encoding import decode_header_object
 from chio_middleware.core.guards import GuardContext
+from chio_middleware.logs import get_logger
 from chio_middleware.sinks import MemorySink
 from chio_middleware.wsgi import ChioWSGIMiddleware
 from tests.middleware.harness import (
@@ -99,11 +101,13 @@ def _restore_structlog() -> Iterator[None]:
 
 
 def _structlog_defaults(capsys: pytest.CaptureFixture[str]) -> Callable[[], str]:
-    """structlog untouched: its dev ConsoleRenderer with rich tracebacks, to stdout."""
+    """structlog configured with its defaults: the dev ConsoleRenderer, rich tracebacks with
+    show_locals, printing to stdout (``configure()`` so the library routes through it)."""
+    structlog.configure()
     return lambda: capsys.readouterr().out
 
 
-def _stdlib(formatter: logging.Formatter, *, structlog_processors: list[Any]) -> Callable[[], str]:
+def _stdlib_handler(formatter: logging.Formatter) -> Callable[[], str]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
@@ -111,12 +115,22 @@ def _stdlib(formatter: logging.Formatter, *, structlog_processors: list[Any]) ->
     target.handlers = [handler]
     target.setLevel(logging.DEBUG)
     target.propagate = False
+    return stream.getvalue
+
+
+def _structlog_unconfigured() -> Callable[[], str]:
+    """structlog not configured: the library logs to the stdlib logger chio_middleware."""
+    return _stdlib_handler(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+
+
+def _stdlib(formatter: logging.Formatter, *, structlog_processors: list[Any]) -> Callable[[], str]:
+    read = _stdlib_handler(formatter)
     structlog.configure(
         processors=structlog_processors,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
     )
-    return stream.getvalue
+    return read
 
 
 def _stdlib_rich() -> Callable[[], str]:
@@ -147,10 +161,14 @@ def _as_log_kwargs(logger: Any, method: str, event: dict[str, Any]) -> dict[str,
     return rendered
 
 
-@pytest.fixture(params=["structlog-defaults", "stdlib-rich", "stdlib-plain"])
+@pytest.fixture(
+    params=["structlog-defaults", "structlog-unconfigured", "stdlib-rich", "stdlib-plain"]
+)
 def captured(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
     if request.param == "structlog-defaults":
         read = _structlog_defaults(capsys)
+    elif request.param == "structlog-unconfigured":
+        read = _structlog_unconfigured()
     elif request.param == "stdlib-rich":
         read = _stdlib_rich()
     else:
@@ -201,7 +219,7 @@ def test_application_failure_logs_no_credentials(captured: Any) -> None:
 
 def test_the_credentials_would_be_seen(captured: Any) -> None:
     """The check above can fail: logging the same failure with exc_info leaks them."""
-    logger = structlog.get_logger("chio_middleware")
+    logger = get_logger()  # the library's logger, routed as in the tests above
     try:
         ExplodingGuard().check(_context())
     except RuntimeError:

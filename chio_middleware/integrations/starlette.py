@@ -1,0 +1,79 @@
+"""Chio for Starlette apps: ``chio = Chio(app, settings=...)`` and route-level declarations.
+
+::
+
+    from chio_middleware.integrations.starlette import Chio
+
+    chio = Chio(settings=ChioSettings(...))        # every setting checked here, at import
+
+    @chio.tool("srv-notes", "write_note")
+    async def write_note(request):
+        context = chio.context(request)            # the verified caller (ChioContext)
+        ...
+
+    app = Starlette(routes=[Route("/notes", write_note, methods=["POST"])])
+    chio.init_app(app)                             # adds the middleware
+
+The app's own router decides which route a request is (PROTOCOL.md 5.1); the start-up
+(lifespan) logs which routes are bound and fails under ``unbound_routes="refuse"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+from ..asgi import ChioMiddleware
+from ..core.clock import Clock
+from ..core.context import ChioContext
+from ..core.guards import Guard
+from ..core.replay import ReplayStore
+from ..runtime import ChioRuntime, DenialRenderer
+from ..settings import ChioSettings
+from ..sinks import ReceiptSink
+from ._declare import PUBLIC, ToolDeclaration, public, tool
+
+__all__ = ["PUBLIC", "Chio", "ChioContext", "ToolDeclaration", "context_of"]
+
+
+def context_of(request: HTTPConnection) -> ChioContext:
+    """The verified caller of ``request`` (set by the middleware before the handler runs)."""
+    found = getattr(request.state, "chio", None)
+    if not isinstance(found, ChioContext):
+        raise RuntimeError("no ChioContext on this request: is the Chio middleware installed?")
+    return found
+
+
+class Chio:
+    """The Chio integration of one Starlette (or FastAPI) app.
+
+    Building it checks every setting and opens the store and the sink, so a bad
+    configuration fails at import, before a server accepts anything.
+    """
+
+    tool = staticmethod(tool)
+    public = staticmethod(public)
+    context = staticmethod(context_of)
+
+    def __init__(
+        self,
+        app: Any | None = None,
+        *,
+        settings: ChioSettings | None = None,
+        clock: Clock | None = None,
+        guards: Sequence[Guard] = (),
+        store: ReplayStore | None = None,
+        sink: ReceiptSink | None = None,
+        render_denial: DenialRenderer | None = None,
+    ) -> None:
+        self.runtime = ChioRuntime(settings, clock=clock, guards=guards, store=store, sink=sink)
+        self.settings = self.runtime.settings
+        self.render_denial = render_denial
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Any) -> None:
+        """Install the middleware on ``app`` (``app.add_middleware``)."""
+        app.add_middleware(ChioMiddleware, runtime=self.runtime, render_denial=self.render_denial)
