@@ -26,7 +26,7 @@ from .constraints import (
     scalar_leaves,
     string_leaves,
 )
-from .errors import AccessDenied
+from .errors import MAX_ECHO_CHARS, AccessDenied, bounded
 from .models import CapabilityToken, ToolGrant
 from .restrictions import grant_refusal, unenforceable_grant_members
 
@@ -59,9 +59,9 @@ def _first_failure(grant: ToolGrant, leaves: ArgumentLeaves) -> str | None:
     for constraint in grant.constraints or ():
         failure = check_constraint(constraint, leaves)
         if failure is not None:
+            kind = bounded(constraint.type, MAX_ECHO_CHARS)
             return (
-                f"request arguments do not satisfy the grant's {constraint.type[:64]} "
-                f"constraint: {failure.reason}"
+                f"request arguments do not satisfy the grant's {kind} constraint: {failure.reason}"
             )
     return None
 
@@ -87,7 +87,10 @@ def match_grant(
         )
         candidates.append((specificity, index, grant))
     if not candidates:
-        raise AccessDenied(f"capability does not authorize tool {tool} on server {server}")
+        raise AccessDenied(
+            f"capability does not authorize tool {bounded(tool, MAX_ECHO_CHARS)} "
+            f"on server {bounded(server, MAX_ECHO_CHARS)}"
+        )
     candidates.sort(key=lambda item: (-item[0][0], -item[0][1], -item[0][2], item[1]))
     leaves = ArgumentLeaves(arguments)
     matching: list[tuple[int, ToolGrant]] = []
