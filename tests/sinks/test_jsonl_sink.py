@@ -355,7 +355,9 @@ def test_a_sink_opened_before_fork_is_safe_in_the_children(tmp_path: Path) -> No
     """Gunicorn's preload: the app (and its sink) exist before the workers are forked."""
     workers, count = 3, 50
     path = tmp_path / "receipts.jsonl"
-    sink = JsonlSink(path, max_bytes=30_000, backups=100)
+    # A generous lock deadline: this is about fork safety, not waits (a loaded CI machine
+    # may hold three contending writers past the 1 s default).
+    sink = JsonlSink(path, max_bytes=30_000, backups=100, lock_timeout=60)
     sink.record(request_signer(0, tag="parent-"))
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(workers)
