@@ -8,10 +8,13 @@ fails here, at construction, never at the first request.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import inspect
+import json
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -31,11 +34,12 @@ from .core.guards import (
 from .core.models import HttpReceipt
 from .core.replay import ReplayStore
 from .core.routing import RouteTable
+from .integrations.coverage import CoverageRow, render_coverage, unbound
 from .settings import ChioSettings, load_policy_file
 from .sinks import ReceiptSink, open_sink
 from .workers import detected_workers
 
-__all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime"]
+__all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime", "Denial", "DenialRenderer", "render_with"]
 
 logger = structlog.get_logger("chio_middleware")
 
@@ -91,7 +95,7 @@ class ChioRuntime:
             secret_leak = g.secret_leak if g.secret_leak is not None else secret_leak
             custom = custom + (g.custom or [])
         try:
-            table = RouteTable(routes)
+            table = RouteTable(routes, s.public_paths)
         except ValueError as exc:
             raise ValueError(f"routes: {exc}") from None
         pipeline: list[Guard] = []
@@ -107,6 +111,7 @@ class ChioRuntime:
         policy_view: dict[str, Any] = {
             "default_policy": default_policy,
             "routes": [binding.policy_view() for binding in table.bindings],
+            "public_paths": list(s.public_paths),
             "guards": [g.name for g in pipeline],
             "rate_limit": rate_limit,
             "forbidden_paths": forbidden,
@@ -139,6 +144,7 @@ class ChioRuntime:
         self.store = store if store is not None else _open_store(s, detected_workers())
         self.sink = sink if sink is not None else _open_sink(s)
         self._closed = False
+        self._coverage_reported = False
         _RUNTIMES.add(self)
 
     @property
@@ -207,6 +213,38 @@ class ChioRuntime:
             return self.engine.error_response(evaluation, unavailable)
         return self.engine.error_response(evaluation, error)
 
+    def record_crash(self, evaluation: Evaluation) -> None:
+        """Record the 500 receipt of an app that failed before responding (best effort)."""
+        with contextlib.suppress(Unavailable):  # the sink already logged why
+            self.record(evaluation, 500)
+
+    def report_coverage(self, rows: Sequence[CoverageRow], *, again: bool = False) -> str | None:
+        """Log the route coverage table once (``again``: routes were added since); return
+        the start-up failure under ``unbound_routes="refuse"``."""
+        if self._coverage_reported and not again:
+            return None
+        self._coverage_reported = True
+        missing = unbound(rows)
+        logger.info(
+            "chio_route_coverage",
+            routes=len(rows),
+            unbound=len(missing),
+            table="\n" + render_coverage(rows),
+        )
+        if not missing:
+            return None
+        names = ", ".join(f"{row.method} {row.pattern}" for row in missing)
+        if self.settings.unbound_routes == "refuse":
+            message = (
+                f"unbound_routes=refuse: these routes have no binding, @tool or @public "
+                f"declaration: {names}"
+            )
+            logger.error("chio_unbound_routes", routes=names)
+            return message
+        policy = self.engine.config.default_policy
+        logger.warning("chio_unbound_routes", routes=names, default_policy=policy)
+        return None
+
     def render_crash(self, evaluation: Evaluation) -> tuple[int, list[tuple[str, str]], bytes]:
         """The 500 answer for an app that failed before responding, with its receipt if the
         sink can record one."""
@@ -228,6 +266,42 @@ class ChioRuntime:
             self.sink.close()
         finally:
             self.store.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A denial as the application's own error renderer sees it (PROTOCOL.md 8 fields)."""
+
+    code: str
+    message: str
+    status: int
+    receipt_id: str | None
+
+
+#: Renders a denial in the application's body shape: ``(body, content_type)``. The status,
+#: the error code and the receipt headers stay the middleware's.
+DenialRenderer = Callable[[Denial], tuple[bytes, str]]
+
+
+def render_with(
+    renderer: DenialRenderer,
+    evaluation: Evaluation,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+) -> tuple[list[tuple[str, str]], bytes]:
+    """Re-render a denial body with the app's renderer; on any failure keep ours."""
+    try:
+        fields = json.loads(body)
+        rendered, content_type = renderer(
+            Denial(fields["error"], fields["message"], status, fields.get("receipt_id"))
+        )
+    except Exception as exc:
+        logger.error("chio_denial_renderer_failed", error=type(exc).__name__)
+        return headers, body
+    kept = [(k, v) for k, v in headers if k not in ("content-type", "content-length")]
+    kept[:0] = [("content-type", content_type), ("content-length", str(len(rendered)))]
+    return kept, rendered
 
 
 def _open_store(settings: ChioSettings, workers: int) -> ReplayStore:

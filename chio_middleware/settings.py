@@ -30,7 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ._settings_env import ChioEnvSource, check_environment, hide_secrets
 from .core.crypto import KeyFormatError, PublicKey, SigningKey
 from .core.guards import parse_rate
-from .core.routing import RouteBinding
+from .core.routing import RouteBinding, RouteTable
 
 __all__ = ["DEFAULT_FORBIDDEN_PATHS", "ChioSettings", "PolicyFile", "load_policy_file"]
 
@@ -91,6 +91,12 @@ class ChioSettings(BaseSettings):
     max_header_bytes: int = Field(default=16 * 1024, ge=256, le=2**20)
     max_delegation_depth: int = Field(default=4, ge=0, le=64)
     default_policy: Literal["allow_safe", "deny"] = "allow_safe"
+    unbound_routes: Literal["warn", "refuse"] = Field(
+        default="warn", description="A framework route with no binding: warn, or refuse to start."
+    )
+    public_paths: list[str] = Field(
+        default_factory=list, description="Templates of routes that need no capability."
+    )
     rate_limit: str | None = Field(default=None, description="Per-subject rate, e.g. 60/minute.")
     forbidden_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_FORBIDDEN_PATHS))
     secret_leak_guard: bool = True
@@ -140,6 +146,12 @@ class ChioSettings(BaseSettings):
             except KeyFormatError:
                 raise ValueError("must be 64 hex characters (an Ed25519 seed)") from None
         return value
+
+    @field_validator("public_paths")
+    @classmethod
+    def _valid_public_paths(cls, values: list[str]) -> list[str]:
+        RouteTable([], values)  # the same template rules as route bindings
+        return values
 
     @field_validator("replay_store")
     @classmethod

@@ -26,6 +26,7 @@ from .arguments import Arguments, request_arguments
 from .canonical import canonical_json
 from .capability import CapabilityVerifier
 from .clock import Clock, uuid7
+from .context import ChioContext
 from .crypto import PublicKey, SigningKey, sha256_hex
 from .dpop import DpopBinding, check_dpop_proof, dpop_replay_slot, parse_dpop_proof
 from .encoding import encode_header_object
@@ -129,6 +130,8 @@ class Evaluation:
 
     request: RequestView
     request_id: str
+    #: Allocated up front so the handler can name the receipt its response will carry.
+    receipt_id: str
     now: int
     route: RouteMatch | None = None
     error: ChioError | None = None
@@ -136,6 +139,8 @@ class Evaluation:
     capability: CapabilityToken | None = None
     agent_key: PublicKey | None = None
     challenge: str | None = None
+    grant: ToolGrant | None = None
+    arguments: dict[str, Any] | None = None
     receipt: HttpReceipt | None = None
     #: An unexpected exception met while evaluating (logged by the adapter; denied 503).
     failure: BaseException | None = None
@@ -152,6 +157,26 @@ class Evaluation:
     def route_pattern(self) -> str:
         """The matched template, or the raw path when no route matched."""
         return self.route.pattern if self.route is not None else self.request.path
+
+    def context(self) -> ChioContext:
+        """What the application may know about this (allowed) call."""
+        token, route = self.capability, self.route
+        subject = self.agent_key.hex if self.agent_key is not None else None
+        if subject is None and token is not None:
+            subject = PublicKey.from_hex(token.subject).hex
+        tool = None
+        if route is not None and not route.public:
+            tool = (route.tool_server, route.tool_name)
+        return ChioContext(
+            request_id=self.request_id,
+            receipt_id=self.receipt_id,
+            capability_id=token.id if token is not None else None,
+            subject=subject,
+            grant=self.grant if token is not None else None,
+            tool=tool,
+            route_pattern=self.route_pattern,
+            arguments=self.arguments,
+        )
 
     def deny(self, error: ChioError) -> None:
         """Record the deciding failure and its evidence."""
@@ -199,7 +224,10 @@ class ChioEngine:
         the path is canonical; without one, the route table matches the path.
         """
         now = self.clock()
-        evaluation = Evaluation(request=request, request_id=uuid7(int(now * 1000)), now=int(now))
+        stamp = int(now * 1000)
+        evaluation = Evaluation(
+            request=request, request_id=uuid7(stamp), receipt_id=uuid7(stamp), now=int(now)
+        )
         try:
             check_canonical_path(request.path, request.raw_path, request.route_path or request.path)
             if resolve is not None:
@@ -245,6 +273,7 @@ class ChioEngine:
         grant = match_grant(
             token, server=route.tool_server, tool=route.tool_name, arguments=arguments.values
         )
+        ev.grant, ev.arguments = grant.grant, arguments.values
         self._check_arguments_visible(ev, arguments, grant.grant)
         binding = route.binding
         # A nonce challenge needs a verified proof (PROTOCOL.md 4), so nonce routes need DPoP.
@@ -361,6 +390,8 @@ class ChioEngine:
         token = self._verify_capability(ev, headers)
         arguments = request_arguments(request, None)
         grant = _unbound_grant(token, arguments.values, required=not safe)
+        ev.grant = grant.grant if grant.index >= 0 else None
+        ev.arguments = arguments.values
         self._check_arguments_visible(ev, arguments, grant.grant)
         if headers.dpop is None and not safe:
             raise DpopRequired("side-effect routes require a DPoP proof (X-Chio-DPoP)")
@@ -478,7 +509,7 @@ class ChioEngine:
             now = self.clock()
             return sign_receipt(
                 self.signing_key,
-                receipt_id=uuid7(int(now * 1000)),
+                receipt_id=ev.receipt_id,
                 request_id=ev.request_id,
                 route_pattern=route_pattern,
                 method=request.method,

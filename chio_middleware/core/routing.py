@@ -236,6 +236,12 @@ class RouteTable:
                     return binding
         return None
 
+    def is_public_template(self, template: str) -> bool:
+        """True when ``template`` is one of the ``public_paths`` or matches one."""
+        if template in self.public_paths:
+            return True
+        return any(compiled.match(template) is not None for compiled in self._public)
+
     @staticmethod
     def is_reserved(path: str) -> bool:
         """True for a path under the reserved ``/chio/tools/`` prefix."""
