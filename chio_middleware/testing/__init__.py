@@ -175,6 +175,15 @@ class ChioTestKit:
             "CHIO_RECEIPT_SINK": "memory",
         }
 
+    def config(self) -> dict[str, Any]:
+        """The same configuration as Flask ``app.config`` keys (``CHIO_*``, typed values)."""
+        return {
+            "CHIO_SIGNING_KEY": self.keys.kernel.seed_hex(),
+            "CHIO_TRUSTED_ISSUERS": [self.keys.issuer.public_key.hex],
+            "CHIO_REPLAY_STORE": "memory://",
+            "CHIO_RECEIPT_SINK": "memory",
+        }
+
     def credentials(
         self,
         app: Any | None = None,

@@ -30,7 +30,7 @@ def is_flask_app(app: Any) -> bool:
 
 def _starlette_router(app: Any) -> Any | None:
     """The router of a Starlette/FastAPI app, looking through ASGI wrappers (``.app``)."""
-    from ..integrations.starlette import router_of
+    from ..integrations.starlette_routing import router_of
 
     node = app
     for _ in range(_MAX_WRAPPERS):
@@ -57,7 +57,7 @@ def _native(app: Any, method: str, path: str) -> NativeRoute:
     if app is None:
         return NativeRoute("opaque")
     if is_flask_app(app):
-        from ..integrations.flask import native_route as flask_route
+        from ..integrations.flask_routing import native_route as flask_route
 
         environ = {
             "REQUEST_METHOD": method,
@@ -73,7 +73,7 @@ def _native(app: Any, method: str, path: str) -> NativeRoute:
     router = _starlette_router(app)
     if router is None:
         return NativeRoute("opaque")
-    from ..integrations.starlette import native_route as starlette_route
+    from ..integrations.starlette_routing import native_route as starlette_route
 
     scope = {
         "type": "http",

@@ -1,8 +1,8 @@
 from fastapi import FastAPI
 
 from chio_middleware import ChioSettings
-from chio_middleware.asgi import ChioMiddleware
 from chio_middleware.integrations import tool
+from chio_middleware.integrations.fastapi import Chio
 
 
 def create_app(settings: ChioSettings | None = None) -> FastAPI:
@@ -13,5 +13,5 @@ def create_app(settings: ChioSettings | None = None) -> FastAPI:
     async def write_note(note: dict[str, str]) -> dict[str, str]:
         return {"title": note["title"]}
 
-    app.add_middleware(ChioMiddleware, settings=settings)
+    Chio(app, settings=settings)
     return app

@@ -2,7 +2,7 @@ import flask
 
 from chio_middleware import ChioSettings
 from chio_middleware.integrations import tool
-from chio_middleware.wsgi import ChioWSGIMiddleware
+from chio_middleware.integrations.flask import Chio
 
 
 def create_app(settings: ChioSettings | None = None) -> flask.Flask:
@@ -13,5 +13,5 @@ def create_app(settings: ChioSettings | None = None) -> flask.Flask:
     def write_note() -> tuple[dict[str, str], int]:
         return {"title": flask.request.get_json()["title"]}, 201
 
-    app.wsgi_app = ChioWSGIMiddleware(app.wsgi_app, settings=settings)
+    Chio(app, settings=settings)
     return app

@@ -4,8 +4,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from chio_middleware import ChioSettings
-from chio_middleware.asgi import ChioMiddleware
 from chio_middleware.integrations import tool
+from chio_middleware.integrations.starlette import Chio
 
 
 @tool("srv-notes", "write_note")
@@ -15,5 +15,5 @@ async def write_note(request: Request) -> JSONResponse:
 
 def create_app(settings: ChioSettings | None = None) -> Starlette:
     app = Starlette(routes=[Route("/notes", write_note, methods=["POST"])])
-    app.add_middleware(ChioMiddleware, settings=settings)
+    Chio(app, settings=settings)
     return app

@@ -231,6 +231,26 @@ def test_environ_configures_an_app_that_reads_the_environment(monkeypatch: pytes
     assert client.post("/notes", json={"title": "t"}).status_code == 201
 
 
+def test_config_configures_the_flask_extension_from_app_config() -> None:
+    import flask
+
+    from chio_middleware.integrations import tool
+    from chio_middleware.integrations.flask import Chio
+
+    app = flask.Flask(__name__)
+
+    @app.post("/notes")
+    @tool("srv-notes", "write_note")
+    def write_note() -> tuple[dict[str, str], int]:
+        return {"id": "1"}, 201
+
+    kit = ChioTestKit(grants=GRANTS)
+    app.config.update(kit.config())
+    Chio(app)  # settings from app.config's CHIO_* keys
+    response = kit.client(app).post("/notes", json={"title": "t"})
+    assert response.status_code == 201 and response.chio_receipt is not None
+
+
 PLUGIN_TEST = """
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
