@@ -6,6 +6,8 @@
   ``ValidationError`` naming the variable instead of an opaque ``SettingsError``.
 - :func:`check_environment` refuses ``CHIO_*`` variables that are no setting, naming the
   closest one (``CHIO_RATE_LIMITS``: did you mean ``CHIO_RATE_LIMIT``?).
+- :func:`check_names` does the same for keyword arguments (and so for a Flask app's
+  ``CHIO_*`` config keys): ``rate_limits``: did you mean ``rate_limit``?
 - :func:`hide_secrets` wraps secret inputs in ``SecretStr`` before any validator sees them,
   so no error (``str``, ``repr``, ``errors()``, ``json()``) can carry a secret's characters.
 """
@@ -24,7 +26,13 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 from pydantic_settings import EnvSettingsSource
 
-__all__ = ["SECRET_SETTINGS", "ChioEnvSource", "check_environment", "hide_secrets"]
+__all__ = [
+    "SECRET_SETTINGS",
+    "ChioEnvSource",
+    "check_environment",
+    "check_names",
+    "hide_secrets",
+]
 
 #: Settings whose values are secrets: never echoed, in any error.
 SECRET_SETTINGS = ("signing_key",)
@@ -149,3 +157,19 @@ def check_environment(
             f"unknown environment variable {name}: {hint} (list the variables of other "
             f"tools in {prefix}IGNORE_ENV)"
         )
+
+
+def check_names(data: Any, fields: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming each key of ``data`` that is no setting, and the closest."""
+    if not isinstance(data, Mapping):
+        return
+    known = sorted(fields)
+    problems = []
+    for name in data:
+        if not isinstance(name, str) or name in known:
+            continue
+        close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else "no setting has a similar name"
+        problems.append(f"unknown setting {name!r}: {hint}")
+    if problems:
+        raise ValueError("; ".join(problems))

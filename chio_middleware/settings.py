@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from ._settings_env import ChioEnvSource, check_environment, hide_secrets
+from ._settings_env import ChioEnvSource, check_environment, check_names, hide_secrets
 from .core.crypto import KeyFormatError, PublicKey, SigningKey
 from .core.guards import parse_rate
 from .core.routing import RouteBinding, RouteTable
@@ -190,6 +190,12 @@ class ChioSettings(BaseSettings):
         if self.policy_file is not None:
             load_policy_file(self.policy_file)
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_names(cls, data: Any) -> Any:
+        check_names(data, cls.model_fields)
+        return data
 
     # Keep this the last model validator: pydantic nests later ones outside earlier ones, and
     # this one must be outermost so that no other validator's error carries a secret.

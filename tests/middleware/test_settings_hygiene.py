@@ -137,6 +137,34 @@ def test_an_unknown_variable_is_an_error_naming_the_closest_setting(
     assert "5/second" not in message
 
 
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [
+        ("rate_limits", "did you mean 'rate_limit'?"),
+        ("trusted_issuer", "did you mean 'trusted_issuers'?"),
+        ("zebra", "no setting has a similar name"),
+    ],
+)
+def test_an_unknown_keyword_is_an_error_naming_the_closest_setting(
+    name: str, suggestion: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        ChioSettings(**{name: "5/second"}, receipt_sink="memory")
+    assert f"unknown setting {name!r}: {suggestion}" in str(info.value)
+    assert "5/second" not in str(info.value) + repr(info.value.errors())
+
+
+def test_a_misspelled_flask_config_key_names_the_closest_setting() -> None:
+    import flask
+
+    from chio_middleware.integrations.flask import Chio
+
+    app = flask.Flask(__name__)
+    app.config.update(CHIO_RECEIPT_SINK="memory", CHIO_RATE_LIMITS="5/second")
+    with pytest.raises(ValidationError, match="did you mean 'rate_limit'"):
+        Chio(app)
+
+
 def test_known_variables_in_any_case_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("chio_proof_ttl", "120")
     monkeypatch.setenv("CHIO_RATE_LIMIT", "5/second")
