@@ -18,8 +18,6 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-import structlog
-
 from .core.clock import Clock
 from .core.engine import Evaluation
 from .core.errors import BadRequest, ChioError, PayloadTooLarge
@@ -30,6 +28,7 @@ from .core.routing import RouteMatch
 from .integrations._declare import route_for
 from .integrations.coverage import starlette_coverage
 from .integrations.starlette_routing import native_route, router_of, stack_contains
+from .logs import get_logger
 from .runtime import ChioRuntime, DenialRenderer, render_with
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -42,7 +41,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-logger = structlog.get_logger("chio_middleware")
+logger = get_logger()
 
 T = TypeVar("T")
 
@@ -197,7 +196,10 @@ class ChioMiddleware:
         else:
             evaluation.request = replace(view, body=body)
             await engine.evaluate(evaluation, self.store)
-            self.runtime.admit(evaluation)
+            if self.runtime.decision_mode:  # records a receipt: off the loop if it blocks
+                await self._sink_call(self.runtime.admit, evaluation)
+            else:
+                self.runtime.admit(evaluation)
         if evaluation.error is not None:
             await self._send_error(evaluation, evaluation.error, send)
             return

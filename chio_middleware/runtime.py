@@ -17,8 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from .core.clock import Clock, system_clock
 from .core.crypto import PublicKey, SigningKey
 from .core.engine import ChioEngine, EngineConfig, Evaluation
@@ -34,14 +32,16 @@ from .core.guards import (
 from .core.models import HttpReceipt
 from .core.replay import ReplayStore
 from .core.routing import RouteTable
-from .integrations.coverage import CoverageRow, render_coverage, unbound
+from .integrations.coverage import CoverageRow, orphan_bindings, render_coverage, unbound
+from .logs import get_logger
 from .settings import ChioSettings, load_policy_file
 from .sinks import ReceiptSink, open_sink
+from .telemetry import open_telemetry
 from .workers import detected_workers
 
 __all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime", "Denial", "DenialRenderer", "render_with"]
 
-logger = structlog.get_logger("chio_middleware")
+logger = get_logger()
 
 #: The body of the 500 answer when the application fails before it responds.
 CRASH_BODY = b'{"error":"internal_error","message":"the application failed","status":500}'
@@ -141,6 +141,7 @@ class ChioRuntime:
             max_header_bytes=s.max_header_bytes,
         )
         self.engine = ChioEngine(config, clock=clock or system_clock)
+        self.telemetry = open_telemetry(s.telemetry)  # before anything opens: it may refuse
         self.store = store if store is not None else _open_store(s, detected_workers())
         self.sink = sink if sink is not None else _open_sink(s)
         self._closed = False
@@ -152,8 +153,14 @@ class ChioRuntime:
         """The public key receipts and nonces are signed with."""
         return self.engine.signing_key.public_key
 
+    @property
+    def decision_mode(self) -> bool:
+        """True when an allowed request is receipted before the app runs (PROTOCOL.md 7.1)."""
+        return self.settings.receipt_mode == "decision"
+
     def admit(self, evaluation: Evaluation) -> None:
-        """Before the app runs: deny (503) when the sink already knows it cannot record."""
+        """Before the app runs: deny (503) when the sink already knows it cannot record; in
+        decision mode, record the decision receipt (its failure denies 503 the same way)."""
         if evaluation.error is not None:
             return
         try:
@@ -161,6 +168,21 @@ class ChioRuntime:
         except Exception as exc:
             logger.error("chio_receipt_sink_not_ready", error=type(exc).__name__)
             evaluation.deny(Unavailable("receipts cannot be recorded; refusing (fail closed)"))
+            return
+        if not self.decision_mode:
+            return
+        try:
+            self.engine.sign(evaluation, 200, self.sink.record, scope="decision")
+        except Exception as exc:
+            logger.error(
+                "chio_decision_receipt_failed",
+                error=type(exc).__name__,
+                request_id=evaluation.request_id,
+                route=evaluation.route_pattern,
+            )
+            evaluation.deny(
+                Unavailable("decision receipt could not be recorded; refusing (fail closed)")
+            )
 
     def record(self, evaluation: Evaluation, status: int) -> HttpReceipt:
         """Sign and record the request's receipt; raise ``Unavailable`` if the sink fails."""
@@ -173,13 +195,17 @@ class ChioRuntime:
                 request_id=evaluation.request_id,
                 route=evaluation.route_pattern,
             )
+            if self.telemetry is not None:
+                self.telemetry.sink_failure(evaluation)
             raise Unavailable("receipt could not be recorded; refusing (fail closed)") from None
         self.log_decision(evaluation, receipt)
         return receipt
 
     def log_decision(self, evaluation: Evaluation, receipt: HttpReceipt) -> None:
-        """One structlog event per decision; never a key, token or signature."""
+        """One log event per decision; never a key, token or signature."""
         error = evaluation.error
+        if self.telemetry is not None:
+            self.telemetry.decision(evaluation, receipt)
         if evaluation.failure is not None:
             logger.error(
                 "chio_evaluation_failed",
@@ -231,6 +257,14 @@ class ChioRuntime:
             unbound=len(missing),
             table="\n" + render_coverage(rows),
         )
+        orphans = orphan_bindings(rows, self.engine.config.routes)
+        if orphans:
+            named = ", ".join(f"{b.method} {b.path}" for b in orphans)
+            logger.error("chio_bindings_without_route", bindings=named)
+            return (
+                f"routes: these bindings name no route of the application, so they would "
+                f"protect nothing (compare the templates with the app's): {named}"
+            )
         if not missing:
             return None
         names = ", ".join(f"{row.method} {row.pattern}" for row in missing)

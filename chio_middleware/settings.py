@@ -84,6 +84,14 @@ class ChioSettings(BaseSettings):
     receipt_fsync_interval: float = Field(default=1.0, gt=0, le=60)
     receipt_max_bytes: int = Field(default=50 * 2**20, ge=4096)
     receipt_backups: int = Field(default=5, ge=0)
+    telemetry: Literal["auto", "otel", "off"] = Field(
+        default="auto",
+        description="OpenTelemetry metrics and spans: auto (when installed), otel, off.",
+    )
+    receipt_mode: Literal["final", "decision"] = Field(
+        default="final",
+        description="decision: record a signed decision receipt before the app runs (7.1).",
+    )
     proof_ttl: int = Field(default=300, ge=1, le=86400)
     max_clock_skew: int = Field(default=30, ge=0, le=3600)
     nonce_ttl: int = Field(default=30, ge=1, le=3600)

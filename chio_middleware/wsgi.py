@@ -18,8 +18,6 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-import structlog
-
 from .core.clock import Clock
 from .core.engine import Evaluation, run_sync
 from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
@@ -28,6 +26,7 @@ from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
 from .core.request import RequestView, parse_content_length, parse_wire_query
 from .core.routing import RouteMatch
 from .integrations._declare import NativeRoute, route_for
+from .logs import get_logger
 from .runtime import ChioRuntime, DenialRenderer, render_with
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -38,7 +37,7 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-logger = structlog.get_logger("chio_middleware")
+logger = get_logger()
 
 _READ_CHUNK = 64 * 1024
 

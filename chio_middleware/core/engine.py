@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -39,6 +40,7 @@ from .errors import (
     NonceInvalid,
     NonceRequired,
     RateLimited,
+    ReplayDetected,
     Unavailable,
 )
 from .grants import GrantMatch, match_grant
@@ -142,8 +144,15 @@ class Evaluation:
     grant: ToolGrant | None = None
     arguments: dict[str, Any] | None = None
     receipt: HttpReceipt | None = None
+    #: The decision receipt recorded before the app ran (``receipt_mode="decision"``).
+    decision_receipt: HttpReceipt | None = None
     #: An unexpected exception met while evaluating (logged by the adapter; denied 503).
     failure: BaseException | None = None
+    #: ``perf_counter`` at the start and at the end of the evaluation; wall clock at the
+    #: start in ns (telemetry: evaluation time and the request span).
+    started: float = field(default_factory=time.perf_counter)
+    evaluated: float | None = None
+    started_ns: int = field(default_factory=time.time_ns)
     _digest: tuple[bytes, str | None] | None = field(default=None, init=False, repr=False)
 
     def body_hash(self) -> str | None:
@@ -182,7 +191,7 @@ class Evaluation:
         """Record the deciding failure and its evidence."""
         self.error = error
         self.evidence.append(
-            GuardEvidence(guard_name=error.guard, verdict=False, details=error.message)
+            GuardEvidence(guard_name=error.guard, verdict=False, details=error.evidence_details)
         )
 
 
@@ -251,6 +260,7 @@ class ChioEngine:
         except Exception as exc:  # a bug must never turn into an allow
             evaluation.failure = exc
             evaluation.deny(Unavailable("request could not be evaluated; refusing (fail closed)"))
+        evaluation.evaluated = time.perf_counter()
         return evaluation
 
     def reject(self, evaluation: Evaluation, error: ChioError) -> Evaluation:
@@ -462,12 +472,11 @@ class ChioEngine:
             key, expires_at = dpop_replay_slot(
                 proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
             )
-            await store.reserve(key, expires_at=expires_at, now=ev.now)
+            await _reserve_slot(store, "dpop_proof", key, expires_at, ev.now)
             ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
         if nonce is not None:
-            await store.reserve(
-                nonce_replay_key(nonce), expires_at=nonce.nonce.expires_at, now=ev.now
-            )
+            key = nonce_replay_key(nonce)
+            await _reserve_slot(store, "execution_nonce", key, nonce.nonce.expires_at, ev.now)
             ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
 
     def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
@@ -487,11 +496,15 @@ class ChioEngine:
 
     # -- receipts -----------------------------------------------------------------------
 
-    def sign(self, ev: Evaluation, status: int, sink_record: Any) -> HttpReceipt:
-        """Sign the request's one receipt with the status the client receives, via the sink.
+    def sign(
+        self, ev: Evaluation, status: int, sink_record: Any, *, scope: str = "final"
+    ) -> HttpReceipt:
+        """Sign the request's final receipt with the status the client receives, via the sink.
 
         ``sink_record`` is the sink's ``record``; it calls back with its own metadata.
-        Raises whatever the sink raises (the adapter answers 503).
+        Raises whatever the sink raises (the adapter answers 503). With ``scope="decision"``
+        it signs the decision receipt of an allowed request instead (PROTOCOL.md 7.1),
+        kept in ``ev.decision_receipt``; the final receipt then names it.
         """
         request = ev.request
         route_pattern = ev.route_pattern
@@ -500,16 +513,26 @@ class ChioEngine:
         else:
             verdict = Verdict.deny(ev.error.message, ev.error.guard, ev.error.status)
         identity_hash = _identity_hash(ev)
-        route_metadata: dict[str, Any] = {"chio_http_status_scope": "final"}
-        if ev.route is not None:
+        route_metadata: dict[str, Any] = {"chio_http_status_scope": scope}
+        if scope == "final" and ev.decision_receipt is not None:
+            route_metadata["chio_decision_receipt_id"] = ev.decision_receipt.id
+        if ev.error is not None:
+            route_metadata["chio_error_code"] = ev.error.code
+            if isinstance(ev.error, ReplayDetected):
+                observed = ev.error.observation()
+                if observed is not None:
+                    route_metadata["chio_replay"] = observed
+        if ev.route is not None and not ev.route.public:
             route_metadata["chio_tool_server"] = ev.route.tool_server
             route_metadata["chio_tool_name"] = ev.route.tool_name
 
         def sign(extra: Mapping[str, Any]) -> HttpReceipt:
             now = self.clock()
+            # The final receipt takes the id the handler was told (ChioContext.receipt_id).
+            receipt_id = ev.receipt_id if scope == "final" else uuid7(int(now * 1000))
             return sign_receipt(
                 self.signing_key,
-                receipt_id=ev.receipt_id,
+                receipt_id=receipt_id,
                 request_id=ev.request_id,
                 route_pattern=route_pattern,
                 method=request.method,
@@ -531,7 +554,10 @@ class ChioEngine:
             )
 
         receipt: HttpReceipt = sink_record(sign)
-        ev.receipt = receipt
+        if scope == "decision":
+            ev.decision_receipt = receipt
+        else:
+            ev.receipt = receipt
         return receipt
 
     def response_headers(self, ev: Evaluation) -> list[tuple[str, str]]:
@@ -568,6 +594,18 @@ class ChioEngine:
     def has_async_guards(self) -> bool:
         """True when an application guard is a coroutine function."""
         return self._async_guards
+
+
+async def _reserve_slot(
+    store: AsyncReplayStore, kind: str, key: str, expires_at: float, now: int
+) -> None:
+    """Reserve a replay slot; a replay names the slot by a hash of its key, never the key."""
+    try:
+        await store.reserve(key, expires_at=expires_at, now=now)
+    except ReplayDetected as exc:
+        exc.slot_kind = kind
+        exc.slot = sha256_hex(key.encode("utf-8"))[:16]
+        raise
 
 
 def _action_hash(ev: Evaluation) -> str:
