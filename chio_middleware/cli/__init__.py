@@ -2,10 +2,11 @@
 
 ``chio-middleware --version`` prints the package version. Commands, each with ``--help``:
 ``keygen`` (``--public KEYFILE``: the public key of a seed), ``issue``, ``proof``,
-``inspect``, ``verify``, ``tail``, ``export``. Exit status: 0 success, 1 a check failed (a
-problem in a receipt log, a signature that does not verify), 2 bad usage or unusable input
-(missing file, bad hex, a value that is not a Chio object). Written on argparse alone;
-``python -m chio_middleware.cli`` works as well as the console script.
+``inspect``, ``verify``, ``tail``, ``export``, ``federation``. Exit status: 0 success, 1 a
+check failed (a problem in a receipt log, a signature that does not verify, a refused
+handshake), 2 bad usage or unusable input (missing file, bad hex, a value that is not a
+Chio object). Written on argparse alone; ``python -m chio_middleware.cli`` works as well as
+the console script.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import redirect_stderr, redirect_stdout
 
-from . import export, inspection, issue, keys, proof, tail, verify
+from . import export, federation, inspection, issue, keys, proof, tail, verify
 from ._common import EXIT_USAGE, CliError, Env
 
 __all__ = ["Env", "build_parser", "main", "package_version"]
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (keys, issue, proof, inspection, verify, tail, export):
+    for module in (keys, issue, proof, inspection, verify, tail, export, federation):
         module.register(commands)
     return parser
 
