@@ -267,7 +267,7 @@ class ChioRuntime:
             method=log_field(evaluation.request.method),
             route=log_field(evaluation.route_pattern),
             tool=None
-            if evaluation.route is None
+            if evaluation.route is None or evaluation.route.unbound or evaluation.route.public
             else log_field(f"{evaluation.route.tool_server}/{evaluation.route.tool_name}"),
             capability_id=log_field(receipt.capability_id),
             receipt_id=receipt.id,
@@ -289,6 +289,11 @@ class ChioRuntime:
         """Record the 500 receipt of an app that failed before responding (best effort)."""
         with contextlib.suppress(Unavailable):  # the sink already logged why
             self.record(evaluation, 500)
+
+    @property
+    def coverage_reported(self) -> bool:
+        """True once the route coverage was checked (lifespan, ``init_app`` or first request)."""
+        return self._coverage_reported
 
     def report_coverage(self, rows: Sequence[CoverageRow], *, again: bool = False) -> str | None:
         """Log the route coverage table once (``again``: routes were added since); return

@@ -190,7 +190,7 @@ class Evaluation:
         if subject is None and token is not None:
             subject = PublicKey.from_hex(token.subject).hex
         tool = None
-        if route is not None and not route.public:
+        if route is not None and not route.public and not route.unbound:
             tool = (route.tool_server, route.tool_name)
         return ChioContext(
             request_id=self.request_id,
@@ -325,8 +325,8 @@ class ChioEngine:
             query_capability=self.config.capability_query_param,
         )
         route = ev.route
-        if route is None or route.public:
-            await self._unbound(ev, store, headers, public=route is not None)
+        if route is None or route.public or route.unbound:
+            await self._unbound(ev, store, headers, public=route is not None and route.public)
             return
         if headers.raw_capability is None:
             raise CapabilityRequired("side-effect route requires a capability token")
@@ -452,7 +452,8 @@ class ChioEngine:
                 return
             raise CapabilityRequired("side-effect route requires a capability token")
         token = await self._verify_capability(ev, headers)
-        arguments = request_arguments(request, None)
+        native = ev.route if ev.route is not None and ev.route.unbound else None
+        arguments = request_arguments(request, native)  # a framework route's path params
         grant = _unbound_grant(token, arguments.values, required=not safe)
         ev.grant = grant.grant if grant.index >= 0 else None
         ev.arguments = arguments.values
@@ -477,7 +478,7 @@ class ChioEngine:
             bound = signed.nonce.bound_to
             expected = _nonce_binding(token, bound.tool_server, bound.tool_name, action_hash)
             nonce = await self._check_nonce(ev, signed, expected)
-        route = RouteMatch(
+        route = native or RouteMatch(
             request.path, UNBOUND_TOOL_SERVER, UNBOUND_TOOL_NAME, {}, None, unbound=True
         )
         context = _guard_context(ev, route, token, grant, arguments.values, store)
@@ -619,7 +620,7 @@ class ChioEngine:
                 observed = ev.error.observation()
                 if observed is not None:
                     route_metadata["chio_replay"] = observed
-        if ev.route is not None and not ev.route.public:
+        if ev.route is not None and not ev.route.public and not ev.route.unbound:
             route_metadata["chio_tool_server"] = ev.route.tool_server
             route_metadata["chio_tool_name"] = ev.route.tool_name
 
