@@ -1,6 +1,7 @@
 """The applications under test: FastAPI, Starlette, Flask, and plain ASGI and WSGI apps.
 
-Each serves every tool of :data:`.spec.TOOLS` (and an unbound ``GET /health``) and reads
+Each serves every tool of :data:`.spec.TOOLS` (and the unbound ``GET /health`` and
+``GET``/``POST /public/echo``, which reads the query and a JSON body) and reads
 its input the way that framework's users do: Starlette ``await request.json()`` and
 ``request.form()``; FastAPI body models, ``Body()``, ``Form()`` and ``Query()``
 parameters; Flask ``get_json(force=True)``, ``get_json()``, ``request.form``,
@@ -79,6 +80,8 @@ def starlette_app(rec: Recorder) -> Starlette:
                 _read_document(rec, entry, json.loads(await request.body()))
             elif body == "form":
                 await read_form(request, entry)
+            elif body == "json-if-any" and await request.body():
+                await read_json(request, entry)
             return JSONResponse(OK)
 
         return endpoint
@@ -86,6 +89,7 @@ def starlette_app(rec: Recorder) -> Starlette:
     return Starlette(
         routes=[
             Route("/health", handler(None), methods=["GET"]),
+            Route("/public/echo", handler(None, "json-if-any"), methods=["GET", "POST"]),
             Route("/files/get", handler("file_get"), methods=["GET"]),
             Route("/files/read", handler("file_read", "json"), methods=["POST"]),
             Route("/files/form", handler("file_form", "form"), methods=["POST"]),
@@ -133,6 +137,13 @@ def fastapi_app(rec: Recorder) -> FastAPI:
         begin(request, None)
         return OK
 
+    @app.api_route("/public/echo", methods=["GET", "POST"])
+    async def echo(request: FastAPIRequest) -> Any:
+        entry = begin(request, None, **dict(request.query_params))
+        if await request.body():
+            _read_document(rec, entry, await request.json())
+        return OK
+
     @app.get("/files/get")
     async def file_get(
         request: FastAPIRequest, path: str | None = Query(None), ref: str | None = Query(None)
@@ -178,7 +189,7 @@ def fastapi_app(rec: Recorder) -> FastAPI:
         begin(request, "blob_get", p=p)
         return OK
 
-    @app.get("/items/{id}")
+    @app.get("/items/{id:int}")  # Starlette's int convertor, as the binding says
     async def item_get(request: FastAPIRequest, id: int) -> Any:
         begin(request, "item_get", id=id)
         return OK
@@ -228,6 +239,14 @@ def flask_app(rec: Recorder) -> flask.Flask:
     @app.get("/health")
     def health() -> Any:
         begin(None)
+        return OK
+
+    @app.route("/public/echo", methods=["GET", "POST"])
+    def echo() -> Any:
+        entry = begin(None)
+        read_args(entry)
+        if flask.request.get_data():
+            _read_document(rec, entry, flask.request.get_json(force=True))
         return OK
 
     @app.get("/files/get")
@@ -326,7 +345,9 @@ _PLAIN_ROUTES = [(t.method, *_template_route(t.template), t.name) for t in TOOLS
 
 
 def _plain_route(method: str, path: str) -> tuple[str | None, dict[str, Any]] | None:
-    if method == "GET" and path == "/health":
+    if (method == "GET" and path == "/health") or (
+        method in ("GET", "POST") and path == "/public/echo"
+    ):
         return None, {}
     for bound_method, regex, converters, name in _PLAIN_ROUTES:
         found = regex.fullmatch(path)
@@ -353,7 +374,7 @@ def _plain_reads(
     if entry.tool in _FORM_TOOLS and media == "application/x-www-form-urlencoded":
         for name, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
             rec.read(entry, name, value)
-    elif entry.tool in _JSON_TOOLS and body:
+    elif (entry.tool in _JSON_TOOLS or entry.tool is None) and body:
         _read_document(rec, entry, json.loads(body))
 
 
@@ -447,14 +468,16 @@ def protected(
     routes: Sequence[RouteBinding] | None = None,
     clock: Clock | None = None,
     inner: Callable[[Any], Any] | None = None,
+    app: Any = None,
     **overrides: Any,
 ) -> Any:
-    """The app of ``kind`` behind the middleware, with the recording guard.
+    """The app of ``kind`` (or ``app``, an app of that kind) behind the middleware.
 
-    ``inner`` wraps the app inside the middleware (the sanity tests use it to tamper).
-    Returns an ASGI app, or a WSGI callable (for Flask, ``app.wsgi_app`` is replaced).
+    The recording guard is installed. ``inner`` wraps the app inside the middleware (the
+    sanity tests use it to tamper). Returns an ASGI app, or a WSGI callable (for Flask,
+    ``app.wsgi_app`` is replaced).
     """
-    app = bare_app(kind, rec)
+    app = bare_app(kind, rec) if app is None else app
     options: dict[str, Any] = {
         "settings": settings(routes, **overrides),
         "guards": [RecordingGuard(rec)],

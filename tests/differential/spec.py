@@ -120,6 +120,16 @@ def attacker_grants() -> list[dict[str, Any]]:
     return grants
 
 
+def synthetic_grant() -> dict[str, Any]:
+    """A grant for unbound side effects (PROTOCOL.md 5.3), constrained like the path tools."""
+    return {
+        "server_id": SYNTHETIC_TOOL[0],
+        "tool_name": SYNTHETIC_TOOL[1],
+        "operations": ["invoke"],
+        "constraints": [dict(c) for c in PATH_GRANT],
+    }
+
+
 def capability(
     now: int = NOW, grants: list[dict[str, Any]] | None = None, cap_id: str = "cap-diff"
 ) -> CapabilityToken:

@@ -36,6 +36,8 @@ ROUTES: tuple[tuple[str | None, str, str], ...] = (
     ("delete_note", "DELETE", "/notes/7"),
     ("purge", "POST", "/admin/purge"),
     (None, "GET", "/health"),
+    (None, "GET", "/public/echo"),
+    (None, "POST", "/public/echo"),
 )
 
 VALUES = (
@@ -205,7 +207,7 @@ def clean_bodies(draw: st.DrawFn, route: str) -> tuple[str, bytes]:
     import json
 
     document = draw(clean_json())
-    if route in ("/files/form", "/files/values") and draw(st.integers(0, 3)) > 0:
+    if route in ("/files/form", "/files/values", "/public/echo") and draw(st.integers(0, 3)) > 0:
         flat = {k: v for k, v in document.items() if isinstance(v, str)}
         return "form", "&".join(f"{_form_encode(k, True)}={_form_encode(v, True)}" for k, v in flat.items()).encode()
     return "json", json.dumps(document, ensure_ascii=draw(st.booleans())).encode()
@@ -286,7 +288,7 @@ def requests(draw: st.DrawFn) -> tuple[Wire, tuple[str, str] | None]:
         kind, body = draw(clean_bodies(base)) if method == "POST" else ("none", b"")
         headers = (("Content-Type", _MATCHING[kind].encode()),) if body else ()
         wire = Wire(method, base + ("?" + honest_query if honest_query else ""), headers, body)
-        return wire, ((BY_NAME[tool].server, tool) if tool is not None else None)
+        return wire, ((BY_NAME[tool].server, tool) if tool is not None else SYNTHETIC_TOOL)
     # Every trick, each part independently (a request broken everywhere is only refused).
     if draw(st.integers(0, 9)) == 0:
         method = draw(st.sampled_from(["GET", "POST", "DELETE", "PUT", "HEAD"]))

@@ -12,7 +12,7 @@ import pytest
 
 from .apps import FRAMEWORKS
 from .cases import FORM, JSON, describe, run, target, tool
-from .spec import capability
+from .spec import SYNTHETIC_TOOL, attacker_grants, capability, synthetic_grant
 from .wire import Wire, sign
 
 FORM_BODY = (b"path=%2Fworkspace%2Fa.txt&note=hello+world", FORM)
@@ -75,3 +75,30 @@ def test_unbound_health_needs_no_credentials(kind: str) -> None:
     reply, problems = run(kind, wire)
     assert reply.status == 200 and problems == [], describe(kind, wire, reply, problems)
     assert [c.tool for c in target(kind).recorder.calls(wire.case)] == [None]
+
+
+@pytest.mark.parametrize("kind", FRAMEWORKS)
+def test_unbound_route_with_a_capability_is_checked_as_the_synthetic_tool(kind: str) -> None:
+    # PROTOCOL.md 5.3: the guards run on every request that carries a capability.
+    wire = sign(Wire("GET", "/public/echo?path=/workspace/a.txt"), capability(), SYNTHETIC_TOOL)
+    reply, problems = run(kind, wire)
+    assert reply.status == 200 and problems == [], describe(kind, wire, reply, problems)
+    checks = target(kind).recorder.checks(wire.case)
+    assert [(c.tool_server, c.tool_name, c.arguments) for c in checks] == [
+        (*SYNTHETIC_TOOL, {"path": "/workspace/a.txt"})
+    ]
+
+
+@pytest.mark.parametrize("kind", FRAMEWORKS)
+def test_unbound_side_effect_needs_the_synthetic_grant(kind: str) -> None:
+    body = json.dumps({"path": "/workspace/a.txt"}).encode()
+    narrow = sign(Wire("POST", "/public/echo", (JSON,), body), capability(), SYNTHETIC_TOOL)
+    reply, problems = run(kind, narrow)
+    assert reply.status == 403 and problems == [], describe(kind, narrow, reply, problems)
+    broad = capability(grants=[*attacker_grants(), synthetic_grant()])
+    wire = sign(Wire("POST", "/public/echo", (JSON,), body), broad, SYNTHETIC_TOOL)
+    reply, problems = run(kind, wire)
+    assert reply.status == 200 and problems == [], describe(kind, wire, reply, problems)
+    assert [c.reads for c in target(kind).recorder.calls(wire.case)] == [
+        [("path", "/workspace/a.txt")]
+    ]
