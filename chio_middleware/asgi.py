@@ -12,6 +12,7 @@ responses stream.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -24,6 +25,9 @@ from .core.errors import BadRequest, ChioError, PayloadTooLarge
 from .core.guards import Guard
 from .core.replay import ReplayStore, as_async
 from .core.request import RequestView, parse_content_length, parse_wire_query
+from .core.routing import RouteMatch
+from .integrations._declare import route_for
+from .integrations.starlette import native_route, router_of, stack_contains
 from .runtime import ChioRuntime
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -63,6 +67,8 @@ class ChioMiddleware:
         self.settings = self.runtime.settings
         self.store = as_async(self.runtime.store)
         self._blocking_sink = getattr(self.runtime.sink, "blocking", False)
+        self._own_router = router_of(app)
+        self._routers: weakref.WeakKeyDictionary[Any, Any | None] = weakref.WeakKeyDictionary()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -96,10 +102,36 @@ class ChioMiddleware:
             # Closing before accept makes the server answer the handshake with 403.
             await send({"type": "websocket.close", "code": 1008, "reason": "chio: refused"})
 
+    def _router(self, scope: Scope) -> Any | None:
+        """The Starlette/FastAPI router that will dispatch this request, when there is one.
+
+        The wrapped app itself (``ChioMiddleware(app)``), or ``scope["app"]`` when this
+        middleware sits in that app's own middleware stack (``app.add_middleware``).
+        """
+        if self._own_router is not None:
+            return self._own_router
+        app = scope.get("app")
+        if app is None:
+            return None
+        try:
+            return self._routers[app]
+        except KeyError:
+            router = self._routers[app] = router_of(app) if stack_contains(app, self) else None
+            return router
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         engine = self.runtime.engine
         view, query_error = _request_view(scope)
-        evaluation = engine.start(view)
+        router = self._router(scope)
+        resolve = None
+        if router is not None:
+            table = engine.config.routes
+
+            def resolve() -> RouteMatch | None:
+                native = native_route(router, scope)
+                return route_for(native, view.method, view.route_path or view.path, table)
+
+        evaluation = engine.start(view, resolve)
         try:
             if query_error is not None:
                 raise query_error

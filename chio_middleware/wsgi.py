@@ -26,6 +26,8 @@ from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
 from .core.guards import Guard
 from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
 from .core.request import RequestView, parse_content_length, parse_wire_query
+from .core.routing import RouteMatch
+from .integrations._declare import NativeRoute, route_for
 from .runtime import ChioRuntime
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -60,6 +62,7 @@ class ChioWSGIMiddleware:
         self.store = SyncStoreAsAsync(self.runtime.store)
         self._per_process_store = isinstance(self.runtime.store, MemoryReplayStore)
         self._loops = threading.local()
+        self._flask, self._native = _flask_router(app)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         engine = self.runtime.engine
@@ -68,7 +71,7 @@ class ChioWSGIMiddleware:
             error: ChioError | None = None
         except ChioError as exc:
             view, error = _fallback_view(environ), exc
-        evaluation = engine.start(view)
+        evaluation = engine.start(view, self._resolver(environ, view) if error is None else None)
         if error is None and environ.get("wsgi.multiprocess") and self._per_process_store:
             # The server runs several worker processes (e.g. workers set in a gunicorn
             # config file): a per-process store would accept a replay once per worker.
@@ -98,6 +101,21 @@ class ChioWSGIMiddleware:
         if evaluation.capability is not None:
             environ["chio.capability_id"] = evaluation.capability.id
         return self._call_app(environ, start_response, evaluation)
+
+    def _resolver(
+        self, environ: dict[str, Any], view: RequestView
+    ) -> Callable[[], RouteMatch | None] | None:
+        """Flask's own router for this request, when the wrapped app is a Flask app."""
+        app, native_route = self._flask, self._native
+        if app is None or native_route is None:
+            return None
+        table = self.runtime.engine.config.routes
+
+        def resolve() -> RouteMatch | None:
+            native = native_route(app, environ)
+            return route_for(native, view.method, view.route_path or view.path, table)
+
+        return resolve
 
     def _evaluate(self, evaluation: Evaluation) -> None:
         coroutine = self.runtime.engine.evaluate(evaluation, self.store)
@@ -176,6 +194,20 @@ class ChioWSGIMiddleware:
         return [body]
 
 
+def _flask_router(app: Any) -> tuple[Any | None, Callable[..., NativeRoute] | None]:
+    """The Flask app behind ``app`` (``flask_app.wsgi_app``) and its router, if it is one.
+
+    Imported only then: Werkzeug is not a dependency of the generic WSGI adapter.
+    """
+    candidate = getattr(app, "__self__", app)
+    adapter_factory = getattr(candidate, "create_url_adapter", None)
+    if not (hasattr(candidate, "url_map") and callable(adapter_factory)):
+        return None, None
+    from .integrations.flask import native_route
+
+    return candidate, native_route
+
+
 class _ClosingIterator:
     """Passes the app's body through; a sink failure at start swaps in the 503 body."""
 
@@ -246,6 +278,10 @@ def _decoded(raw: str) -> str:
 def _raw_route_path(environ: dict[str, Any]) -> str:
     """The percent-encoded path after the mount prefix, when the server says (RAW_URI)."""
     raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "").split("?", 1)[0]
+    if raw.lower().startswith(("http://", "https://")):  # absolute-form request target
+        scheme_end = raw.index("//") + 2
+        slash = raw.find("/", scheme_end)
+        raw = raw[slash:] if slash >= 0 else "/"
     script = str(environ.get("SCRIPT_NAME", ""))
     if script and raw.startswith(script):
         raw = raw[len(script) :]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -190,15 +190,24 @@ class ChioEngine:
 
     # -- evaluation ---------------------------------------------------------------------
 
-    def start(self, request: RequestView) -> Evaluation:
-        """Begin an evaluation (route matched) before the body is read."""
+    def start(
+        self, request: RequestView, resolve: Callable[[], RouteMatch | None] | None = None
+    ) -> Evaluation:
+        """Begin an evaluation (path checked, route matched) before the body is read.
+
+        ``resolve`` is a framework integration's router (PROTOCOL.md 5.1), called only once
+        the path is canonical; without one, the route table matches the path.
+        """
         now = self.clock()
         evaluation = Evaluation(request=request, request_id=uuid7(int(now * 1000)), now=int(now))
         try:
-            check_canonical_path(request.path, request.raw_path)
-            evaluation.route = self.config.routes.match(
-                request.method, request.route_path or request.path, request.raw_path or None
-            )
+            check_canonical_path(request.path, request.raw_path, request.route_path or request.path)
+            if resolve is not None:
+                evaluation.route = resolve()
+            else:
+                evaluation.route = self.config.routes.match(
+                    request.method, request.route_path or request.path, request.raw_path or None
+                )
         except ChioError as exc:
             evaluation.deny(exc)
         return evaluation
@@ -226,8 +235,8 @@ class ChioEngine:
         request = ev.request
         headers = read_chio_headers(request, max_bytes=self.config.max_header_bytes)
         route = ev.route
-        if route is None:
-            await self._unbound(ev, store, headers)
+        if route is None or route.public:
+            await self._unbound(ev, store, headers, public=route is not None)
             return
         if headers.raw_capability is None:
             raise CapabilityRequired("side-effect route requires a capability token")
@@ -318,18 +327,21 @@ class ChioEngine:
         ev: Evaluation,
         store: AsyncReplayStore,
         headers: ChioHeaders,
+        *,
+        public: bool = False,
     ) -> None:
-        """The default policy for unbound routes (PROTOCOL.md 5.3).
+        """The default policy for unbound routes (PROTOCOL.md 5.3), and public routes.
 
         Safe methods are allowed; any other method needs a grant for the reference's
-        synthetic HTTP tool and a DPoP proof. A presented credential is always verified,
+        synthetic HTTP tool and a DPoP proof. A public route allows every method without a
+        capability, whatever the default policy. A presented credential is always verified,
         and the guard pipeline runs whenever a capability is presented. A proof or nonce
         must hold the capability subject's key, name this capability and bind these
         request bytes; its tool fields are its own.
         """
         request = ev.request
-        safe = request.method in SAFE_METHODS
-        if self.config.default_policy == "deny":
+        safe = public or request.method in SAFE_METHODS
+        if self.config.default_policy == "deny" and not public:
             raise AccessDenied("no route binding matches this request", guard="DefaultPolicyGuard")
         if headers.raw_capability is None:
             if headers.dpop is not None:
@@ -341,7 +353,7 @@ class ChioEngine:
                     GuardEvidence(
                         guard_name="DefaultPolicyGuard",
                         verdict=True,
-                        details="safe method, session-scoped allow",
+                        details="public route" if public else "safe method, session-scoped allow",
                     )
                 )
                 return

@@ -23,6 +23,7 @@ route dispatched for plain ASGI/WSGI apps and, as a second line, for the framewo
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -140,11 +141,13 @@ class RouteMatch:
     params: dict[str, Any]
     binding: RouteBinding | None
     unbound: bool = False
+    #: A route declared public (``public_paths``, ``@chio.public``): no capability needed.
+    public: bool = False
 
     @property
     def reserved(self) -> bool:
         """True for the reserved ``/chio/tools/{server}/{tool}`` route."""
-        return self.binding is None and not self.unbound
+        return self.binding is None and not self.unbound and not self.public
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +186,13 @@ def _compile(binding: RouteBinding) -> _Compiled:
 class RouteTable:
     """The compiled bindings; :meth:`match` finds the route of a request."""
 
-    def __init__(self, bindings: list[RouteBinding]) -> None:
+    def __init__(self, bindings: list[RouteBinding], public_paths: Sequence[str] = ()) -> None:
         seen: set[tuple[str, str]] = set()
         self.bindings = list(bindings)
+        self.public_paths = list(public_paths)
         self._static: dict[tuple[str, str], RouteBinding] = {}
         self._templated: dict[str, list[_Compiled]] = {}
+        self._public = [_compile(_public_binding(path)) for path in self.public_paths]
         for binding in self.bindings:
             key = (binding.method, binding.path)
             if key in seen:
@@ -222,6 +227,20 @@ class RouteTable:
                     return found
         return None
 
+    def binding_for(self, method: str, template: str) -> RouteBinding | None:
+        """The binding of exactly ``template`` (a framework route's path), if any."""
+        method = method.upper()
+        for bound_method in (method, "GET") if method == "HEAD" else (method,):
+            for binding in self.bindings:
+                if binding.method == bound_method and binding.path == template:
+                    return binding
+        return None
+
+    @staticmethod
+    def is_reserved(path: str) -> bool:
+        """True for a path under the reserved ``/chio/tools/`` prefix."""
+        return path.startswith(_RESERVED_PREFIX)
+
     def _lookup(self, method: str, path: str) -> RouteMatch | None:
         binding = self._static.get((method, path))
         if binding is not None:
@@ -230,7 +249,16 @@ class RouteTable:
             found = compiled.match(path)
             if found is not None:
                 return found
+        for compiled in self._public:
+            found = compiled.match(path)
+            if found is not None:
+                return RouteMatch(found.pattern, "", "", found.params, None, public=True)
         return None
+
+
+def _public_binding(path: str) -> RouteBinding:
+    """A public path as a binding, so its template is validated and compiled the same way."""
+    return RouteBinding(method="GET", path=path, tool_server="public", tool_name="public")
 
 
 def _toggle_slash(path: str) -> str:
@@ -261,15 +289,16 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})|%(?:2[Ff]|5[Cc])")
 _BAD_CHAR = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 
 
-def check_canonical_path(path: str, raw_path: str = "") -> None:
+def check_canonical_path(path: str, raw_path: str = "", route_path: str | None = None) -> None:
     """Refuse (400) a path that frameworks may normalise differently (PROTOCOL.md 5.1).
 
-    ``path`` is the decoded path, ``raw_path`` the percent-encoded one when the server
-    gives it. Refused: an empty segment (``//``; a single trailing slash is a segment of
-    its own and allowed), a ``.`` or ``..`` segment (also percent-encoded), a
-    percent-encoded ``/`` or ``\\``, a raw ``\\``, control characters, invalid
-    percent-encoding, raw bytes outside ASCII in the encoded form, and a path that does
-    not start with ``/``.
+    ``path`` is the decoded path; ``raw_path`` the percent-encoded path the application
+    routes on, when the server gives it, and ``route_path`` its decoded form as the server
+    decoded it. Refused: an empty segment (``//``; a single trailing slash is allowed), a
+    ``.`` or ``..`` segment (also percent-encoded), a percent-encoded ``/`` or ``\\``, a
+    raw ``\\``, control characters, invalid percent-encoding, invalid UTF-8, raw bytes
+    outside ASCII in the encoded form, a path that does not start with ``/``, and a raw
+    path that does not decode to the path the server decoded (someone normalised it).
     """
     if raw_path:
         if _BAD_ESCAPE.search(raw_path):
@@ -277,13 +306,20 @@ def check_canonical_path(path: str, raw_path: str = "") -> None:
         if not raw_path.isascii() or _BAD_CHAR.search(raw_path):
             raise BadRequest("request path has characters that must be percent-encoded")
         try:
-            unquote_to_bytes(raw_path).decode("utf-8")
+            decoded = unquote_to_bytes(raw_path).decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("request path is not valid UTF-8") from None
-    if not path.startswith("/"):
-        raise BadRequest("request path must start with '/'")
+        if route_path is not None and decoded != route_path:
+            raise BadRequest("request path was normalised before it reached the application")
+        _check_segments(raw_path)
+    _check_segments(path)
     if _BAD_CHAR.search(path):
         raise BadRequest("request path has a control character or a backslash")
+
+
+def _check_segments(path: str) -> None:
+    if not path.startswith("/"):
+        raise BadRequest("request path must start with '/'")
     segments = path[1:].split("/")
     for index, segment in enumerate(segments):
         if segment in (".", ".."):

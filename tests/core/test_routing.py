@@ -143,3 +143,13 @@ def test_huge_int_segment_is_a_bad_request() -> None:
     table = RouteTable([binding("/n/{id:int}")])
     with pytest.raises(BadRequest):
         table.match("GET", "/n/" + "9" * 5000)
+
+
+@pytest.mark.parametrize(
+    ("route_path", "raw_path"),
+    [("/get", "//files/get"), ("/files/get", "/files//get"), ("/x", "/y"), ("/a/b", "/a/c")],
+)
+def test_a_raw_path_that_does_not_decode_to_the_routed_path_is_refused(route_path: str, raw_path: str) -> None:
+    """Someone between the client and the app normalised the path: refuse, never guess."""
+    with pytest.raises(BadRequest):
+        check_canonical_path(route_path, raw_path, route_path)

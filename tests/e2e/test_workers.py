@@ -96,7 +96,7 @@ def test_replays_and_budgets_are_shared_by_all_workers(
         assert statuses.count(200) == 1, statuses
         assert all(
             info.get("error") == "chio_replay_detected" for status, info in results if status != 200
-        )
+        ), results
 
         # 2. one execution nonce, many times with fresh proofs: exactly one reaches the app
         status, info = send(

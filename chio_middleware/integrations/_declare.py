@@ -1,0 +1,163 @@
+"""Route-level declarations: which tool an endpoint is, or that it is public.
+
+``@tool("srv-notes", "write_note", nonce=True)`` and ``@public`` only mark the endpoint
+function (an attribute, no wrapper: FastAPI still sees the function's own signature); the
+framework resolvers read the mark of the endpoint the framework's router dispatches to.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, TypeVar, overload
+
+from ..core.routing import RouteBinding, RouteMatch, RouteTable
+
+__all__ = [
+    "ATTRIBUTE",
+    "PUBLIC",
+    "NativeRoute",
+    "Public",
+    "ToolDeclaration",
+    "declaration_of",
+    "public",
+    "route_for",
+    "tool",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The attribute an endpoint's declaration is stored under.
+ATTRIBUTE: Final = "__chio__"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDeclaration:
+    """The tool an endpoint is, and what it requires (a route-level ``RouteBinding``)."""
+
+    tool_server: str
+    tool_name: str
+    require_dpop: bool = True
+    require_nonce: bool = False
+    #: FastAPI inspects a dependency's signature: as ``Depends(tool(...))`` it takes none.
+    __signature__: ClassVar[inspect.Signature] = inspect.Signature()
+
+    def __post_init__(self) -> None:
+        if not self.tool_server or not self.tool_name:
+            raise ValueError("tool(): tool_server and tool_name must not be empty")
+
+    @overload
+    def __call__(self, endpoint: None = None) -> None: ...
+
+    @overload
+    def __call__(self, endpoint: F) -> F: ...
+
+    def __call__(self, endpoint: F | None = None) -> F | None:
+        """Mark ``endpoint`` (as a decorator); as a FastAPI dependency, do nothing.
+
+        ``Depends(tool(...))`` on a route or an ``APIRouter`` declares the tool of every
+        route it applies to; the resolver finds it among the route's dependencies.
+        """
+        if endpoint is None:
+            return None
+        _mark(endpoint, self)
+        return endpoint
+
+
+class Public:
+    """The mark of an endpoint that needs no capability (presented ones are still verified)."""
+
+    def __repr__(self) -> str:
+        return "PUBLIC"
+
+
+PUBLIC: Final = Public()
+
+
+def tool(
+    tool_server: str, tool_name: str, *, nonce: bool = False, dpop: bool = True
+) -> ToolDeclaration:
+    """Declare the endpoint below as ``tool_name`` of ``tool_server``.
+
+    ``nonce=True`` requires a single-use execution nonce (PROTOCOL.md 4); ``dpop=False``
+    lets a call without a DPoP proof through (a grant's ``dpop_required`` still wins).
+    """
+    return ToolDeclaration(tool_server, tool_name, require_dpop=dpop, require_nonce=nonce)
+
+
+def public(endpoint: F) -> F:
+    """Declare the endpoint as public: no capability needed, even under ``deny``."""
+    _mark(endpoint, PUBLIC)
+    return endpoint
+
+
+def _mark(endpoint: Any, declaration: ToolDeclaration | Public) -> None:
+    existing = getattr(endpoint, ATTRIBUTE, None)
+    if existing is not None and existing != declaration:
+        name = getattr(endpoint, "__qualname__", repr(endpoint))
+        raise ValueError(f"endpoint {name} is declared twice ({existing!r} and {declaration!r})")
+    setattr(endpoint, ATTRIBUTE, declaration)
+
+
+def declaration_of(*candidates: Any) -> ToolDeclaration | Public | None:
+    """The first declaration found on ``candidates`` (an endpoint, its method handler...)."""
+    for candidate in candidates:
+        if isinstance(candidate, ToolDeclaration | Public):
+            return candidate
+        found = getattr(candidate, ATTRIBUTE, None)
+        if isinstance(found, ToolDeclaration | Public):
+            return found
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class NativeRoute:
+    """What a framework's router does with a request.
+
+    ``outcome``: ``"matched"`` (a handler runs), ``"method_not_allowed"`` (405),
+    ``"redirect"`` (slash rules), ``"not_found"``, or ``"opaque"`` (a mounted app whose
+    routes cannot be seen). ``pattern`` is the full template of the matched route
+    (mount prefixes included), ``params`` the converted path parameters the handler gets.
+    """
+
+    outcome: str
+    pattern: str | None = None
+    params: dict[str, Any] | None = None
+    declaration: ToolDeclaration | Public | None = None
+
+
+def route_for(native: NativeRoute, method: str, path: str, table: RouteTable) -> RouteMatch | None:
+    """The route to check for a request the framework routes as ``native`` (PROTOCOL.md 5.1).
+
+    A matched route takes its endpoint's declaration, else the settings binding of its
+    exact template, else a settings template that matches the path; its pattern and path
+    parameters are the framework's. A request the framework does not dispatch to a handler
+    (405, a slash redirect, 404) gets the settings templates' match, which can only add
+    checks. ``None``: unbound.
+    """
+    if native.outcome != "matched" or native.pattern is None or table.is_reserved(path):
+        return table.match(method, path)
+    params = dict(native.params or {})
+    declared = native.declaration
+    if isinstance(declared, Public):
+        return RouteMatch(native.pattern, "", "", params, None, public=True)
+    if isinstance(declared, ToolDeclaration):
+        binding = RouteBinding.model_construct(
+            method=method,
+            path=native.pattern,
+            tool_server=declared.tool_server,
+            tool_name=declared.tool_name,
+            require_dpop=declared.require_dpop,
+            require_nonce=declared.require_nonce,
+        )
+        return RouteMatch(native.pattern, declared.tool_server, declared.tool_name, params, binding)
+    named = table.binding_for(method, native.pattern)
+    if named is None:
+        legacy = table.match(method, path)
+        if legacy is None or legacy.public:
+            return legacy
+        named = legacy.binding
+    if named is None:
+        return None
+    return RouteMatch(native.pattern, named.tool_server, named.tool_name, params, named)
