@@ -34,13 +34,33 @@ from chio_middleware import RouteBinding
 from chio_middleware.asgi import ChioMiddleware
 from chio_middleware.core.clock import Clock
 from chio_middleware.core.replay import MemoryReplayStore
+from chio_middleware.integrations import tool as chio_tool
 from chio_middleware.sinks import MemorySink
 from chio_middleware.wsgi import ChioWSGIMiddleware
 
-from .spec import CASE_HEADER, TOOLS, HandlerCall, Recorder, RecordingGuard, settings
+from .spec import BY_NAME, CASE_HEADER, TOOLS, HandlerCall, Recorder, RecordingGuard, settings
 
-FRAMEWORKS = ("fastapi", "starlette", "flask", "asgi", "wsgi")
-ASGI_KINDS = frozenset({"fastapi", "starlette", "asgi"})
+#: The apps told their tools by settings bindings (templates), and the framework apps
+#: whose endpoints declare their tools themselves (``@tool``; no settings bindings).
+BOUND = ("fastapi", "starlette", "flask", "asgi", "wsgi")
+DECLARED = ("fastapi-declared", "starlette-declared", "flask-declared")
+FRAMEWORKS = BOUND + DECLARED
+
+
+def is_asgi(kind: str) -> bool:
+    return kind.split("-")[0] in ("fastapi", "starlette", "asgi")
+
+
+def _marker(declared: bool) -> Callable[[str | None], Callable[[Any], Any]]:
+    """``mark(tool_name)``: the endpoint decorator declaring that tool, when ``declared``."""
+
+    def mark(name: str | None) -> Callable[[Any], Any]:
+        if not declared or name is None:
+            return lambda endpoint: endpoint
+        entry = BY_NAME[name]
+        return chio_tool(entry.server, entry.name, nonce=entry.require_nonce)
+
+    return mark
 
 OK = {"ok": True}
 
@@ -48,7 +68,9 @@ OK = {"ok": True}
 # -- Starlette -------------------------------------------------------------------------------
 
 
-def starlette_app(rec: Recorder) -> Starlette:
+def starlette_app(rec: Recorder, declared: bool = False) -> Starlette:
+    mark = _marker(declared)
+
     def begin(request: Request, tool: str | None) -> HandlerCall:
         state = request.scope.get("state") or {}
         entry = rec.call(request.headers.get(CASE_HEADER), tool, state.get("chio_request_id"))
@@ -72,6 +94,7 @@ def starlette_app(rec: Recorder) -> Starlette:
                 rec.read(entry, name, value)
 
     def handler(tool: str | None, body: str = "") -> Callable[[Request], Any]:
+        @mark(tool)
         async def endpoint(request: Request) -> Response:
             entry = begin(request, tool)
             if body == "json":
@@ -121,8 +144,9 @@ class FileItem(BaseModel):
     path: str
 
 
-def fastapi_app(rec: Recorder) -> FastAPI:
+def fastapi_app(rec: Recorder, declared: bool = False) -> FastAPI:
     app = FastAPI()
+    mark = _marker(declared)
 
     def begin(request: FastAPIRequest, tool: str | None, **read: Any) -> HandlerCall:
         state = request.scope.get("state") or {}
@@ -145,6 +169,7 @@ def fastapi_app(rec: Recorder) -> FastAPI:
         return OK
 
     @app.get("/files/get")
+    @mark("file_get")
     async def file_get(
         request: FastAPIRequest, path: str | None = Query(None), ref: str | None = Query(None)
     ) -> Any:
@@ -152,6 +177,7 @@ def fastapi_app(rec: Recorder) -> FastAPI:
         return OK
 
     @app.post("/files/read")
+    @mark("file_read")
     async def file_read(
         request: FastAPIRequest, item: FileItem, ref: str | None = Query(None)
     ) -> Any:
@@ -161,6 +187,7 @@ def fastapi_app(rec: Recorder) -> FastAPI:
         return OK
 
     @app.post("/files/form")
+    @mark("file_form")
     async def file_form(
         request: FastAPIRequest, path: str = Form(), ref: str | None = Query(None)
     ) -> Any:
@@ -168,6 +195,7 @@ def fastapi_app(rec: Recorder) -> FastAPI:
         return OK
 
     @app.post("/files/body")
+    @mark("file_body")
     async def file_body(
         request: FastAPIRequest,
         path: str = Body(),
@@ -178,6 +206,7 @@ def fastapi_app(rec: Recorder) -> FastAPI:
         return OK
 
     @app.post("/files/values")
+    @mark("file_values")
     async def file_values(
         request: FastAPIRequest, path: str = Body(embed=True), ref: str | None = Query(None)
     ) -> Any:
@@ -185,26 +214,31 @@ def fastapi_app(rec: Recorder) -> FastAPI:
         return OK
 
     @app.get("/blobs/{p:path}")
+    @mark("blob_get")
     async def blob_get(request: FastAPIRequest, p: str) -> Any:
         begin(request, "blob_get", p=p)
         return OK
 
     @app.get("/items/{id:int}")  # Starlette's int convertor, as the binding says
+    @mark("item_get")
     async def item_get(request: FastAPIRequest, id: int) -> Any:
         begin(request, "item_get", id=id)
         return OK
 
     @app.get("/reports/")
+    @mark("report_list")
     async def report_list(request: FastAPIRequest, ref: str | None = Query(None)) -> Any:
         begin(request, "report_list", ref=ref)
         return OK
 
     @app.delete("/notes/{note_id}")
+    @mark("delete_note")
     async def delete_note(request: FastAPIRequest, note_id: str) -> Any:
         begin(request, "delete_note", note_id=note_id)
         return OK
 
     @app.post("/admin/purge")
+    @mark("purge")
     async def purge(request: FastAPIRequest) -> Any:
         begin(request, "purge")
         return OK
@@ -215,8 +249,9 @@ def fastapi_app(rec: Recorder) -> FastAPI:
 # -- Flask -----------------------------------------------------------------------------------
 
 
-def flask_app(rec: Recorder) -> flask.Flask:
+def flask_app(rec: Recorder, declared: bool = False) -> flask.Flask:
     app = flask.Flask("differential")
+    mark = _marker(declared)
 
     def begin(tool: str | None, **params: Any) -> HandlerCall:
         request = flask.request
@@ -250,11 +285,13 @@ def flask_app(rec: Recorder) -> flask.Flask:
         return OK
 
     @app.get("/files/get")
+    @mark("file_get")
     def file_get() -> Any:
         read_args(begin("file_get"))
         return OK
 
     @app.post("/files/read")
+    @mark("file_read")
     def file_read() -> Any:
         entry = begin("file_read")
         read_args(entry)
@@ -262,6 +299,7 @@ def flask_app(rec: Recorder) -> flask.Flask:
         return OK
 
     @app.post("/files/form")
+    @mark("file_form")
     def file_form() -> Any:
         entry = begin("file_form")
         read_args(entry)
@@ -271,6 +309,7 @@ def flask_app(rec: Recorder) -> flask.Flask:
         return OK
 
     @app.post("/files/body")
+    @mark("file_body")
     def file_body() -> Any:
         entry = begin("file_body")
         read_args(entry)
@@ -280,6 +319,7 @@ def flask_app(rec: Recorder) -> flask.Flask:
         return OK
 
     @app.post("/files/values")
+    @mark("file_values")
     def file_values() -> Any:
         entry = begin("file_values")
         for name, value in flask.request.values.items(multi=True):
@@ -288,26 +328,31 @@ def flask_app(rec: Recorder) -> flask.Flask:
         return OK
 
     @app.get("/blobs/<path:p>")
+    @mark("blob_get")
     def blob_get(p: str) -> Any:
         read_args(begin("blob_get", p=p))
         return OK
 
     @app.get("/items/<int:id>")
+    @mark("item_get")
     def item_get(id: int) -> Any:
         read_args(begin("item_get", id=id))
         return OK
 
     @app.get("/reports/", strict_slashes=False)
+    @mark("report_list")
     def report_list() -> Any:
         read_args(begin("report_list"))
         return OK
 
     @app.delete("/notes/<note_id>")
+    @mark("delete_note")
     def delete_note(note_id: str) -> Any:
         read_args(begin("delete_note", note_id=note_id))
         return OK
 
     @app.post("/admin/purge")
+    @mark("purge")
     def purge() -> Any:
         read_args(begin("purge"))
         return OK
@@ -448,12 +493,14 @@ def plain_wsgi_app(rec: Recorder) -> Any:
 
 def bare_app(kind: str, rec: Recorder) -> Any:
     """The application of ``kind`` (one of :data:`FRAMEWORKS`), unprotected."""
-    if kind == "fastapi":
-        return fastapi_app(rec)
-    if kind == "starlette":
-        return starlette_app(rec)
-    if kind == "flask":
-        return flask_app(rec)
+    base, _, variant = kind.partition("-")
+    declared = variant == "declared"
+    if base == "fastapi":
+        return fastapi_app(rec, declared)
+    if base == "starlette":
+        return starlette_app(rec, declared)
+    if base == "flask":
+        return flask_app(rec, declared)
     if kind == "asgi":
         return plain_asgi_app(rec)
     if kind == "wsgi":
@@ -478,6 +525,8 @@ def protected(
     ``app.wsgi_app`` is replaced).
     """
     app = bare_app(kind, rec) if app is None else app
+    if routes is None and kind in DECLARED:
+        routes = []  # the endpoints declare their tools
     options: dict[str, Any] = {
         "settings": settings(routes, **overrides),
         "guards": [RecordingGuard(rec)],
@@ -486,11 +535,11 @@ def protected(
     }
     if clock is not None:
         options["clock"] = clock
-    if kind == "flask":
+    if kind.startswith("flask"):
         wsgi = app.wsgi_app if inner is None else inner(app.wsgi_app)
         app.wsgi_app = ChioWSGIMiddleware(wsgi, **options)
         return app
     target = app if inner is None else inner(app)
-    if kind in ASGI_KINDS:
+    if is_asgi(kind):
         return ChioMiddleware(target, **options)
     return ChioWSGIMiddleware(target, **options)

@@ -9,8 +9,9 @@ never checked.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -46,10 +47,11 @@ class Case:
     frameworks: Sequence[str] = FRAMEWORKS
 
     def signed(self, now: int = NOW) -> Wire:
-        """The request as the attacker sends it at ``now``."""
+        """The request as the attacker sends it at ``now``, with a fresh correlation id."""
+        wire = replace(self.wire, case=uuid.uuid4().hex)
         if self.signed_for is None:
-            return self.wire
-        return sign(self.wire, capability(now), tool(self.signed_for), now=now)
+            return wire
+        return sign(wire, capability(now), tool(self.signed_for), now=now)
 
 
 def post(route: str, body: bytes, *headers: tuple[str, bytes], query: str = HARMLESS) -> Wire:

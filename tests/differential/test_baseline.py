@@ -50,7 +50,7 @@ def test_honest_call_reaches_its_handler(kind: str, name: str) -> None:
 
 @pytest.mark.parametrize("kind", FRAMEWORKS)
 def test_form_or_embedded_body_reaches_request_values(kind: str) -> None:
-    body = (b'{"path":"/workspace/a.txt"}', JSON) if kind == "fastapi" else FORM_BODY
+    body = (b'{"path":"/workspace/a.txt"}', JSON) if kind.startswith("fastapi") else FORM_BODY
     wire = sign(_wire("POST", "/files/values", body), capability(), tool("file_values"))
     reply, problems = run(kind, wire)
     assert reply.status == 200 and problems == [], describe(kind, wire, reply, problems)

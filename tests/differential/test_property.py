@@ -20,7 +20,7 @@ from .wire import Wire, sign
 
 
 @pytest.mark.parametrize("kind", FRAMEWORKS)
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn=requests(), broad=st.booleans())
 def test_generated_requests_keep_the_property(
     kind: str, drawn: tuple[Wire, tuple[str, str] | None], broad: bool

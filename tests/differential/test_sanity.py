@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, find, settings
 
 from chio_middleware.core.clock import FixedClock
 
-from .apps import FRAMEWORKS, protected
+from .apps import BOUND, is_asgi, protected
 from .cases import JSON, tool
 from .checker import violations
 from .spec import NOW, Recorder, bindings, capability
@@ -32,7 +32,7 @@ def _send(kind: str, app: Any, rec: Recorder, wire: Wire) -> list[str]:
     return violations(call(kind, app, wire), rec, wire.case)
 
 
-@pytest.mark.parametrize("kind", FRAMEWORKS)
+@pytest.mark.parametrize("kind", BOUND)
 def test_a_binding_that_misses_the_route_is_flagged(kind: str) -> None:
     rec = Recorder()
     app = protected(kind, rec, routes=bindings(file_get="/files/got"), clock=FixedClock(NOW))
@@ -43,7 +43,7 @@ def test_a_binding_that_misses_the_route_is_flagged(kind: str) -> None:
     assert problems, "a handler ran for a route the middleware saw as unbound"
 
 
-@pytest.mark.parametrize("kind", FRAMEWORKS)
+@pytest.mark.parametrize("kind", BOUND)
 def test_a_binding_to_another_tool_is_flagged(kind: str) -> None:
     rec = Recorder()
     swapped = bindings(file_read="/files/form", file_form="/files/read")
@@ -78,10 +78,10 @@ def _rewrite_wsgi(app: Any) -> Any:
     return rewritten
 
 
-@pytest.mark.parametrize("kind", FRAMEWORKS)
+@pytest.mark.parametrize("kind", BOUND)
 def test_a_value_the_middleware_did_not_check_is_flagged(kind: str) -> None:
     rec = Recorder()
-    inner = _rewrite_asgi if kind in ("fastapi", "starlette", "asgi") else _rewrite_wsgi
+    inner = _rewrite_asgi if is_asgi(kind) else _rewrite_wsgi
     app = protected(kind, rec, clock=FixedClock(NOW), inner=inner)
     wire = sign(
         Wire("POST", "/files/read?ref=/workspace/x", (JSON,), HONEST_READ),

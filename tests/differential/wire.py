@@ -253,7 +253,7 @@ def wsgi_call(app: Any, wire: Wire) -> Reply:
 
 def call(kind: str, app: Any, wire: Wire) -> Reply:
     """Send ``wire`` in process to an app of framework ``kind`` (see :mod:`.apps`)."""
-    if kind in ("fastapi", "starlette", "asgi"):
+    if kind.split("-")[0] in ("fastapi", "starlette", "asgi"):  # see apps.is_asgi
         return asgi_call(app, wire)
     return wsgi_call(app, wire)
 
@@ -261,16 +261,35 @@ def call(kind: str, app: Any, wire: Wire) -> Reply:
 # -- over a socket, to a real server ---------------------------------------------------------
 
 
-def socket_call(port: int, wire: Wire, timeout: float = 10.0) -> Reply:
+def socket_call(port: int, wire: Wire, host: str = "", timeout: float = 30.0) -> Reply:
+    """Write ``wire`` to a socket and read one response, by its framing (a server may
+    keep the connection open after answering a request whose body the app did not read)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
-        conn.sendall(wire.raw(f"127.0.0.1:{port}"))
-        chunks = []
-        while True:
-            data = conn.recv(65536)
-            if not data:
+        conn.sendall(wire.raw(host or f"127.0.0.1:{port}"))
+        data = b""
+        while not _complete(data):
+            chunk = conn.recv(65536)
+            if not chunk:
                 break
-            chunks.append(data)
-    return parse_response(b"".join(chunks))
+            data += chunk
+    return parse_response(data)
+
+
+def _complete(data: bytes) -> bool:
+    head, found, rest = data.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    fields = head.lower().split(b"\r\n")
+    status = int(fields[0].split(b" ")[1])
+    if status in (204, 304) or 100 <= status < 200:
+        return True
+    for line in fields[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip() == b"content-length":
+            return len(rest) >= int(value)
+        if name.strip() == b"transfer-encoding" and b"chunked" in value:
+            return rest.endswith(b"0\r\n\r\n")
+    return False  # delimited by close
 
 
 def parse_response(data: bytes) -> Reply:
