@@ -42,3 +42,44 @@ def starlette_misbound() -> Any:
 def flask_misbound() -> Any:
     """Deliberately wrong: ``GET /files/get`` is bound as ``/files/got`` (sanity test)."""
     return protected("flask", recorder_from_env(), routes=bindings(file_get="/files/got"))
+
+
+def fastapi_declared() -> Any:
+    return protected("fastapi-declared", recorder_from_env())
+
+
+def flask_declared() -> Any:
+    return protected("flask-declared", recorder_from_env())
+
+
+ASGI_APPS = ("starlette", "fastapi", "fastapi_declared", "asgi", "starlette_misbound")
+WSGI_APPS = ("flask", "flask_declared", "wsgi", "flask_misbound")
+
+
+def asgi_by_host() -> Any:
+    """One ASGI server process for every ASGI app: the ``Host`` header picks the app
+    (``Host: fastapi``); the path reaches it unchanged. Lifespan is answered here."""
+    apps = {name: globals()[name]() for name in ASGI_APPS}
+
+    async def dispatch(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].rsplit(".", 1)[-1]
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
+        await apps[host](scope, receive, send)
+
+    return dispatch
+
+
+def wsgi_by_host() -> Any:
+    """One WSGI server process for every WSGI app, picked by the ``Host`` header."""
+    apps = {name: globals()[name]() for name in WSGI_APPS}
+
+    def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
+        return apps[environ.get("HTTP_HOST", "")](environ, start_response)
+
+    return dispatch
