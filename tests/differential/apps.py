@@ -522,7 +522,10 @@ def protected(
 
     The recording guard is installed. ``inner`` wraps the app inside the middleware (the
     sanity tests use it to tamper). Returns an ASGI app, or a WSGI callable (for Flask,
-    ``app.wsgi_app`` is replaced).
+    ``app.wsgi_app`` is replaced). The settings-bound ASGI apps are wrapped
+    (``ChioMiddleware(app)``); the declared ones install it as the README shows,
+    ``app.add_middleware(ChioMiddleware, ...)``, so the middleware must find the router
+    of the app whose stack it sits in.
     """
     app = bare_app(kind, rec) if app is None else app
     if routes is None and kind in DECLARED:
@@ -538,6 +541,9 @@ def protected(
     if kind.startswith("flask"):
         wsgi = app.wsgi_app if inner is None else inner(app.wsgi_app)
         app.wsgi_app = ChioWSGIMiddleware(wsgi, **options)
+        return app
+    if kind in DECLARED and inner is None:
+        app.add_middleware(ChioMiddleware, **options)
         return app
     target = app if inner is None else inner(app)
     if is_asgi(kind):

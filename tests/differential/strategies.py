@@ -54,7 +54,7 @@ VALUES = (
     "\u00e9t\u00e9",
     "\u0667",
 )
-KEYS = ("path", "note", "ref", "a", "n", "p", "id", "file")
+KEYS = ("path", "note", "ref", "a", "n", "p", "id", "note_id", "file")
 
 SPACES = (b"", b"", b"", b" ", b"\t", b"\xa0", b"\x85", b"\x1c", b"\x1d", b"\x1e", b"\x1f", b"\x0b", b"\x0c")
 MEDIA = (
@@ -139,13 +139,36 @@ def _pairs(draw: st.DrawFn, max_size: int = 3) -> list[tuple[str, str]]:
 
 
 @st.composite
+def _query_text(draw: st.DrawFn, text: str, plus: bool) -> str:
+    """``text`` form-encoded, with some safe characters percent-encoded too (``p%61th``)."""
+    out = []
+    for char in text:
+        if char.isascii() and (char.isalnum() or char in "-._~/") and draw(st.integers(0, 9)):
+            out.append(char)
+        elif char == " " and plus:
+            out.append("+")
+        else:
+            out.append(_percent(char, draw(st.booleans())))
+    return "".join(out)
+
+
+@st.composite
 def queries(draw: st.DrawFn) -> str:
     pairs = draw(_pairs())
     if draw(st.booleans()):
         pairs.insert(0, ("ref", "/workspace/x"))
     plus = draw(st.booleans())
-    encoded = [f"{_form_encode(k, plus)}={_form_encode(v, plus)}" for k, v in pairs]
-    return "&".join(encoded)
+    encoded = []
+    for name, value in pairs:
+        shape = draw(st.sampled_from(["pair"] * 8 + ["bare", "empty"]))
+        key = draw(_query_text(name, plus))
+        if shape == "bare":
+            encoded.append(key)
+        elif shape == "empty":
+            encoded.append("")
+        else:
+            encoded.append(f"{key}={draw(_query_text(value, plus))}")
+    return draw(st.sampled_from(["&"] * 6 + [";", "&&"])).join(encoded)
 
 
 # -- bodies ----------------------------------------------------------------------------------
@@ -308,6 +331,8 @@ def requests(draw: st.DrawFn) -> tuple[Wire, tuple[str, str] | None]:
         content_type = _MATCHING[kind].encode() if kind in _MATCHING and body else None
     if content_type is not None:
         headers.append(("Content-Type", content_type))
+        if draw(st.integers(0, 11)) == 0:  # a second Content-Type
+            headers.append(("Content-Type", draw(st.sampled_from(MEDIA)).encode()))
     target = path + ("?" + query if query else "")
     chunked = draw(st.sampled_from([0, 0, 0, 1, 7])) if body else 0
     signing = draw(st.integers(0, 9))

@@ -7,13 +7,15 @@ and query as the middleware decodes them, the body's hash). Then it is sent:
 
 - :func:`asgi_call`: parsed by h11 and turned into a scope exactly as uvicorn's h11
   protocol does (``raw_path`` as sent, ``path`` percent-decoded by ``urllib.parse.unquote``);
-- :func:`wsgi_call`: parsed by gunicorn's own request parser into gunicorn's own environ;
+- :func:`wsgi_call`: parsed by gunicorn's own request parser into gunicorn's own environ
+  (or, where gunicorn refuses the bytes, by Werkzeug's development server's handler);
 - :func:`socket_call`: over a raw socket to a real server (no client-side normalisation).
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 import uuid
 from collections.abc import Iterable
@@ -25,6 +27,7 @@ import h11
 from gunicorn.config import Config as GunicornConfig
 from gunicorn.http import wsgi as gunicorn_wsgi
 from gunicorn.http.parser import RequestParser
+from werkzeug.serving import WSGIRequestHandler
 
 from chio_middleware.core.crypto import SigningKey
 from chio_middleware.core.dpop import DpopBinding, create_dpop_proof
@@ -227,8 +230,46 @@ def wsgi_environ(raw: bytes) -> dict[str, Any] | None:
     return dict(environ)
 
 
+class _DevServer:
+    """What ``WSGIRequestHandler.make_environ`` reads of its server."""
+
+    ssl_context = None
+    multithread = False
+    multiprocess = False
+    server_address = ("127.0.0.1", 8000)
+    _server_version = "Werkzeug"
+
+    def log(self, *args: Any) -> None:
+        return None
+
+
+def werkzeug_environ(raw: bytes) -> dict[str, Any] | None:
+    """The environ Werkzeug's development server builds for ``raw`` (its own handler's
+    ``parse_request`` and ``make_environ``, on the bytes instead of a socket)."""
+    handler = WSGIRequestHandler.__new__(WSGIRequestHandler)
+    handler.rfile = io.BytesIO(raw)
+    handler.wfile = io.BytesIO()
+    handler.client_address = ("127.0.0.1", 50000)
+    handler.server = _DevServer()  # type: ignore[assignment]
+    handler.connection = None
+    handler.close_connection = True
+    handler.raw_requestline = handler.rfile.readline(65537)
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    try:
+        if not handler.parse_request():
+            return None
+        return dict(handler.make_environ())
+    except Exception:
+        return None
+
+
 def wsgi_call(app: Any, wire: Wire) -> Reply:
-    environ = wsgi_environ(wire.raw())
+    """gunicorn's environ; for a request gunicorn refuses to parse (a header value with a
+    control character, say), the one Werkzeug's server builds, since it accepts more."""
+    raw = wire.raw()
+    environ = wsgi_environ(raw)
+    if environ is None:
+        environ = werkzeug_environ(raw)
     if environ is None:
         return _refused()
     captured: dict[str, Any] = {}
