@@ -12,12 +12,11 @@ responses stream.
 from __future__ import annotations
 
 import asyncio
+import sys
 import weakref
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
-
-import structlog
 
 from .core.clock import Clock
 from .core.engine import Evaluation
@@ -27,12 +26,14 @@ from .core.replay import ReplayStore, as_async
 from .core.request import RequestView, parse_content_length, parse_wire_query
 from .core.routing import RouteMatch
 from .integrations._declare import route_for
-from .integrations.starlette import native_route, router_of, stack_contains
-from .runtime import ChioRuntime
+from .integrations.coverage import starlette_coverage
+from .integrations.starlette_routing import native_route, router_of, stack_contains
+from .logs import get_logger
+from .runtime import ChioRuntime, DenialRenderer, render_with
 from .settings import ChioSettings
 from .sinks import ReceiptSink
 
-__all__ = ["ChioMiddleware"]
+__all__ = ["ChioMiddleware", "ChioStartupError"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,9 +41,13 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-logger = structlog.get_logger("chio_middleware")
+logger = get_logger()
 
 T = TypeVar("T")
+
+
+class ChioStartupError(RuntimeError):
+    """The middleware cannot start: its message names the setting at fault."""
 
 
 class _ClientGone(Exception):
@@ -61,28 +66,68 @@ class ChioMiddleware:
         guards: Sequence[Guard] = (),
         store: ReplayStore | None = None,
         sink: ReceiptSink | None = None,
+        runtime: ChioRuntime | None = None,
+        render_denial: DenialRenderer | None = None,
     ) -> None:
         self.app = app
-        self.runtime = ChioRuntime(settings, clock=clock, guards=guards, store=store, sink=sink)
+        self._startup_error: str | None = None
+        self._own_router = router_of(app)
+        self._routers: weakref.WeakKeyDictionary[Any, Any | None] = weakref.WeakKeyDictionary()
+        self._render_denial = render_denial
+        try:
+            self.runtime = runtime or ChioRuntime(
+                settings, clock=clock, guards=guards, store=store, sink=sink
+            )
+        except Exception as exc:
+            if not _built_lazily_by_starlette():
+                raise
+            # Starlette builds its middleware stack at the first call (the lifespan), and
+            # uvicorn's default lifespan mode swallows an exception raised there: answer
+            # the lifespan with startup.failed instead, so the server stops (issue 9).
+            self._startup_error = f"chio_middleware configuration is invalid: {exc}"
+            logger.error("chio_configuration_invalid", error=self._startup_error)
+            return
         self.settings = self.runtime.settings
         self.store = as_async(self.runtime.store)
         self._blocking_sink = getattr(self.runtime.sink, "blocking", False)
-        self._own_router = router_of(app)
-        self._routers: weakref.WeakKeyDictionary[Any, Any | None] = weakref.WeakKeyDictionary()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http":
+        if self._startup_error is not None:
+            await self._refuse_everything(scope, receive, send)
+        elif kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            await self.app(scope, receive, self._lifespan_send(send))
+            await self.app(scope, receive, self._lifespan_send(scope, send))
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
-    def _lifespan_send(self, send: Send) -> Send:
+    async def _refuse_everything(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A misconfigured middleware: fail the lifespan start-up; 503 whatever else comes."""
+        if scope["type"] == "lifespan":
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.failed", "message": self._startup_error})
+                # Servers stop on startup.failed; raising too ends the lifespan for those
+                # (and test clients) that wait for the app to return.
+                raise ChioStartupError(str(self._startup_error))
+            return
+        if scope["type"] == "http":
+            body = b'{"error":"chio_unavailable","message":"misconfigured","status":503}'
+            headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+            await _send_whole(send, 503, headers, body)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1011, "reason": "chio: misconfigured"})
+
+    def _lifespan_send(self, scope: Scope, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                failure = self._check_coverage(scope)
+                if failure is not None:
+                    # Starlette's lifespan turns this into lifespan.startup.failed.
+                    raise ChioStartupError(failure)
             if message["type"] == "lifespan.shutdown.complete":
                 aclose = getattr(self.store, "aclose", None)
                 if aclose is not None:  # an async client's pool lives on this loop
@@ -91,6 +136,14 @@ class ChioMiddleware:
             await send(message)
 
         return lifespan_send
+
+    def _check_coverage(self, scope: Scope) -> str | None:
+        """Log which framework routes are bound; the failure under ``unbound_routes=refuse``."""
+        router = self._router(scope)
+        if router is None:
+            return None
+        rows = starlette_coverage(router, self.runtime.engine.config.routes)
+        return self.runtime.report_coverage(rows)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.settings.websocket == "allow_unverified":
@@ -143,7 +196,10 @@ class ChioMiddleware:
         else:
             evaluation.request = replace(view, body=body)
             await engine.evaluate(evaluation, self.store)
-            self.runtime.admit(evaluation)
+            if self.runtime.decision_mode:  # records a receipt: off the loop if it blocks
+                await self._sink_call(self.runtime.admit, evaluation)
+            else:
+                self.runtime.admit(evaluation)
         if evaluation.error is not None:
             await self._send_error(evaluation, evaluation.error, send)
             return
@@ -182,9 +238,10 @@ class ChioMiddleware:
         return fn(*args)
 
     async def _send_error(self, evaluation: Evaluation, error: ChioError, send: Send) -> None:
-        await _send_whole(
-            send, *await self._sink_call(self.runtime.render_error, evaluation, error)
-        )
+        status, headers, body = await self._sink_call(self.runtime.render_error, evaluation, error)
+        if self._render_denial is not None:
+            headers, body = render_with(self._render_denial, evaluation, status, headers, body)
+        await _send_whole(send, status, headers, body)
 
     async def _call_app(
         self, scope: Scope, receive: Receive, evaluation: Evaluation, send: Send
@@ -222,16 +279,24 @@ class ChioMiddleware:
             await send(message)
 
         state = scope.setdefault("state", {})
+        context = evaluation.context()
+        state["chio"] = context
         state["chio_request_id"] = evaluation.request_id
-        if evaluation.capability is not None:
-            state["chio_capability_id"] = evaluation.capability.id
+        state["chio_capability_id"] = context.capability_id
         try:
             await self.app(scope, replay_receive, receipted_send)
         except Exception:
-            if not started:
-                await _send_whole(
-                    send, *await self._sink_call(self.runtime.render_crash, evaluation)
-                )
+            if started:
+                raise
+            if self._router(scope) is not None and self._own_router is None:
+                # Inside a Starlette/FastAPI stack: its ServerErrorMiddleware, outside this
+                # one, renders the app's own exception handler (a 500). Record that 500 and
+                # let the exception go to it; the receipt is in the sink.
+                await self._sink_call(self.runtime.record_crash, evaluation)
+                raise
+            await _send_whole(
+                send, *await self._sink_call(self.runtime.render_crash, evaluation)
+            )
             raise
 
 
@@ -245,6 +310,17 @@ async def _send_whole(send: Send, status: int, headers: list[tuple[str, str]], b
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _built_lazily_by_starlette() -> bool:
+    """True when Starlette's ``build_middleware_stack`` is constructing this middleware."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "build_middleware_stack" and "starlette" in code.co_filename:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 def _request_view(scope: Scope) -> tuple[RequestView, ChioError | None]:

@@ -8,13 +8,14 @@ fails here, at construction, never at the first request.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import inspect
+import json
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
-
-import structlog
 
 from .core.clock import Clock, system_clock
 from .core.crypto import PublicKey, SigningKey
@@ -31,13 +32,16 @@ from .core.guards import (
 from .core.models import HttpReceipt
 from .core.replay import ReplayStore
 from .core.routing import RouteTable
+from .integrations.coverage import CoverageRow, orphan_bindings, render_coverage, unbound
+from .logs import get_logger
 from .settings import ChioSettings, load_policy_file
 from .sinks import ReceiptSink, open_sink
+from .telemetry import open_telemetry
 from .workers import detected_workers
 
-__all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime"]
+__all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime", "Denial", "DenialRenderer", "render_with"]
 
-logger = structlog.get_logger("chio_middleware")
+logger = get_logger()
 
 #: The body of the 500 answer when the application fails before it responds.
 CRASH_BODY = b'{"error":"internal_error","message":"the application failed","status":500}'
@@ -91,7 +95,7 @@ class ChioRuntime:
             secret_leak = g.secret_leak if g.secret_leak is not None else secret_leak
             custom = custom + (g.custom or [])
         try:
-            table = RouteTable(routes)
+            table = RouteTable(routes, s.public_paths)
         except ValueError as exc:
             raise ValueError(f"routes: {exc}") from None
         pipeline: list[Guard] = []
@@ -107,6 +111,7 @@ class ChioRuntime:
         policy_view: dict[str, Any] = {
             "default_policy": default_policy,
             "routes": [binding.policy_view() for binding in table.bindings],
+            "public_paths": list(s.public_paths),
             "guards": [g.name for g in pipeline],
             "rate_limit": rate_limit,
             "forbidden_paths": forbidden,
@@ -136,9 +141,11 @@ class ChioRuntime:
             max_header_bytes=s.max_header_bytes,
         )
         self.engine = ChioEngine(config, clock=clock or system_clock)
+        self.telemetry = open_telemetry(s.telemetry)  # before anything opens: it may refuse
         self.store = store if store is not None else _open_store(s, detected_workers())
         self.sink = sink if sink is not None else _open_sink(s)
         self._closed = False
+        self._coverage_reported = False
         _RUNTIMES.add(self)
 
     @property
@@ -146,8 +153,14 @@ class ChioRuntime:
         """The public key receipts and nonces are signed with."""
         return self.engine.signing_key.public_key
 
+    @property
+    def decision_mode(self) -> bool:
+        """True when an allowed request is receipted before the app runs (PROTOCOL.md 7.1)."""
+        return self.settings.receipt_mode == "decision"
+
     def admit(self, evaluation: Evaluation) -> None:
-        """Before the app runs: deny (503) when the sink already knows it cannot record."""
+        """Before the app runs: deny (503) when the sink already knows it cannot record; in
+        decision mode, record the decision receipt (its failure denies 503 the same way)."""
         if evaluation.error is not None:
             return
         try:
@@ -155,6 +168,21 @@ class ChioRuntime:
         except Exception as exc:
             logger.error("chio_receipt_sink_not_ready", error=type(exc).__name__)
             evaluation.deny(Unavailable("receipts cannot be recorded; refusing (fail closed)"))
+            return
+        if not self.decision_mode:
+            return
+        try:
+            self.engine.sign(evaluation, 200, self.sink.record, scope="decision")
+        except Exception as exc:
+            logger.error(
+                "chio_decision_receipt_failed",
+                error=type(exc).__name__,
+                request_id=evaluation.request_id,
+                route=evaluation.route_pattern,
+            )
+            evaluation.deny(
+                Unavailable("decision receipt could not be recorded; refusing (fail closed)")
+            )
 
     def record(self, evaluation: Evaluation, status: int) -> HttpReceipt:
         """Sign and record the request's receipt; raise ``Unavailable`` if the sink fails."""
@@ -167,13 +195,17 @@ class ChioRuntime:
                 request_id=evaluation.request_id,
                 route=evaluation.route_pattern,
             )
+            if self.telemetry is not None:
+                self.telemetry.sink_failure(evaluation)
             raise Unavailable("receipt could not be recorded; refusing (fail closed)") from None
         self.log_decision(evaluation, receipt)
         return receipt
 
     def log_decision(self, evaluation: Evaluation, receipt: HttpReceipt) -> None:
-        """One structlog event per decision; never a key, token or signature."""
+        """One log event per decision; never a key, token or signature."""
         error = evaluation.error
+        if self.telemetry is not None:
+            self.telemetry.decision(evaluation, receipt)
         if evaluation.failure is not None:
             logger.error(
                 "chio_evaluation_failed",
@@ -207,6 +239,46 @@ class ChioRuntime:
             return self.engine.error_response(evaluation, unavailable)
         return self.engine.error_response(evaluation, error)
 
+    def record_crash(self, evaluation: Evaluation) -> None:
+        """Record the 500 receipt of an app that failed before responding (best effort)."""
+        with contextlib.suppress(Unavailable):  # the sink already logged why
+            self.record(evaluation, 500)
+
+    def report_coverage(self, rows: Sequence[CoverageRow], *, again: bool = False) -> str | None:
+        """Log the route coverage table once (``again``: routes were added since); return
+        the start-up failure under ``unbound_routes="refuse"``."""
+        if self._coverage_reported and not again:
+            return None
+        self._coverage_reported = True
+        missing = unbound(rows)
+        logger.info(
+            "chio_route_coverage",
+            routes=len(rows),
+            unbound=len(missing),
+            table="\n" + render_coverage(rows),
+        )
+        orphans = orphan_bindings(rows, self.engine.config.routes)
+        if orphans:
+            named = ", ".join(f"{b.method} {b.path}" for b in orphans)
+            logger.error("chio_bindings_without_route", bindings=named)
+            return (
+                f"routes: these bindings name no route of the application, so they would "
+                f"protect nothing (compare the templates with the app's): {named}"
+            )
+        if not missing:
+            return None
+        names = ", ".join(f"{row.method} {row.pattern}" for row in missing)
+        if self.settings.unbound_routes == "refuse":
+            message = (
+                f"unbound_routes=refuse: these routes have no binding, @tool or @public "
+                f"declaration: {names}"
+            )
+            logger.error("chio_unbound_routes", routes=names)
+            return message
+        policy = self.engine.config.default_policy
+        logger.warning("chio_unbound_routes", routes=names, default_policy=policy)
+        return None
+
     def render_crash(self, evaluation: Evaluation) -> tuple[int, list[tuple[str, str]], bytes]:
         """The 500 answer for an app that failed before responding, with its receipt if the
         sink can record one."""
@@ -228,6 +300,42 @@ class ChioRuntime:
             self.sink.close()
         finally:
             self.store.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A denial as the application's own error renderer sees it (PROTOCOL.md 8 fields)."""
+
+    code: str
+    message: str
+    status: int
+    receipt_id: str | None
+
+
+#: Renders a denial in the application's body shape: ``(body, content_type)``. The status,
+#: the error code and the receipt headers stay the middleware's.
+DenialRenderer = Callable[[Denial], tuple[bytes, str]]
+
+
+def render_with(
+    renderer: DenialRenderer,
+    evaluation: Evaluation,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+) -> tuple[list[tuple[str, str]], bytes]:
+    """Re-render a denial body with the app's renderer; on any failure keep ours."""
+    try:
+        fields = json.loads(body)
+        rendered, content_type = renderer(
+            Denial(fields["error"], fields["message"], status, fields.get("receipt_id"))
+        )
+    except Exception as exc:
+        logger.error("chio_denial_renderer_failed", error=type(exc).__name__)
+        return headers, body
+    kept = [(k, v) for k, v in headers if k not in ("content-type", "content-length")]
+    kept[:0] = [("content-type", content_type), ("content-length", str(len(rendered)))]
+    return kept, rendered
 
 
 def _open_store(settings: ChioSettings, workers: int) -> ReplayStore:

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .core.crypto import KeyFormatError, PublicKey, SigningKey
 from .core.guards import parse_rate
-from .core.routing import RouteBinding
+from .core.routing import RouteBinding, RouteTable
 
 __all__ = ["DEFAULT_FORBIDDEN_PATHS", "ChioSettings", "PolicyFile", "load_policy_file"]
 
@@ -70,6 +70,14 @@ class ChioSettings(BaseSettings):
     receipt_fsync_interval: float = Field(default=1.0, gt=0, le=60)
     receipt_max_bytes: int = Field(default=50 * 2**20, ge=4096)
     receipt_backups: int = Field(default=5, ge=0)
+    telemetry: Literal["auto", "otel", "off"] = Field(
+        default="auto",
+        description="OpenTelemetry metrics and spans: auto (when installed), otel, off.",
+    )
+    receipt_mode: Literal["final", "decision"] = Field(
+        default="final",
+        description="decision: record a signed decision receipt before the app runs (7.1).",
+    )
     proof_ttl: int = Field(default=300, ge=1, le=86400)
     max_clock_skew: int = Field(default=30, ge=0, le=3600)
     nonce_ttl: int = Field(default=30, ge=1, le=3600)
@@ -77,6 +85,12 @@ class ChioSettings(BaseSettings):
     max_header_bytes: int = Field(default=16 * 1024, ge=256, le=2**20)
     max_delegation_depth: int = Field(default=4, ge=0, le=64)
     default_policy: Literal["allow_safe", "deny"] = "allow_safe"
+    unbound_routes: Literal["warn", "refuse"] = Field(
+        default="warn", description="A framework route with no binding: warn, or refuse to start."
+    )
+    public_paths: list[str] = Field(
+        default_factory=list, description="Templates of routes that need no capability."
+    )
     rate_limit: str | None = Field(default=None, description="Per-subject rate, e.g. 60/minute.")
     forbidden_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_FORBIDDEN_PATHS))
     secret_leak_guard: bool = True
@@ -97,6 +111,12 @@ class ChioSettings(BaseSettings):
             except KeyFormatError:
                 raise ValueError("must be 64 hex characters (an Ed25519 seed)") from None
         return value
+
+    @field_validator("public_paths")
+    @classmethod
+    def _valid_public_paths(cls, values: list[str]) -> list[str]:
+        RouteTable([], values)  # the same template rules as route bindings
+        return values
 
     @field_validator("replay_store")
     @classmethod

@@ -18,8 +18,6 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-import structlog
-
 from .core.clock import Clock
 from .core.engine import Evaluation, run_sync
 from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
@@ -28,7 +26,8 @@ from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
 from .core.request import RequestView, parse_content_length, parse_wire_query
 from .core.routing import RouteMatch
 from .integrations._declare import NativeRoute, route_for
-from .runtime import ChioRuntime
+from .logs import get_logger
+from .runtime import ChioRuntime, DenialRenderer, render_with
 from .settings import ChioSettings
 from .sinks import ReceiptSink
 
@@ -38,7 +37,7 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-logger = structlog.get_logger("chio_middleware")
+logger = get_logger()
 
 _READ_CHUNK = 64 * 1024
 
@@ -55,9 +54,19 @@ class ChioWSGIMiddleware:
         guards: Sequence[Guard] = (),
         store: ReplayStore | None = None,
         sink: ReceiptSink | None = None,
+        runtime: ChioRuntime | None = None,
+        render_denial: DenialRenderer | None = None,
     ) -> None:
         self.app = app
-        self.runtime = ChioRuntime(settings, clock=clock, guards=guards, store=store, sink=sink)
+        self.runtime = runtime or ChioRuntime(
+            settings, clock=clock, guards=guards, store=store, sink=sink
+        )
+        self._render_denial = render_denial
+        #: Run once, before the first request is evaluated: an integration's late check
+        #: (Flask routes registered after ``init_app``); a message refuses every request.
+        self.first_request_check: Callable[[], str | None] | None = None
+        self._refusal: str | None = None
+        self._first_lock = threading.Lock()
         self.settings = self.runtime.settings
         self.store = SyncStoreAsAsync(self.runtime.store)
         self._per_process_store = isinstance(self.runtime.store, MemoryReplayStore)
@@ -65,6 +74,8 @@ class ChioWSGIMiddleware:
         self._flask, self._native = _flask_router(app)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self.first_request_check is not None:
+            self._run_first_request_check()
         engine = self.runtime.engine
         try:
             view = _request_view(environ)
@@ -72,6 +83,8 @@ class ChioWSGIMiddleware:
         except ChioError as exc:
             view, error = _fallback_view(environ), exc
         evaluation = engine.start(view, self._resolver(environ, view) if error is None else None)
+        if self._refusal is not None:  # the reason is in the server log, not for clients
+            error = Unavailable("the middleware's configuration was refused; see the server log")
         if error is None and environ.get("wsgi.multiprocess") and self._per_process_store:
             # The server runs several worker processes (e.g. workers set in a gunicorn
             # config file): a per-process store would accept a replay once per worker.
@@ -92,15 +105,26 @@ class ChioWSGIMiddleware:
             self.runtime.admit(evaluation)
         if evaluation.error is not None:
             status, headers, payload = self.runtime.render_error(evaluation, evaluation.error)
+            if self._render_denial is not None:
+                headers, payload = render_with(
+                    self._render_denial, evaluation, status, headers, payload
+                )
             start_response(_status_line(status), headers)
             return [payload]
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
+        context = evaluation.context()
+        environ["chio"] = context
         environ["chio.request_id"] = evaluation.request_id
-        if evaluation.capability is not None:
-            environ["chio.capability_id"] = evaluation.capability.id
+        environ["chio.capability_id"] = context.capability_id
         return self._call_app(environ, start_response, evaluation)
+
+    def _run_first_request_check(self) -> None:
+        with self._first_lock:
+            check, self.first_request_check = self.first_request_check, None
+            if check is not None:
+                self._refusal = check()
 
     def _resolver(
         self, environ: dict[str, Any], view: RequestView
@@ -203,7 +227,7 @@ def _flask_router(app: Any) -> tuple[Any | None, Callable[..., NativeRoute] | No
     adapter_factory = getattr(candidate, "create_url_adapter", None)
     if not (hasattr(candidate, "url_map") and callable(adapter_factory)):
         return None, None
-    from .integrations.flask import native_route
+    from .integrations.flask_routing import native_route
 
     return candidate, native_route
 

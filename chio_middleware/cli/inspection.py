@@ -14,6 +14,7 @@ from ..core.capability import (
     verify_capability_signature,
     verify_delegation_chain,
 )
+from ..core.core_receipts import CoreReceiptInvalid, is_core_receipt, verify_core_receipt
 from ..core.crypto import KeyFormatError, PublicKey, SignatureInvalid
 from ..core.dpop import DEFAULT_MAX_CLOCK_SKEW, DEFAULT_PROOF_TTL, parse_dpop_proof
 from ..core.errors import ChioError
@@ -34,9 +35,9 @@ __all__ = ["register"]
 
 DESCRIPTION = """\
 Decode a Chio value (X-Chio-Capability, X-Chio-DPoP, X-Chio-Execution-Nonce,
-X-Chio-Receipt, or a line of a receipt log; raw JSON or base64url; a whole "Name: value"
-header line is fine; - reads stdin) and print what it is, whether its signature verifies
-and its times in UTC with the time relative to now.
+X-Chio-Receipt, a line of a receipt log, or a core ChioReceipt of an export; raw JSON or
+base64url; a whole "Name: value" header line is fine; - reads stdin) and print what it is,
+whether its signature verifies and its times in UTC with the time relative to now.
 
 Signatures: a capability is checked against its issuer, a DPoP proof against its agent key
 and a receipt against its kernel_key; an execution nonce does not name its signer, so it is
@@ -201,15 +202,57 @@ def _receipt(obj: dict[str, Any], report: _Report, now: float, keys: Sequence[Pu
         report.add("log", f"seq {fields[0]}, prev {fields[1] or '(none: first line)'}")
 
 
+def _core_receipt(
+    obj: dict[str, Any], report: _Report, now: float, keys: Sequence[PublicKey]
+) -> None:
+    result = verify_core_receipt(obj, trusted_keys=keys)
+
+    def verify() -> str:
+        if result.semantic_error is not None:
+            raise ValueError(f"not signable: {result.semantic_error}")
+        if not result.receipt_id_valid:
+            raise ValueError("id is not the content address of the receipt body")
+        if not result.signature_valid:
+            raise ValueError("signature does not verify")
+        if keys and not result.signer_trusted:
+            raise ValueError("not signed by any --kernel-key")
+        return "by its kernel_key, id content-addressed" + (", an expected key" if keys else "")
+
+    report.check(verify)
+    decision = obj.get("decision") or {}
+    report.add("id", obj["id"])
+    report.add("tool", f"{obj['tool_server']}/{obj['tool_name']}")
+    report.add("result", result.result)
+    if result.decision == "deny":
+        report.add("decision", f"deny by {decision.get('guard')}: {decision.get('reason')}")
+    else:
+        report.add("decision", result.decision)
+    report.add("semantics", f"{result.receipt_kind}, {result.boundary_class}, {result.trust_level}")
+    report.add("parameter_hash", "valid" if result.parameter_hash_valid else "INVALID")
+    if obj.get("capability_id"):
+        report.add("capability_id", obj["capability_id"])
+    report.add("kernel_key", result.signer_key_hex)
+    report.add("timestamp", format_time(obj["timestamp"], now))
+    nonce = (obj.get("metadata") or {}).get("chio_receipt_signing_nonce")
+    if isinstance(nonce, str):
+        report.add("signing_nonce", nonce)
+    if not result.parameter_hash_valid:
+        report.signature = "invalid"
+        report.signature_detail += "; the parameter hash does not match"
+
+
 _KINDS: dict[str, str] = {
     "capability": "capability token (PROTOCOL.md 2)",
     "dpop_proof": "DPoP proof (PROTOCOL.md 3)",
     "execution_nonce": "execution nonce (PROTOCOL.md 4)",
     "receipt": "HttpReceipt (PROTOCOL.md 7)",
+    "core_receipt": "core ChioReceipt (PROTOCOL.md 7.2)",
 }
 
 
 def _kind(obj: dict[str, Any]) -> str:
+    if is_core_receipt(obj):
+        return "core_receipt"
     if "kernel_key" in obj and "verdict" in obj:
         return "receipt"
     if "issuer" in obj and "scope" in obj:
@@ -246,9 +289,11 @@ def run(args: argparse.Namespace, env: Env) -> int:
             _proof(obj, report, now)
         elif kind == "execution_nonce":
             _nonce(obj, report, now, keys)
+        elif kind == "core_receipt":
+            _core_receipt(obj, report, now, keys)
         else:
             _receipt(obj, report, now, keys)
-    except (ChioError, ReceiptInvalid) as exc:
+    except (ChioError, ReceiptInvalid, CoreReceiptInvalid) as exc:
         message = exc.message if isinstance(exc, ChioError) else str(exc)
         raise CliError(f"malformed {_KINDS[kind]}: {message}") from None
     _print(report, obj, args.json, env)

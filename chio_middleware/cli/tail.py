@@ -15,10 +15,13 @@ from ..core.crypto import PublicKey
 from ..core.models import HttpReceipt
 from ..core.receipts import ReceiptInvalid, parse_receipt
 from ..sinks.jsonl import (
+    REPLAY_KEY,
+    SCOPE_KEY,
     ChainVerifier,
     CheckedLine,
     LogFollower,
     LogLine,
+    ReplayTally,
     chain_fields,
     read_log_lines,
 )
@@ -32,6 +35,7 @@ from ._common import (
     iso_time,
     parse_public_key,
 )
+from .verify import TOP_REPLAYED, describe_slot
 
 __all__ = ["ReceiptFilter", "register", "render_receipt"]
 
@@ -49,11 +53,17 @@ then 1 when a problem was seen. The chain is anchored at the first line of FILE 
 
 --filter KEY=VALUE[,KEY=VALUE...] (repeatable; every condition must hold; VALUE may list
 alternatives with |): verdict=allow|deny, status=403 or status=4xx, method=POST,
-route=/notes/* (a glob on the route pattern), capability=ID, guard=NAME, tool=SERVER/TOOL.
+route=/notes/* (a glob on the route pattern), capability=ID, guard=NAME, tool=SERVER/TOOL,
+code=chio_replay_detected (the error code of a denial), scope=decision|final (decision
+receipts, PROTOCOL.md 7.1, are marked DECISION: the app was about to run). A replay denial
+shows replay=#N before: how many times its proof or nonce slot had been presented; the
+most replayed slots among the receipts shown are summarised at the end.
 Colour is used when stdout is a terminal and NO_COLOR is not set.
 """
 
-FILTER_KEYS = ("verdict", "status", "method", "route", "capability", "guard", "tool")
+FILTER_KEYS = (
+    "verdict", "status", "method", "route", "capability", "guard", "tool", "code", "scope"
+)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -153,6 +163,11 @@ def _matches(key: str, value: str, receipt: HttpReceipt) -> bool:
         return receipt.capability_id == value
     if key == "guard":
         return verdict.guard == value
+    metadata = receipt.metadata or {}
+    if key == "code":
+        return metadata.get("chio_error_code") == value
+    if key == "scope":
+        return metadata.get(SCOPE_KEY) == value
     return _tool(receipt) == value
 
 
@@ -176,6 +191,9 @@ def render_receipt(receipt: HttpReceipt, palette: Palette) -> str:
         palette.paint(str(status), "32" if status < 400 else "33" if status < 500 else "31"),
         f"{printable(receipt.method):<6} {printable(receipt.route_pattern)}",
     ]
+    metadata = receipt.metadata or {}
+    if metadata.get(SCOPE_KEY) == "decision":
+        parts.insert(1, palette.paint("DECISION", "1;33"))
     tool = _tool(receipt)
     if tool:
         parts.append(f"tool={printable(tool)}")
@@ -184,6 +202,14 @@ def render_receipt(receipt: HttpReceipt, palette: Palette) -> str:
     if not allowed:
         parts.append(f"guard={printable(verdict.guard or '')}")
         parts.append(f"reason={printable(json.dumps(verdict.reason or '', ensure_ascii=False))}")
+    replay = metadata.get(REPLAY_KEY)
+    if isinstance(replay, dict) and "prior_presentations" in replay:
+        first = replay.get("first_used_at")
+        first_text = f" first={iso_time(first)}" if type(first) is int else ""
+        parts.append(
+            f"replay=#{printable(str(replay['prior_presentations']))} before"
+            f" slot={printable(str(replay.get('slot', '')))}{first_text}"
+        )
     fields = chain_fields(receipt)
     if fields:
         parts.append(palette.paint(f"seq={fields[0]}", "2"))
@@ -201,6 +227,7 @@ class _View:
         self.remaining: int | None = args.max_receipts
         self.palette = Palette.for_env(env, allowed=not args.no_color)
         self.verifier = ChainVerifier(kernel_keys=keys, from_start=False) if args.verify else None
+        self.replays = ReplayTally()
 
     def check(self, line: LogLine) -> CheckedLine:
         if self.verifier is not None:
@@ -229,6 +256,8 @@ class _View:
         receipt = item.receipt
         if counted and self.remaining is not None:
             self.remaining -= 1
+        if counted and receipt is not None:
+            self.replays.add(receipt)
         if self.json:
             document = {
                 "file": item.line.path,
@@ -243,6 +272,17 @@ class _View:
             self.env.out(render_receipt(receipt, self.palette))
         for problem in item.problems:
             self.env.out(self.palette.paint(f"!! {problem}", "1;31"))
+
+    def summary(self) -> None:
+        """After the receipts: the most replayed slots among those shown (text output)."""
+        slots = self.replays.most_replayed()
+        if self.json or not slots:
+            return
+        shown = slots[:TOP_REPLAYED]
+        header = f"most replayed slots among the receipts shown ({len(shown)} of {len(slots)}):"
+        self.env.out(header)
+        for slot in shown:
+            self.env.out(f"  {printable(describe_slot(slot))}")
 
     def status(self) -> int:
         return EXIT_FAILED if self.verifier is not None and self.verifier.problems else EXIT_OK
@@ -262,6 +302,7 @@ def run(args: argparse.Namespace, env: Env) -> int:
         except OSError as exc:
             raise CliError(f"{args.file}: {exc.strerror}") from None
         view.show(lines, args.lines)
+        view.summary()
         return view.status()
     wait: Callable[[], None] = env.wait or (lambda: time.sleep(args.interval))
     follower = LogFollower(args.file)
@@ -278,4 +319,5 @@ def run(args: argparse.Namespace, env: Env) -> int:
         raise CliError(f"{args.file}: {exc.strerror}") from None
     finally:
         follower.close()
+    view.summary()
     return view.status()

@@ -9,10 +9,14 @@ from collections.abc import Sequence
 
 from ..core.canonical import canonical_json
 from ..core.crypto import PublicKey
-from ..sinks.jsonl import VerifyReport, log_files, rotation_index, verify_log
-from ._common import EXIT_FAILED, EXIT_OK, CliError, Env, Palette, parse_public_key
+from ..sinks.jsonl import ReplayedSlot, VerifyReport, log_files, rotation_index, verify_log
+from ._common import EXIT_FAILED, EXIT_OK, CliError, Env, Palette, iso_time, parse_public_key
+from .export import is_core_export, verify_core_export
 
-__all__ = ["group_logs", "register"]
+__all__ = ["describe_slot", "group_logs", "register"]
+
+#: How many of the most replayed slots the text report lists.
+TOP_REPLAYED = 5
 
 DESCRIPTION = """\
 Check every line of one or more receipt logs written by the JSONL sink: it parses as a
@@ -26,6 +30,10 @@ first) or any of its files (a shell glob such as receipts.jsonl* works). A log w
 oldest remaining file is a rotated one may start at any seq (older files were rotated
 away) unless --from-start; a log without rotated files must start at seq 1. Deleting the
 last lines of a log leaves no trace in the chain: compare the last seq with what you expect.
+
+A file of core ChioReceipts (written by export) is recognised by its first line and checked
+receipt by receipt instead: signature, content-addressed id, parameter hash, the
+reference's semantic rules and, with --kernel-key, the signer (an export has no chain).
 
 Without --kernel-key, each receipt is checked against its own kernel_key only: anyone can
 sign a receipt with a key of their own, so give the middleware's public key(s).
@@ -89,6 +97,17 @@ def _counts(counter: Counter[str] | Counter[int]) -> str:
     return ", ".join(f"{key} {count}" for key, count in sorted(counter.items())) or "-"
 
 
+def describe_slot(slot: ReplayedSlot) -> str:
+    """One line for a replayed slot: presentations, first use, routes, capabilities."""
+    first = "" if slot.first_used_at is None else f", first used {iso_time(slot.first_used_at)}"
+    caps = ", ".join(sorted(slot.capabilities)) or "-"
+    return (
+        f"{slot.kind} slot {slot.slot}: presented {slot.presentations} time(s){first}; "
+        f"{slot.denials} replay denial(s) seen; {', '.join(sorted(slot.routes))}; "
+        f"capability {caps}"
+    )
+
+
 def _print_report(base: str, report: VerifyReport, palette: Palette, env: Env) -> None:
     span = (
         f"seq {report.first_seq}-{report.last_seq}" if report.first_seq is not None else "no chain"
@@ -105,6 +124,23 @@ def _print_report(base: str, report: VerifyReport, palette: Palette, env: Env) -
     env.out(f"  verdicts: {_counts(report.verdicts)}")
     env.out(f"  statuses: {_counts(report.statuses)}")
     env.out(f"  kernel keys: {_counts(report.kernel_keys)}")
+    if report.scopes.get("decision"):
+        env.out(f"  receipt scopes: {_counts(report.scopes)}")
+    if report.open_decisions:
+        env.out(
+            f"  {palette.paint(f'{len(report.open_decisions)} decision receipt(s)', '1;33')} "
+            "without a final receipt (not a chain problem):"
+        )
+        for finding in report.open_decisions:
+            env.out(f"    {palette.paint(str(finding), '33')}")
+    if report.replayed:
+        shown = report.replayed[:TOP_REPLAYED]
+        env.out(
+            f"  most replayed slots ({len(shown)} of {len(report.replayed)}, "
+            "replays refused, not a chain problem):"
+        )
+        for slot in shown:
+            env.out(f"    {palette.paint(describe_slot(slot), '33')}")
     if report.problems:
         env.out(f"  problems: {_counts(Counter(p.kind for p in report.problems))}")
 
@@ -121,6 +157,22 @@ def _as_json(base: str, report: VerifyReport) -> dict[str, object]:
         "verdicts": dict(report.verdicts),
         "statuses": {str(k): v for k, v in report.statuses.items()},
         "kernel_keys": dict(report.kernel_keys),
+        "scopes": dict(report.scopes),
+        "replayed_slots": [
+            {
+                "kind": s.kind,
+                "slot": s.slot,
+                "presentations": s.presentations,
+                "first_used_at": s.first_used_at,
+                "denials": s.denials,
+                "routes": sorted(s.routes),
+                "capabilities": sorted(s.capabilities),
+            }
+            for s in report.replayed
+        ],
+        "decisions_without_final": [
+            {"file": f.path, "line": f.line, "message": f.message} for f in report.open_decisions
+        ],
         "problems": [
             {"file": p.path, "line": p.line, "kind": p.kind, "message": p.message}
             for p in report.problems
@@ -136,7 +188,10 @@ def run(args: argparse.Namespace, env: Env) -> int:
     failed = 0
     for base, files in group_logs(args.files).items():
         try:
-            report = verify_log(files, kernel_keys=keys, from_start=args.from_start or None)
+            if is_core_export(files[0]):
+                report = verify_core_export(files, kernel_keys=keys)
+            else:
+                report = verify_log(files, kernel_keys=keys, from_start=args.from_start or None)
         except OSError as exc:
             raise CliError(f"{exc.filename}: {exc.strerror}") from None
         failed += not report.ok

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -26,6 +27,7 @@ from .arguments import Arguments, request_arguments
 from .canonical import canonical_json
 from .capability import CapabilityVerifier
 from .clock import Clock, uuid7
+from .context import ChioContext
 from .crypto import PublicKey, SigningKey, sha256_hex
 from .dpop import DpopBinding, check_dpop_proof, dpop_replay_slot, parse_dpop_proof
 from .encoding import encode_header_object
@@ -38,6 +40,7 @@ from .errors import (
     NonceInvalid,
     NonceRequired,
     RateLimited,
+    ReplayDetected,
     Unavailable,
 )
 from .grants import GrantMatch, match_grant
@@ -129,6 +132,8 @@ class Evaluation:
 
     request: RequestView
     request_id: str
+    #: Allocated up front so the handler can name the receipt its response will carry.
+    receipt_id: str
     now: int
     route: RouteMatch | None = None
     error: ChioError | None = None
@@ -136,9 +141,18 @@ class Evaluation:
     capability: CapabilityToken | None = None
     agent_key: PublicKey | None = None
     challenge: str | None = None
+    grant: ToolGrant | None = None
+    arguments: dict[str, Any] | None = None
     receipt: HttpReceipt | None = None
+    #: The decision receipt recorded before the app ran (``receipt_mode="decision"``).
+    decision_receipt: HttpReceipt | None = None
     #: An unexpected exception met while evaluating (logged by the adapter; denied 503).
     failure: BaseException | None = None
+    #: ``perf_counter`` at the start and at the end of the evaluation; wall clock at the
+    #: start in ns (telemetry: evaluation time and the request span).
+    started: float = field(default_factory=time.perf_counter)
+    evaluated: float | None = None
+    started_ns: int = field(default_factory=time.time_ns)
     _digest: tuple[bytes, str | None] | None = field(default=None, init=False, repr=False)
 
     def body_hash(self) -> str | None:
@@ -153,11 +167,31 @@ class Evaluation:
         """The matched template, or the raw path when no route matched."""
         return self.route.pattern if self.route is not None else self.request.path
 
+    def context(self) -> ChioContext:
+        """What the application may know about this (allowed) call."""
+        token, route = self.capability, self.route
+        subject = self.agent_key.hex if self.agent_key is not None else None
+        if subject is None and token is not None:
+            subject = PublicKey.from_hex(token.subject).hex
+        tool = None
+        if route is not None and not route.public:
+            tool = (route.tool_server, route.tool_name)
+        return ChioContext(
+            request_id=self.request_id,
+            receipt_id=self.receipt_id,
+            capability_id=token.id if token is not None else None,
+            subject=subject,
+            grant=self.grant if token is not None else None,
+            tool=tool,
+            route_pattern=self.route_pattern,
+            arguments=self.arguments,
+        )
+
     def deny(self, error: ChioError) -> None:
         """Record the deciding failure and its evidence."""
         self.error = error
         self.evidence.append(
-            GuardEvidence(guard_name=error.guard, verdict=False, details=error.message)
+            GuardEvidence(guard_name=error.guard, verdict=False, details=error.evidence_details)
         )
 
 
@@ -199,7 +233,10 @@ class ChioEngine:
         the path is canonical; without one, the route table matches the path.
         """
         now = self.clock()
-        evaluation = Evaluation(request=request, request_id=uuid7(int(now * 1000)), now=int(now))
+        stamp = int(now * 1000)
+        evaluation = Evaluation(
+            request=request, request_id=uuid7(stamp), receipt_id=uuid7(stamp), now=int(now)
+        )
         try:
             check_canonical_path(request.path, request.raw_path, request.route_path or request.path)
             if resolve is not None:
@@ -223,6 +260,7 @@ class ChioEngine:
         except Exception as exc:  # a bug must never turn into an allow
             evaluation.failure = exc
             evaluation.deny(Unavailable("request could not be evaluated; refusing (fail closed)"))
+        evaluation.evaluated = time.perf_counter()
         return evaluation
 
     def reject(self, evaluation: Evaluation, error: ChioError) -> Evaluation:
@@ -245,6 +283,7 @@ class ChioEngine:
         grant = match_grant(
             token, server=route.tool_server, tool=route.tool_name, arguments=arguments.values
         )
+        ev.grant, ev.arguments = grant.grant, arguments.values
         self._check_arguments_visible(ev, arguments, grant.grant)
         binding = route.binding
         # A nonce challenge needs a verified proof (PROTOCOL.md 4), so nonce routes need DPoP.
@@ -361,6 +400,8 @@ class ChioEngine:
         token = self._verify_capability(ev, headers)
         arguments = request_arguments(request, None)
         grant = _unbound_grant(token, arguments.values, required=not safe)
+        ev.grant = grant.grant if grant.index >= 0 else None
+        ev.arguments = arguments.values
         self._check_arguments_visible(ev, arguments, grant.grant)
         if headers.dpop is None and not safe:
             raise DpopRequired("side-effect routes require a DPoP proof (X-Chio-DPoP)")
@@ -431,12 +472,11 @@ class ChioEngine:
             key, expires_at = dpop_replay_slot(
                 proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
             )
-            await store.reserve(key, expires_at=expires_at, now=ev.now)
+            await _reserve_slot(store, "dpop_proof", key, expires_at, ev.now)
             ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
         if nonce is not None:
-            await store.reserve(
-                nonce_replay_key(nonce), expires_at=nonce.nonce.expires_at, now=ev.now
-            )
+            key = nonce_replay_key(nonce)
+            await _reserve_slot(store, "execution_nonce", key, nonce.nonce.expires_at, ev.now)
             ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
 
     def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
@@ -456,11 +496,15 @@ class ChioEngine:
 
     # -- receipts -----------------------------------------------------------------------
 
-    def sign(self, ev: Evaluation, status: int, sink_record: Any) -> HttpReceipt:
-        """Sign the request's one receipt with the status the client receives, via the sink.
+    def sign(
+        self, ev: Evaluation, status: int, sink_record: Any, *, scope: str = "final"
+    ) -> HttpReceipt:
+        """Sign the request's final receipt with the status the client receives, via the sink.
 
         ``sink_record`` is the sink's ``record``; it calls back with its own metadata.
-        Raises whatever the sink raises (the adapter answers 503).
+        Raises whatever the sink raises (the adapter answers 503). With ``scope="decision"``
+        it signs the decision receipt of an allowed request instead (PROTOCOL.md 7.1),
+        kept in ``ev.decision_receipt``; the final receipt then names it.
         """
         request = ev.request
         route_pattern = ev.route_pattern
@@ -469,16 +513,26 @@ class ChioEngine:
         else:
             verdict = Verdict.deny(ev.error.message, ev.error.guard, ev.error.status)
         identity_hash = _identity_hash(ev)
-        route_metadata: dict[str, Any] = {"chio_http_status_scope": "final"}
-        if ev.route is not None:
+        route_metadata: dict[str, Any] = {"chio_http_status_scope": scope}
+        if scope == "final" and ev.decision_receipt is not None:
+            route_metadata["chio_decision_receipt_id"] = ev.decision_receipt.id
+        if ev.error is not None:
+            route_metadata["chio_error_code"] = ev.error.code
+            if isinstance(ev.error, ReplayDetected):
+                observed = ev.error.observation()
+                if observed is not None:
+                    route_metadata["chio_replay"] = observed
+        if ev.route is not None and not ev.route.public:
             route_metadata["chio_tool_server"] = ev.route.tool_server
             route_metadata["chio_tool_name"] = ev.route.tool_name
 
         def sign(extra: Mapping[str, Any]) -> HttpReceipt:
             now = self.clock()
+            # The final receipt takes the id the handler was told (ChioContext.receipt_id).
+            receipt_id = ev.receipt_id if scope == "final" else uuid7(int(now * 1000))
             return sign_receipt(
                 self.signing_key,
-                receipt_id=uuid7(int(now * 1000)),
+                receipt_id=receipt_id,
                 request_id=ev.request_id,
                 route_pattern=route_pattern,
                 method=request.method,
@@ -500,7 +554,10 @@ class ChioEngine:
             )
 
         receipt: HttpReceipt = sink_record(sign)
-        ev.receipt = receipt
+        if scope == "decision":
+            ev.decision_receipt = receipt
+        else:
+            ev.receipt = receipt
         return receipt
 
     def response_headers(self, ev: Evaluation) -> list[tuple[str, str]]:
@@ -537,6 +594,18 @@ class ChioEngine:
     def has_async_guards(self) -> bool:
         """True when an application guard is a coroutine function."""
         return self._async_guards
+
+
+async def _reserve_slot(
+    store: AsyncReplayStore, kind: str, key: str, expires_at: float, now: int
+) -> None:
+    """Reserve a replay slot; a replay names the slot by a hash of its key, never the key."""
+    try:
+        await store.reserve(key, expires_at=expires_at, now=now)
+    except ReplayDetected as exc:
+        exc.slot_kind = kind
+        exc.slot = sha256_hex(key.encode("utf-8"))[:16]
+        raise
 
 
 def _action_hash(ev: Evaluation) -> str:

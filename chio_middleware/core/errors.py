@@ -43,6 +43,11 @@ class ChioError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def evidence_details(self) -> str:
+        """What the receipt's evidence says of this failure (the message, unless refined)."""
+        return self.message
+
     def to_body(self, receipt_id: str | None = None) -> dict[str, Any]:
         """Return the JSON error envelope of PROTOCOL.md 8."""
         body: dict[str, Any] = {"error": self.code, "message": self.message, "status": self.status}
@@ -104,12 +109,52 @@ class DpopInvalid(ChioError):
 
 
 class ReplayDetected(ChioError):
-    """A DPoP proof nonce or an execution nonce was already used."""
+    """A DPoP proof nonce or an execution nonce was already used.
+
+    The store says what it observed of the slot: ``prior_presentations`` (how many times it
+    was presented before this one, the first, accepted, use included) and ``first_used_at``
+    (Unix seconds); ``None`` when it does not know. The engine adds ``slot_kind`` and
+    ``slot`` (a hash of the store key, never the nonce itself) for the receipt.
+    """
 
     code = "chio_replay_detected"
     status = 401
     guard = "ReplayGuard"
     step = "replay"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        prior_presentations: int | None = None,
+        first_used_at: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.prior_presentations = prior_presentations
+        self.first_used_at = first_used_at
+        self.slot_kind: str | None = None
+        self.slot: str | None = None
+
+    @property
+    def evidence_details(self) -> str:
+        """The message, with what the store observed of the slot."""
+        if self.prior_presentations is None:
+            return self.message
+        first = "" if self.first_used_at is None else f", first used at {int(self.first_used_at)}"
+        return f"{self.message}: presented {self.prior_presentations} time(s) before{first}"
+
+    def observation(self) -> dict[str, Any] | None:
+        """The replay observation for the receipt's ``metadata.chio_replay``, if known."""
+        if self.prior_presentations is None:
+            return None
+        observed: dict[str, Any] = {"prior_presentations": self.prior_presentations}
+        if self.first_used_at is not None:
+            observed["first_used_at"] = int(self.first_used_at)
+        if self.slot_kind is not None:
+            observed["kind"] = self.slot_kind
+        if self.slot is not None:
+            observed["slot"] = self.slot
+        return observed
 
 
 class NonceInvalid(ChioError):

@@ -52,7 +52,11 @@ class ReplayStore(Protocol):
     """Shared replay and budget state. Times are Unix seconds."""
 
     def reserve(self, key: str, *, expires_at: float, now: float) -> None:
-        """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live."""
+        """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live.
+
+        A refusal counts the presentation, atomically, and the ``ReplayDetected`` carries
+        the presentations before it and the first use time (kept as long as the key is).
+        """
 
     def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
         """Count one use of ``key``; raise ``BudgetExceeded`` past ``limit``; return the count."""
@@ -145,6 +149,8 @@ class MemoryReplayStore:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._expiry: dict[str, float] = {}
+        #: key -> (first use, presentations) of each live reservation: replay observations.
+        self._seen: dict[str, tuple[float, int]] = {}
         self._buckets: dict[int, list[str]] = {}
         self._seconds: list[int] = []
         self._counters: dict[str, tuple[int, float]] = {}
@@ -168,6 +174,7 @@ class MemoryReplayStore:
                 expiry = self._expiry.get(key)
                 if expiry is not None and expiry <= now:
                     del self._expiry[key]
+                    self._seen.pop(key, None)
                 if key in self._counters and self._counters[key][1] <= now:
                     del self._counters[key]
 
@@ -177,10 +184,17 @@ class MemoryReplayStore:
             self._reclaim(now)
             expiry = self._expiry.get(key)
             if expiry is not None and expiry > now:
-                raise ReplayDetected("this proof or nonce was already used")
+                first, presented = self._seen.get(key, (now, 1))
+                self._seen[key] = (first, presented + 1)
+                raise ReplayDetected(
+                    "this proof or nonce was already used",
+                    prior_presentations=presented,
+                    first_used_at=first,
+                )
             if expiry is None and len(self._expiry) + len(self._counters) >= self.capacity:
                 raise StoreFull("replay store is full of live entries; refusing (fail closed)")
             self._expiry[key] = expires_at
+            self._seen[key] = (now, 1)
             self._track(key, expires_at)
 
     def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:

@@ -1,45 +1,113 @@
-"""Flask: Werkzeug's URL map decides which route a request is (PROTOCOL.md 5.1).
+"""Chio for Flask apps: a Flask extension with route-level declarations.
 
-:func:`native_route` asks the app exactly what ``flask.ctx.RequestContext`` asks when it
-dispatches: ``app.create_url_adapter(request).match(return_rule=True)``, so converters,
-``strict_slashes``, ``merge_slashes``, host and subdomain matching are Werkzeug's own. The
-checked pattern is the rule's template (``/notes/<int:note_id>``) and the path parameters
-are the converted ``view_args`` the view function receives.
+::
+
+    from chio_middleware.integrations.flask import Chio
+
+    chio = Chio()                                   # or Chio(app)
+
+    @app.post("/notes")
+    @chio.tool("srv-notes", "write_note")
+    def write_note():
+        caller = g.chio                             # the verified caller (ChioContext)
+
+    chio.init_app(app)                              # reads CHIO_* keys of app.config
+
+Settings come from ``settings=`` or from ``app.config`` keys with the ``CHIO_`` prefix (as
+Flask extensions read theirs), over the environment. Werkzeug's URL map decides which
+route a request is (PROTOCOL.md 5.1). The route coverage is checked when ``init_app`` runs
+and again at the first request, for routes registered later: call ``init_app`` after the
+routes and blueprints are registered, so that ``unbound_routes="refuse"`` fails at start-up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import RequestRedirect
+from ..core.clock import Clock
+from ..core.context import ChioContext
+from ..core.guards import Guard
+from ..core.replay import ReplayStore
+from ..runtime import ChioRuntime, DenialRenderer
+from ..settings import ChioSettings
+from ..sinks import ReceiptSink
+from ..wsgi import ChioWSGIMiddleware
+from ._declare import PUBLIC, public, tool
+from .coverage import flask_coverage
 
-from ._declare import NativeRoute, declaration_of
+__all__ = ["PUBLIC", "Chio", "ChioContext", "settings_from_config"]
 
-__all__ = ["native_route"]
+_PREFIX = "CHIO_"
 
 
-def native_route(app: Any, environ: dict[str, Any]) -> NativeRoute:
-    """What ``app`` does with the request ``environ`` (the environ is not changed)."""
-    request = app.request_class(dict(environ))
-    try:
-        adapter = app.create_url_adapter(request)
-        rule, args = adapter.match(return_rule=True)
-    except RequestRedirect:
-        return NativeRoute("redirect")
-    except MethodNotAllowed:
-        return NativeRoute("method_not_allowed")
-    except NotFound:
-        return NativeRoute("not_found")
-    except HTTPException:  # a bad Host, a websocket mismatch: Flask answers the error
-        return NativeRoute("not_found")
-    view = app.view_functions.get(rule.endpoint)
-    view_class = getattr(view, "view_class", None)  # flask.views.View.as_view
-    method = str(environ.get("REQUEST_METHOD", "GET")).lower()
-    handler = getattr(view_class, method, None) if view_class is not None else None
-    return NativeRoute(
-        "matched",
-        pattern=rule.rule,
-        params=dict(args),
-        declaration=declaration_of(handler, view, view_class),
-    )
+def settings_from_config(config: Any) -> ChioSettings:
+    """``ChioSettings`` from a Flask config's ``CHIO_*`` keys (over the environment)."""
+    values = {
+        key[len(_PREFIX) :].lower(): value
+        for key, value in config.items()
+        if key.startswith(_PREFIX)
+    }
+    return ChioSettings(**values)
+
+
+class Chio:
+    """The Chio extension of Flask apps (``app.extensions["chio"]``)."""
+
+    tool = staticmethod(tool)
+    public = staticmethod(public)
+
+    def __init__(
+        self,
+        app: Any | None = None,
+        *,
+        settings: ChioSettings | None = None,
+        clock: Clock | None = None,
+        guards: Sequence[Guard] = (),
+        store: ReplayStore | None = None,
+        sink: ReceiptSink | None = None,
+        render_denial: DenialRenderer | None = None,
+    ) -> None:
+        self._settings = settings
+        self._options: dict[str, Any] = {
+            "clock": clock,
+            "guards": guards,
+            "store": store,
+            "sink": sink,
+        }
+        self.render_denial = render_denial
+        self.runtime: ChioRuntime | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Any) -> None:
+        """Wrap ``app.wsgi_app``, expose ``g.chio``, and check the route coverage."""
+        settings = self._settings
+        if settings is None:
+            settings = settings_from_config(app.config)
+        runtime = ChioRuntime(settings, **self._options)
+        self.runtime = runtime
+        middleware = ChioWSGIMiddleware(
+            app.wsgi_app, runtime=runtime, render_denial=self.render_denial
+        )
+        app.wsgi_app = middleware
+        app.extensions["chio"] = self
+        failure = runtime.report_coverage(flask_coverage(app, runtime.engine.config.routes))
+        if failure is not None:
+            raise ValueError(failure)
+        app.before_request(_expose_context)
+        known = len(list(app.url_map.iter_rules()))
+
+        def late_coverage() -> str | None:  # routes registered after init_app
+            if len(list(app.url_map.iter_rules())) == known:
+                return None
+            rows = flask_coverage(app, runtime.engine.config.routes)
+            return runtime.report_coverage(rows, again=True)
+
+        middleware.first_request_check = late_coverage
+
+
+def _expose_context() -> None:
+    from flask import g, request
+
+    g.chio = request.environ.get("chio")

@@ -3,10 +3,12 @@
 Each operation is one Lua script, run atomically by Redis in one round trip (EVALSHA, with
 redis-py's fallback to loading the script when the server does not know it yet):
 
-- ``reserve``: read the stored expiry, refuse if it is still live at the caller's ``now``,
-  else ``SET`` the new expiry with ``PX``. A bare ``SET NX EXAT`` would make Redis' clock
-  decide when a nonce may be reused; the script makes the caller's clock decide, as in the
-  other backends, so the behaviour does not depend on which backend or which clock runs it.
+- ``reserve``: read the stored expiry, refuse if it is still live at the caller's ``now``
+  (counting the presentation in the same value, for the replay observation), else ``SET``
+  the new expiry, the first use and a count of 1 with ``PX``. A bare ``SET NX EXAT`` would
+  make Redis' clock decide when a nonce may be reused; the script makes the caller's clock
+  decide, as in the other backends, so the behaviour does not depend on which backend or
+  which clock runs it.
 - ``consume``: a hash ``{count, expires_at}``; a new window starts when the stored one has
   ended at the caller's ``now``.
 - ``take``: a hash ``{tokens, stamp}``, refilled with the same arithmetic, in the same order,
@@ -67,14 +69,25 @@ _GRACE_MS = round(EXPIRY_GRACE * 1000)
 #: The longest safety-net expiry, in ms (about 115 days): PEXPIRE wants a plain integer.
 _MAX_TTL_MS = 10**10
 
-# ARGV: expires_at, now, ttl_ms. Returns 1 when reserved, 0 when the key is live.
+# ARGV: expires_at, now, ttl_ms. The value is "expires_at first_used presented" (a bare
+# expiry, as older versions wrote, has no observation). Returns {1} when reserved,
+# {0, presentations before this one, first_used} when the key is live, counting this one
+# in the same value (KEEPTTL: the reservation's lifetime is unchanged).
 _RESERVE_LUA = """
 local stored = redis.call('GET', KEYS[1])
-if stored and tonumber(stored) > tonumber(ARGV[2]) then
-  return 0
+if stored then
+  local expiry, first, presented = string.match(stored, '^(%S+) ?(%S*) ?(%S*)$')
+  if tonumber(expiry) > tonumber(ARGV[2]) then
+    if presented == '' then
+      return {0, -1, ''}
+    end
+    presented = tonumber(presented)
+    redis.call('SET', KEYS[1], expiry .. ' ' .. first .. ' ' .. (presented + 1), 'KEEPTTL')
+    return {0, presented, first}
+  end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-return 1
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2] .. ' 1', 'PX', ARGV[3])
+return {1}
 """
 
 # ARGV: limit, expires_at, now, ttl_ms.
@@ -158,8 +171,14 @@ class _Scripts:
         """The call that reserves ``key`` until ``expires_at``."""
 
         def interpret(reply: Any) -> None:
-            if int(reply) != 1:
-                raise ReplayDetected("this proof or nonce was already used")
+            if int(reply[0]) != 1:
+                presented, first = int(reply[1]), reply[2]
+                known = presented >= 0
+                raise ReplayDetected(
+                    "this proof or nonce was already used",
+                    prior_presentations=presented if known else None,
+                    first_used_at=float(first) if known else None,
+                )
 
         args = (repr(float(expires_at)), repr(float(now)), _ttl_ms(expires_at - now))
         return _Call(_RESERVE_LUA, f"{self.key_prefix}replay:{key}", args, interpret)

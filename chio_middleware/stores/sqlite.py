@@ -59,6 +59,12 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chio_buckets (key TEXT PRIMARY KEY, tokens REAL NOT NULL,"
     " stamp REAL NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS chio_buckets_expiry ON chio_buckets (expires_at)",
+    # Replay observations: how often a live reservation was presented, and since when.
+    "CREATE TABLE IF NOT EXISTS chio_replay_observations (key TEXT PRIMARY KEY,"
+    " first_used REAL NOT NULL, presented INTEGER NOT NULL, expires_at REAL NOT NULL)"
+    " WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS chio_replay_observations_expiry"
+    " ON chio_replay_observations (expires_at)",
 )
 
 _RESERVE = (
@@ -173,12 +179,31 @@ class SqliteReplayStore:
 
     def reserve(self, key: str, *, expires_at: float, now: float) -> None:
         """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live."""
+        key = self.key_prefix + key
+        observed = None
         with self._transaction() as conn:
             self._prune(conn, "chio_reservations", now)
-            cursor = conn.execute(_RESERVE, (self.key_prefix + key, expires_at, now))
+            self._prune(conn, "chio_replay_observations", now)
+            cursor = conn.execute(_RESERVE, (key, expires_at, now))
             fresh = cursor.rowcount == 1
+            if fresh:
+                conn.execute(
+                    "INSERT OR REPLACE INTO chio_replay_observations"
+                    " (key, first_used, presented, expires_at) VALUES (?, ?, 1, ?)",
+                    (key, now, expires_at),
+                )
+            else:
+                observed = conn.execute(
+                    "UPDATE chio_replay_observations SET presented = presented + 1"
+                    " WHERE key = ? RETURNING first_used, presented - 1",
+                    (key,),
+                ).fetchone()
         if not fresh:
-            raise ReplayDetected("this proof or nonce was already used")
+            raise ReplayDetected(
+                "this proof or nonce was already used",
+                prior_presentations=None if observed is None else int(observed[1]),
+                first_used_at=None if observed is None else float(observed[0]),
+            )
 
     def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
         """Count one use of ``key`` until ``expires_at``; raise ``BudgetExceeded`` when spent."""

@@ -61,10 +61,16 @@ def notes_capability(
 
 @contextmanager
 def running(
-    kind: str, state: Path, *, workers: int = 1, extra_env: dict[str, str] | None = None
+    kind: str,
+    state: Path,
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    app: str | None = None,
 ) -> Iterator[Server]:
     """Run the Starlette example under uvicorn (``kind="uvicorn"``) or the Flask example
-    under gunicorn (``kind="gunicorn"``) with ``workers`` processes; stop it cleanly."""
+    under gunicorn (``kind="gunicorn"``) with ``workers`` processes; stop it cleanly.
+    ``app`` names another application (``module:attribute``) to serve instead."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -84,7 +90,7 @@ def running(
     if kind == "uvicorn":
         command = [
             str(bin_dir / "uvicorn"),
-            "examples.starlette_app.app:app",
+            app or "examples.starlette_app.app:app",
             "--fd",
             str(fd),
             "--workers",
@@ -95,7 +101,7 @@ def running(
     elif kind == "gunicorn":
         command = [
             str(bin_dir / "gunicorn"),
-            "examples.flask_app.app:app",
+            app or "examples.flask_app.app:app",
             "--bind",
             f"fd://{fd}",
             "--workers",

@@ -22,9 +22,9 @@ from chio_middleware.asgi import ChioMiddleware
 from chio_middleware.core.clock import FixedClock
 from chio_middleware.integrations import public, tool
 from chio_middleware.integrations._declare import NativeRoute
-from chio_middleware.integrations.flask import native_route as flask_route
-from chio_middleware.integrations.starlette import native_route as starlette_route
-from chio_middleware.integrations.starlette import router_of
+from chio_middleware.integrations.flask_routing import native_route as flask_route
+from chio_middleware.integrations.starlette_routing import native_route as starlette_route
+from chio_middleware.integrations.starlette_routing import router_of
 from chio_middleware.wsgi import ChioWSGIMiddleware
 
 from ..middleware.harness import NOW, agent_headers, capability, settings

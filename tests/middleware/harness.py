@@ -297,10 +297,11 @@ def make_driver(
     *,
     sink: ReceiptSink | None = None,
     guards: Sequence[Any] = (),
+    store: Any = None,
     **overrides: Any,
 ) -> Driver:
     memory_sink = MemorySink()
-    store = MemoryReplayStore()
+    store = store if store is not None else MemoryReplayStore()
     clock = FixedClock(NOW)
     config = settings(**overrides)
     if kind == "asgi":

@@ -315,6 +315,8 @@ def _apply(store: Any, namespace: str, operations: list[tuple[str, str, float, i
             outcomes.append(("ok", _call(store, name, namespace + key, now, number)))
         except RateLimited as exc:  # BudgetExceeded included
             outcomes.append((type(exc).__name__, exc.retry_after))
+        except ReplayDetected as exc:  # with the same replay observation everywhere
+            outcomes.append(("ReplayDetected", (exc.prior_presentations, exc.first_used_at)))
         except ChioError as exc:
             outcomes.append((type(exc).__name__, None))
     return outcomes

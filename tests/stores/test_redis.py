@@ -90,7 +90,8 @@ def test_keys_carry_the_prefix_and_a_safety_net_expiry(
     store.take("agent", bucket=TokenBucket(rate=0.001, burst=2), now=1_000_000)
     keys = sorted(client.scan_iter(match=redis_prefix + "*"))
     assert keys == [redis_prefix + name for name in ("bucket:agent", "budget:cap", "replay:nonce")]
-    assert client.get(redis_prefix + "replay:nonce") == "1003600.0"
+    # expiry, first use, presentations (the replay observation)
+    assert client.get(redis_prefix + "replay:nonce") == "1003600.0 1000000.0 1"
     assert client.hgetall(redis_prefix + "budget:cap") == {"count": "1", "expires_at": "1003600.0"}
     # Relative to the caller's clock (fake times here), plus the grace: live long enough.
     for key, lifetime_ms in (("replay:nonce", 3_600_000), ("budget:cap", 3_600_000)):

@@ -26,18 +26,34 @@ from .chain import (
     verify_log,
 )
 from .files import LogFollower, LogLine, log_files, read_log_lines, rotation_index
+from .findings import (
+    DECISION_KEY,
+    REPLAY_KEY,
+    SCOPE_KEY,
+    DecisionTracker,
+    Finding,
+    ReplayedSlot,
+    ReplayTally,
+)
 from .sink import FSYNC_POLICIES, JsonlSink
 
 __all__ = [
+    "DECISION_KEY",
     "FSYNC_POLICIES",
     "PREV_KEY",
+    "REPLAY_KEY",
+    "SCOPE_KEY",
     "SEQ_KEY",
     "ChainVerifier",
     "CheckedLine",
+    "DecisionTracker",
+    "Finding",
     "JsonlSink",
     "LogFollower",
     "LogLine",
     "Problem",
+    "ReplayTally",
+    "ReplayedSlot",
     "VerifyReport",
     "chain_fields",
     "log_files",

@@ -23,6 +23,7 @@ from ...core.crypto import KeyFormatError, PublicKey, sha256_hex
 from ...core.models import HttpReceipt
 from ...core.receipts import ReceiptInvalid, parse_receipt, receipt_json, verify_receipt
 from .files import LogLine, read_log_lines, rotation_index
+from .findings import SCOPE_KEY, DecisionTracker, Finding, ReplayedSlot, ReplayTally
 
 __all__ = [
     "PREV_KEY",
@@ -38,6 +39,9 @@ __all__ = [
 #: The metadata members a chained log adds to every receipt it records.
 SEQ_KEY = "chio_log_seq"
 PREV_KEY = "chio_log_prev"
+
+#: Problems that make a line's receipt no evidence at all (others are about the chain).
+_UNVERIFIED = frozenset({"truncated", "malformed", "signature", "untrusted_key", "not_canonical"})
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX128 = re.compile(r"[0-9a-f]{128}")  # as the sink writes it (verification accepts more)
@@ -316,6 +320,14 @@ class VerifyReport:
     last_seq: int | None = None
     from_start: bool = True
     problems: list[Problem] = field(default_factory=list)
+    #: Decision receipts (PROTOCOL.md 7.1) that no final receipt of the log names: requests
+    #: whose handler crashed the process, hung or was killed (or is still running). Findings
+    #: for an auditor, not damage to the log: they do not make :attr:`ok` false.
+    open_decisions: list[Finding] = field(default_factory=list)
+    #: Receipts by ``metadata.chio_http_status_scope`` (``final``, ``decision``).
+    scopes: Counter[str] = field(default_factory=Counter)
+    #: Replayed proof and nonce slots, most presented first (``metadata.chio_replay``).
+    replayed: list[ReplayedSlot] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -340,6 +352,8 @@ def verify_log(
         from_start = not names or rotation_index(names[0]) is None
     keys = list(kernel_keys) if kernel_keys is not None else None
     verifier = ChainVerifier(kernel_keys=keys, from_start=from_start)
+    decisions = DecisionTracker()
+    replays = ReplayTally()
     report = VerifyReport(files=names, from_start=from_start)
     for name in names:
         for line in read_log_lines(name):
@@ -352,6 +366,13 @@ def verify_log(
             report.verdicts[receipt.verdict.verdict] += 1
             report.statuses[receipt.response_status] += 1
             report.kernel_keys[receipt.kernel_key] += 1
+            scope = (receipt.metadata or {}).get(SCOPE_KEY)
+            report.scopes[scope if isinstance(scope, str) else "none"] += 1
+            if not any(p.kind in _UNVERIFIED for p in checked.problems):
+                decisions.add(receipt, line.path, line.number)
+                replays.add(receipt)
+    report.open_decisions = decisions.open
+    report.replayed = replays.most_replayed()
     report.first_seq, report.last_seq = verifier.first_seq, verifier.last_seq
     order = {name: index for index, name in enumerate(names)}
     report.problems = sorted(verifier.problems, key=lambda p: (order.get(p.path, -1), p.line))

@@ -1,0 +1,118 @@
+"""Starlette and FastAPI: the app's own router decides which route a request is.
+
+:func:`native_route` walks the app's routes exactly as ``starlette.routing.Router.app``
+dispatches (the first full match wins, then the first partial match, which answers 405,
+then the slash redirect), descending into mounts and hosts, with Starlette's own
+``Route.matches``, so the converters, mounts and slash rules are the framework's. The
+route pattern checked is the full template of the route whose endpoint will run, and the
+path parameters are the converted values that endpoint receives (PROTOCOL.md 5.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+from starlette.routing import BaseRoute, Host, Match, Mount
+
+from ._declare import NativeRoute, declaration_of
+
+__all__ = ["endpoint_declaration", "native_route", "router_of", "stack_contains"]
+
+Scope = MutableMapping[str, Any]
+_MAX_DEPTH = 16
+
+
+def router_of(app: Any) -> Any | None:
+    """The router of a Starlette or FastAPI app (or the router itself), else ``None``."""
+    router = getattr(app, "router", app)
+    return router if isinstance(getattr(router, "routes", None), list) else None
+
+
+def stack_contains(app: Any, middleware: object) -> bool:
+    """True when ``middleware`` sits in ``app``'s built middleware stack (``.app`` links)."""
+    node = getattr(app, "middleware_stack", None)
+    for _ in range(64):
+        if node is None:
+            return False
+        if node is middleware:
+            return True
+        node = getattr(node, "app", None)
+    return False
+
+
+def native_route(router: Any, scope: Scope) -> NativeRoute:
+    """What ``router`` does with the HTTP request ``scope`` (the scope is not changed)."""
+    return _walk(router, dict(scope), "", 0)
+
+
+def _walk(router: Any, scope: dict[str, Any], prefix: str, depth: int) -> NativeRoute:
+    if depth > _MAX_DEPTH:
+        return NativeRoute("opaque")
+    routes: Iterable[BaseRoute] = router.routes
+    partial: BaseRoute | None = None
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            return _full(route, {**scope, **child}, prefix, depth)
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    if partial is not None:
+        return NativeRoute("method_not_allowed", pattern=prefix + _path_of(partial))
+    if getattr(router, "redirect_slashes", False) and _redirects(router, scope):
+        return NativeRoute("redirect")
+    return NativeRoute("not_found")
+
+
+def _full(route: BaseRoute, scope: dict[str, Any], prefix: str, depth: int) -> NativeRoute:
+    if isinstance(route, Mount | Host):
+        inner = router_of(route.app)
+        if inner is None:  # a mounted app of another kind (static files, WSGI, ...)
+            return NativeRoute("opaque", pattern=prefix + _path_of(route))
+        return _walk(inner, scope, prefix + _path_of(route), depth + 1)
+    return NativeRoute(
+        "matched",
+        pattern=prefix + _path_of(route),
+        params=dict(scope.get("path_params", {})),
+        declaration=endpoint_declaration(route, scope.get("method", "GET")),
+    )
+
+
+def _path_of(route: BaseRoute) -> str:
+    return str(getattr(route, "path", ""))
+
+
+def _redirects(router: Any, scope: dict[str, Any]) -> bool:
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if path == "/" or path == root_path or path == root_path + "/":
+        return False
+    toggled = {**scope, "path": path.rstrip("/") if path.endswith("/") else path + "/"}
+    return any(route.matches(toggled)[0] is not Match.NONE for route in router.routes)
+
+
+def endpoint_declaration(route: BaseRoute, method: str) -> Any:
+    """The ``@chio.tool``/``@chio.public`` mark of a route's endpoint, if any.
+
+    Looked up on the endpoint, on a class-based endpoint's method handler, and on the
+    route's (and its ``APIRouter``'s) FastAPI dependencies, in that order.
+    """
+    endpoint = getattr(route, "endpoint", None)
+    handler = getattr(endpoint, method.lower(), None) if isinstance(endpoint, type) else None
+    dependencies = [getattr(d, "dependency", None) for d in getattr(route, "dependencies", ())]
+    found = declaration_of(handler, endpoint, *dependencies)
+    if found is None:
+        found = _from_dependant(getattr(route, "dependant", None), 0)
+    return found
+
+
+def _from_dependant(dependant: Any, depth: int) -> Any:
+    if dependant is None or depth > _MAX_DEPTH:
+        return None
+    for sub in getattr(dependant, "dependencies", ()):
+        found = declaration_of(getattr(sub, "call", None))
+        if found is None:
+            found = _from_dependant(sub, depth + 1)
+        if found is not None:
+            return found
+    return None
