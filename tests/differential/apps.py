@@ -35,6 +35,8 @@ from chio_middleware.asgi import ChioMiddleware
 from chio_middleware.core.clock import Clock
 from chio_middleware.core.replay import MemoryReplayStore
 from chio_middleware.integrations import tool as chio_tool
+from chio_middleware.integrations.flask import Chio as FlaskChio
+from chio_middleware.integrations.starlette import Chio as StarletteChio
 from chio_middleware.sinks import MemorySink
 from chio_middleware.wsgi import ChioWSGIMiddleware
 
@@ -241,6 +243,28 @@ def fastapi_app(rec: Recorder, declared: bool = False) -> FastAPI:
     @mark("purge")
     async def purge(request: FastAPIRequest) -> Any:
         begin(request, "purge")
+        return OK
+
+    return app
+
+
+def typed_fastapi_app(rec: Recorder) -> FastAPI:
+    """The idiomatic FastAPI route with typed parameters: a str segment, the type on the
+    parameter (``/typed/{id}`` with ``id: int``), as the ``item_get`` tool."""
+    app = FastAPI()
+
+    @app.get("/typed/{id}")
+    async def typed(
+        request: FastAPIRequest, id: int, limit: int = Query(0), flag: bool = Query(False)
+    ) -> Any:
+        state = request.scope.get("state") or {}
+        case = request.headers.get(CASE_HEADER)
+        entry = rec.call(case, "item_get", state.get("chio_request_id"))
+        rec.read(entry, "id", id)
+        if "limit" in request.query_params:
+            rec.read(entry, "limit", limit)
+        if "flag" in request.query_params:
+            rec.read(entry, "flag", flag)
         return OK
 
     return app
@@ -522,10 +546,9 @@ def protected(
 
     The recording guard is installed. ``inner`` wraps the app inside the middleware (the
     sanity tests use it to tamper). Returns an ASGI app, or a WSGI callable (for Flask,
-    ``app.wsgi_app`` is replaced). The settings-bound ASGI apps are wrapped
-    (``ChioMiddleware(app)``); the declared ones install it as the README shows,
-    ``app.add_middleware(ChioMiddleware, ...)``, so the middleware must find the router
-    of the app whose stack it sits in.
+    ``app.wsgi_app`` is replaced). The settings-bound apps get the bare adapters
+    (``ChioMiddleware(app)``, ``ChioWSGIMiddleware(app.wsgi_app)``); the declared ones the
+    framework integrations (``Chio(app, ...)``), as the README shows.
     """
     app = bare_app(kind, rec) if app is None else app
     if routes is None and kind in DECLARED:
@@ -538,12 +561,13 @@ def protected(
     }
     if clock is not None:
         options["clock"] = clock
+    if kind in DECLARED and inner is None:
+        integration = FlaskChio if kind.startswith("flask") else StarletteChio
+        integration(app, **options)
+        return app
     if kind.startswith("flask"):
         wsgi = app.wsgi_app if inner is None else inner(app.wsgi_app)
         app.wsgi_app = ChioWSGIMiddleware(wsgi, **options)
-        return app
-    if kind in DECLARED and inner is None:
-        app.add_middleware(ChioMiddleware, **options)
         return app
     target = app if inner is None else inner(app)
     if is_asgi(kind):

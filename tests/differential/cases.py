@@ -17,10 +17,10 @@ from typing import Any
 
 from chio_middleware.core.clock import FixedClock
 
-from .apps import FRAMEWORKS, protected
+from .apps import FRAMEWORKS, is_asgi, protected
 from .checker import violations
 from .spec import BY_NAME, NOW, Recorder, capability
-from .wire import Reply, Wire, call, sign
+from .wire import Reply, Wire, asgi_startup, call, sign
 
 HARMLESS = "ref=/workspace/x"
 SHADOW = "/etc/shadow"
@@ -80,8 +80,14 @@ class Target:
 
 @cache
 def target(kind: str) -> Target:
+    """The protected app of ``kind``, started as its server would start it (ASGI
+    lifespan startup, where the middleware checks its bindings against the routes)."""
     rec = Recorder()
-    return Target(kind, protected(kind, rec, clock=FixedClock(NOW)), rec)
+    app = protected(kind, rec, clock=FixedClock(NOW))
+    if is_asgi(kind):
+        failure = asgi_startup(app)
+        assert failure is None, f"{kind} failed to start: {failure}"
+    return Target(kind, app, rec)
 
 
 def case_params(cases: Sequence[Case]) -> list[Any]:

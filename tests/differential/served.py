@@ -8,10 +8,11 @@ guard, recording into the JSONL file that ``DIFF_RECORD`` names, on the system c
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from .apps import protected
-from .spec import bindings, recorder_from_env
+from .spec import TOOLS, bindings, recorder_from_env
 
 
 def fastapi() -> Any:
@@ -35,13 +36,13 @@ def wsgi() -> Any:
 
 
 def starlette_misbound() -> Any:
-    """Deliberately wrong: ``GET /files/get`` is bound as ``/files/got`` (sanity test)."""
-    return protected("starlette", recorder_from_env(), routes=bindings(file_get="/files/got"))
+    """Deliberately wrong: ``GET /files/get`` is left unbound (sanity test)."""
+    return protected("starlette", recorder_from_env(), routes=unbinding("file_get"))
 
 
 def flask_misbound() -> Any:
-    """Deliberately wrong: ``GET /files/get`` is bound as ``/files/got`` (sanity test)."""
-    return protected("flask", recorder_from_env(), routes=bindings(file_get="/files/got"))
+    """Deliberately wrong: ``GET /files/get`` is left unbound (sanity test)."""
+    return protected("flask", recorder_from_env(), routes=unbinding("file_get"))
 
 
 def fastapi_declared() -> Any:
@@ -52,23 +53,49 @@ def flask_declared() -> Any:
     return protected("flask-declared", recorder_from_env())
 
 
+def unbinding(name: str) -> Any:
+    """Every binding but ``name``'s."""
+    return bindings([t for t in TOOLS if t.name != name])
+
+
 ASGI_APPS = ("starlette", "fastapi", "fastapi_declared", "asgi", "starlette_misbound")
 WSGI_APPS = ("flask", "flask_declared", "wsgi", "flask_misbound")
 
 
 def asgi_by_host() -> Any:
     """One ASGI server process for every ASGI app: the ``Host`` header picks the app
-    (``Host: fastapi``); the path reaches it unchanged. Lifespan is answered here."""
+    (``Host: fastapi``); the path reaches it unchanged. Each app's lifespan starts with
+    the server's (the middleware checks its bindings then); one failing fails it."""
     apps = {name: globals()[name]() for name in ASGI_APPS}
+    lifespans: list[Any] = []
+
+    async def start(app: Any) -> str | None:
+        """One app's lifespan startup (left running): its failure message, if any."""
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        await inbox.put({"type": "lifespan.startup"})
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        task = asyncio.ensure_future(app(scope, inbox.get, outbox.put))
+        lifespans.append(task)
+        reply = asyncio.ensure_future(outbox.get())
+        await asyncio.wait([task, reply], return_when=asyncio.FIRST_COMPLETED)
+        if not reply.done():  # the app does not speak lifespan
+            reply.cancel()
+            return None
+        message = reply.result()
+        return None if message["type"].endswith(".complete") else str(message.get("message"))
 
     async def dispatch(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                kind = message["type"].rsplit(".", 1)[-1]
-                await send({"type": f"lifespan.{kind}.complete"})
-                if kind == "shutdown":
-                    return
+            await receive()
+            failures = [f for f in [await start(app) for app in apps.values()] if f]
+            if failures:
+                await send({"type": "lifespan.startup.failed", "message": "; ".join(failures)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
         host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
         await apps[host](scope, receive, send)
 

@@ -1,8 +1,8 @@
 """The checker flags setups that let a handler act on what the middleware did not check.
 
 A property that always holds proves nothing. Here the middleware is deliberately set up
-wrong (a binding that misses the framework route, a binding to the wrong tool, a layer
-between the middleware and the app that rewrites the body), and the checker, fed by the
+wrong (a route left unbound, a binding to the wrong tool, a layer between the middleware
+and the app that rewrites the body), and the checker, fed by the
 same recording handlers and guard, must report each bypass; Hypothesis, with the same
 strategy as the property test, must find one.
 """
@@ -21,9 +21,9 @@ from chio_middleware.core.clock import FixedClock
 from .apps import BOUND, is_asgi, protected
 from .cases import JSON, tool
 from .checker import violations
-from .spec import NOW, Recorder, bindings, capability
+from .spec import NOW, SYNTHETIC_TOOL, TOOLS, Recorder, bindings, capability
 from .strategies import requests
-from .wire import Reply, Wire, call, sign
+from .wire import Reply, Wire, asgi_startup, call, sign
 
 HONEST_READ = json.dumps({"path": "/workspace/a.txt"}).encode()
 
@@ -32,15 +32,35 @@ def _send(kind: str, app: Any, rec: Recorder, wire: Wire) -> list[str]:
     return violations(call(kind, app, wire), rec, wire.case)
 
 
+def _without(name: str) -> list[Any]:
+    return bindings([t for t in TOOLS if t.name != name])
+
+
 @pytest.mark.parametrize("kind", BOUND)
-def test_a_binding_that_misses_the_route_is_flagged(kind: str) -> None:
+def test_a_route_left_unbound_is_flagged(kind: str) -> None:
+    # Under the default policy an unbound GET runs (PROTOCOL.md 5.3): here, a bound
+    # handler the settings forgot, with what no constraint saw.
     rec = Recorder()
-    app = protected(kind, rec, routes=bindings(file_get="/files/got"), clock=FixedClock(NOW))
+    app = protected(kind, rec, routes=_without("file_get"), clock=FixedClock(NOW))
     problems = _send(kind, app, rec, Wire("GET", "/files/get?path=/etc/passwd"))
     assert any("ran but the middleware checked no tool" in p for p in problems), problems
-    signed = sign(Wire("GET", "/files/get?path=/etc/passwd"), capability(), tool("file_get"))
+    signed = sign(Wire("GET", "/files/get?path=/etc/passwd"), capability(), SYNTHETIC_TOOL)
     problems = _send(kind, app, rec, signed)
-    assert problems, "a handler ran for a route the middleware saw as unbound"
+    assert any("the middleware checked chio_http_authority" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("kind", ["fastapi", "starlette", "fastapi-declared", "starlette-declared"])
+def test_a_binding_that_names_no_route_fails_start_up(kind: str) -> None:
+    # The differential suite's first finding under the framework router: a binding whose
+    # template names no route protected nothing. Now the lifespan startup fails.
+    app = protected(kind, Recorder(), routes=bindings(file_get="/files/got"))
+    failure = asgi_startup(app)
+    assert failure is not None and "/files/got" in failure
+
+
+def test_a_flask_binding_that_names_no_route_fails_start_up() -> None:
+    with pytest.raises(ValueError, match="/files/got"):
+        protected("flask-declared", Recorder(), routes=bindings(file_get="/files/got"))
 
 
 @pytest.mark.parametrize("kind", BOUND)
@@ -118,7 +138,7 @@ def test_a_refusal_that_is_not_a_protocol_error_is_flagged() -> None:
 @pytest.mark.parametrize("kind", ["starlette", "flask"])
 def test_the_generated_requests_find_a_misbound_route(kind: str) -> None:
     rec = Recorder()
-    app = protected(kind, rec, routes=bindings(file_get="/files/got"), clock=FixedClock(NOW))
+    app = protected(kind, rec, routes=_without("file_get"), clock=FixedClock(NOW))
 
     def breaks_the_property(drawn: tuple[Wire, tuple[str, str] | None]) -> bool:
         wire, signed_for = drawn

@@ -171,6 +171,36 @@ def asgi_scope(raw: bytes) -> tuple[dict[str, Any], bytes] | None:
     return scope, body
 
 
+def asgi_startup(app: Any) -> str | None:
+    """Run the app's lifespan startup as uvicorn does; the failure message, if it failed.
+
+    The lifespan is left waiting for a shutdown that never comes (so nothing is closed).
+    """
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        await queue.put({"type": "lifespan.startup"})
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        task = asyncio.ensure_future(
+            app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, queue.get, send)
+        )
+        while not sent and not task.done():
+            await asyncio.sleep(0)
+        task.cancel()
+
+    asyncio.run(main())
+    if not sent:  # the app does not speak lifespan: uvicorn ("auto") carries on
+        return None
+    first = sent[0]
+    if first["type"] == "lifespan.startup.complete":
+        return None
+    return str(first.get("message", first["type"]))
+
+
 def asgi_call(app: Any, wire: Wire) -> Reply:
     parsed = asgi_scope(wire.raw())
     if parsed is None:
