@@ -21,6 +21,7 @@ from typing import Any
 from .core.clock import Clock
 from .core.engine import Evaluation, run_sync
 from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
+from .core.federation import PeerStore
 from .core.guards import Guard
 from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
 from .core.request import RequestView, parse_content_length, parse_wire_query
@@ -56,10 +57,11 @@ class ChioWSGIMiddleware:
         sink: ReceiptSink | None = None,
         runtime: ChioRuntime | None = None,
         render_denial: DenialRenderer | None = None,
+        peers: PeerStore | None = None,
     ) -> None:
         self.app = app
         self.runtime = runtime or ChioRuntime(
-            settings, clock=clock, guards=guards, store=store, sink=sink
+            settings, clock=clock, guards=guards, store=store, sink=sink, peers=peers
         )
         self._render_denial = render_denial
         #: Run once, before the first request is evaluated: an integration's late check
@@ -94,7 +96,7 @@ class ChioWSGIMiddleware:
             )
         if error is None:
             try:
-                body = self._read_body(environ, view)
+                body = self._read_body(environ, view, evaluation.body_limit)
             except ChioError as exc:
                 error = exc
         if error is not None:
@@ -109,6 +111,10 @@ class ChioWSGIMiddleware:
                 headers, payload = render_with(
                     self._render_denial, evaluation, status, headers, payload
                 )
+            start_response(_status_line(status), headers)
+            return [payload]
+        if evaluation.answer is not None:  # the federation handshake: answered here
+            status, headers, payload = self.runtime.render_answer(evaluation)
             start_response(_status_line(status), headers)
             return [payload]
         environ["wsgi.input"] = io.BytesIO(body)
@@ -152,8 +158,8 @@ class ChioWSGIMiddleware:
             runner = self._loops.runner = asyncio.Runner()
         runner.run(coroutine)
 
-    def _read_body(self, environ: dict[str, Any], view: RequestView) -> bytes:
-        limit = self.settings.max_body_bytes
+    def _read_body(self, environ: dict[str, Any], view: RequestView, limit: int | None) -> bytes:
+        limit = self.settings.max_body_bytes if limit is None else limit
         stream = environ.get("wsgi.input")
         length_text = environ.get("CONTENT_LENGTH", "")
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()

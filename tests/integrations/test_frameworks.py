@@ -260,3 +260,38 @@ def test_bindings_name_framework_routes_by_shape() -> None:
     table = RouteTable([RouteBinding(method="DELETE", path="/notes/{note_id}", tool_server="s", tool_name="t")])
     assert table.binding_for("DELETE", "/notes/<note_id>") is not None
     assert table.binding_for("DELETE", "/notes/<int:note_id>") is None
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("/typed/7?limit=5&flag=true", 200),
+        ("/typed/7", 200),
+        ("/typed/7%20", 400),
+        ("/typed/%207", 400),
+        ("/typed/+7", 400),
+        ("/typed/07", 400),
+        ("/typed/7?limit=%205", 400),
+        ("/typed/7?flag=yes", 400),
+        ("/typed/7?flag=on", 400),
+        ("/typed/7?flag=1", 400),
+        ("/typed/7?ratio=2.0", 400),
+        ("/typed/7?ratio=2.5", 200),
+    ],
+)
+def test_fastapi_typed_parameters_are_checked_as_the_handler_reads_them(url: str, status: int) -> None:
+    """Found by the differential suite: pydantic turns '7 ' into 7 and 'yes' into True."""
+    app = FastAPI()
+    chio = chio_fastapi.Chio(app, settings=settings(routes=[]), clock=FixedClock(NOW))
+    seen: list[tuple[int, int, bool, float]] = []
+
+    @app.get("/typed/{id}")
+    @chio.tool("srv-notes", "typed")
+    async def typed(id: int, limit: int = 0, flag: bool = False, ratio: float = 0.0) -> dict[str, Any]:
+        seen.append((id, limit, flag, ratio))
+        return {}
+
+    client = TestClient(app)
+    response = client.get(url, headers=agent_headers("GET", url, cap=capability(GRANTS), tool=("srv-notes", "typed")))
+    assert response.status_code == status, response.text
+    assert len(seen) == (1 if status == 200 else 0)
