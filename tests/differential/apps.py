@@ -21,11 +21,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import flask
-from fastapi import Body, FastAPI, Form, Query
+from fastapi import Body, Depends, FastAPI, Form, Query
 from fastapi import Request as FastAPIRequest
+from flask.views import MethodView
 from pydantic import BaseModel, ConfigDict
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -111,8 +113,18 @@ def starlette_app(rec: Recorder, declared: bool = False) -> Starlette:
 
         return endpoint
 
+    class NoteEndpoint(HTTPEndpoint):
+        @mark("note_read")
+        async def get(self, request: Request) -> Response:
+            begin(request, "note_read")
+            return JSONResponse(OK)
+
+    # POST is a function route listed first: an HTTPEndpoint route answers every method,
+    # and the middleware's start-up coverage lists only its GET.
     return Starlette(
         routes=[
+            Route("/cbv/{note_id}", handler("note_write", "json"), methods=["POST"]),
+            Route("/cbv/{note_id}", NoteEndpoint),
             Route("/health", handler(None), methods=["GET"]),
             Route("/public/echo", handler(None, "json-if-any"), methods=["GET", "POST"]),
             Route("/files/get", handler("file_get"), methods=["GET"]),
@@ -243,6 +255,25 @@ def fastapi_app(rec: Recorder, declared: bool = False) -> FastAPI:
     @mark("purge")
     async def purge(request: FastAPIRequest) -> Any:
         begin(request, "purge")
+        return OK
+
+    def declares(name: str) -> list[Any]:
+        """``dependencies=[Depends(tool(...))]``: FastAPI's route-level declaration."""
+        if not declared:
+            return []
+        entry = BY_NAME[name]
+        return [Depends(chio_tool(entry.server, entry.name, nonce=entry.require_nonce))]
+
+    @app.get("/cbv/{note_id}", dependencies=declares("note_read"))
+    async def note_read(request: FastAPIRequest, note_id: str) -> Any:
+        begin(request, "note_read", note_id=note_id)
+        return OK
+
+    @app.post("/cbv/{note_id}", dependencies=declares("note_write"))
+    async def note_write(request: FastAPIRequest, note_id: str, item: FileItem) -> Any:
+        entry = begin(request, "note_write", note_id=note_id, path=item.path)
+        for name, value in (item.model_extra or {}).items():
+            rec.read(entry, name, value)
         return OK
 
     return app
@@ -381,6 +412,21 @@ def flask_app(rec: Recorder, declared: bool = False) -> flask.Flask:
         read_args(begin("purge"))
         return OK
 
+    class NoteView(MethodView):
+        @mark("note_read")
+        def get(self, note_id: str) -> Any:
+            read_args(begin("note_read", note_id=note_id))
+            return OK
+
+        @mark("note_write")
+        def post(self, note_id: str) -> Any:
+            entry = begin("note_write", note_id=note_id)
+            read_args(entry)
+            _read_document(rec, entry, flask.request.get_json(force=True))
+            return OK
+
+    app.add_url_rule("/cbv/<note_id>", view_func=NoteView.as_view("note_view"))
+
     return app
 
 
@@ -393,7 +439,7 @@ _PLAIN_CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "int": ("[0-9]+", int),
 }
 _FORM_TOOLS = frozenset({"file_form", "file_values"})
-_JSON_TOOLS = frozenset({"file_read", "file_body", "purge"})
+_JSON_TOOLS = frozenset({"file_read", "file_body", "purge", "note_write"})
 
 
 def _template_route(template: str) -> tuple[re.Pattern[str], dict[str, Callable[[str], Any]]]:

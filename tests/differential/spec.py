@@ -73,6 +73,10 @@ TOOLS: tuple[Tool, ...] = (
         constraints=SHORT,
     ),
     Tool("purge", "srv-admin", "POST", "/admin/purge", constraints=None),
+    # A class-based endpoint (Starlette HTTPEndpoint, Flask MethodView; in FastAPI two
+    # routes declared through Depends(tool(...))): HEAD runs get().
+    Tool("note_read", "srv-notes", "GET", "/cbv/{note_id}", constraints=SHORT),
+    Tool("note_write", "srv-notes", "POST", "/cbv/{note_id}", constraints=SHORT),
 )
 BY_NAME = {tool.name: tool for tool in TOOLS}
 

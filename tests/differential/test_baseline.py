@@ -26,6 +26,8 @@ HONEST: dict[str, tuple[str, str, tuple[bytes, tuple[str, bytes]] | None]] = {
     "blob_get": ("GET", "/blobs/workspace/a.txt", None),
     "item_get": ("GET", "/items/7", None),
     "report_list": ("GET", "/reports/?ref=r", None),
+    "note_read": ("GET", "/cbv/7?ref=r", None),
+    "note_write": ("POST", "/cbv/7", JSON_BODY),
 }
 
 
@@ -102,3 +104,11 @@ def test_unbound_side_effect_needs_the_synthetic_grant(kind: str) -> None:
     assert [c.reads for c in target(kind).recorder.calls(wire.case)] == [
         [("path", "/workspace/a.txt")]
     ]
+
+
+@pytest.mark.parametrize("kind", ["starlette", "flask", "starlette-declared", "flask-declared"])
+def test_head_on_a_class_based_endpoint_is_checked_as_its_get(kind: str) -> None:
+    wire = sign(Wire("HEAD", "/cbv/7"), capability(), tool("note_read"))
+    reply, problems = run(kind, wire)
+    assert reply.status == 200 and problems == [], describe(kind, wire, reply, problems)
+    assert [c.tool for c in target(kind).recorder.calls(wire.case)] == ["note_read"]

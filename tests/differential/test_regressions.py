@@ -140,6 +140,10 @@ ROUTING_CASES = [
     Case("int-converter-leading-zeros", Wire("GET", "/items/007"), "item_get"),
     Case("strict-slashes-false-no-credentials", Wire("GET", "/reports?ref=" + "a" * 80), None),
     Case("strict-slashes-false-signed", Wire("GET", "/reports?ref=" + "a" * 80), "report_list"),
+    # HEAD runs a class-based endpoint's get(): it is that tool, credentials and all.
+    Case("head-class-based-no-credentials", Wire("HEAD", "/cbv/7?ref=" + "a" * 80), None),
+    Case("head-class-based-over-max-length", Wire("HEAD", "/cbv/7?ref=" + "a" * 80), "note_read"),
+    Case("post-class-based-over-max-length", Wire("POST", "/cbv/7", (JSON,), b'{"path":"/workspace/' + b"a" * 80 + b'"}'), "note_write", 403),
     # The canonical forms, for comparison: no grant, no nonce.
     Case("purge-without-grant", Wire("POST", "/admin/purge", (JSON,), b"{}"), "purge", 403),
     Case("delete-without-nonce", Wire("DELETE", "/notes/7"), "delete_note", 428),
