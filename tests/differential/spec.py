@@ -77,6 +77,8 @@ TOOLS: tuple[Tool, ...] = (
     # routes declared through Depends(tool(...))): HEAD runs get().
     Tool("note_read", "srv-notes", "GET", "/cbv/{note_id}", constraints=SHORT),
     Tool("note_write", "srv-notes", "POST", "/cbv/{note_id}", constraints=SHORT),
+    # Behind two mounts (Starlette Mount, FastAPI APIRouter prefix, Flask Blueprint).
+    Tool("mounted_get", "srv-files", "GET", "/api/v1/files/{name}", constraints=SHORT),
 )
 BY_NAME = {tool.name: tool for tool in TOOLS}
 

@@ -38,6 +38,7 @@ ROUTES: tuple[tuple[str | None, str, str], ...] = (
     ("note_read", "GET", "/cbv/7"),
     ("note_read", "HEAD", "/cbv/7"),
     ("note_write", "POST", "/cbv/7"),
+    ("mounted_get", "GET", "/api/v1/files/a.txt"),
     (None, "GET", "/health"),
     (None, "GET", "/public/echo"),
     (None, "POST", "/public/echo"),

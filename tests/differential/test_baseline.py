@@ -28,6 +28,7 @@ HONEST: dict[str, tuple[str, str, tuple[bytes, tuple[str, bytes]] | None]] = {
     "report_list": ("GET", "/reports/?ref=r", None),
     "note_read": ("GET", "/cbv/7?ref=r", None),
     "note_write": ("POST", "/cbv/7", JSON_BODY),
+    "mounted_get": ("GET", "/api/v1/files/a.txt?ref=r", None),
 }
 
 

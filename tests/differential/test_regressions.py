@@ -144,6 +144,11 @@ ROUTING_CASES = [
     Case("head-class-based-no-credentials", Wire("HEAD", "/cbv/7?ref=" + "a" * 80), None),
     Case("head-class-based-over-max-length", Wire("HEAD", "/cbv/7?ref=" + "a" * 80), "note_read"),
     Case("post-class-based-over-max-length", Wire("POST", "/cbv/7", (JSON,), b'{"path":"/workspace/' + b"a" * 80 + b'"}'), "note_write", 403),
+    # Behind mounts: the mount prefix is part of the route, slashes and dots included.
+    Case("mounted-no-credentials", Wire("GET", "/api/v1/files/shadow"), None),
+    Case("mounted-double-slash", Wire("GET", "/api//v1/files/shadow"), None, 400),
+    Case("mounted-dot-dot", Wire("GET", "/api/v2/../v1/files/shadow"), None, 400),
+    Case("mounted-over-max-length", Wire("GET", "/api/v1/files/" + "a" * 80), "mounted_get", 403),
     # The canonical forms, for comparison: no grant, no nonce.
     Case("purge-without-grant", Wire("POST", "/admin/purge", (JSON,), b"{}"), "purge", 403),
     Case("delete-without-nonce", Wire("DELETE", "/notes/7"), "delete_note", 428),
