@@ -46,6 +46,7 @@ from .errors import (
     RateLimited,
     ReplayDetected,
     Unavailable,
+    bounded,
 )
 from .federation import AsyncPeerStore
 from .federation_trust import MAX_HANDSHAKE_BODY, FederationTrust
@@ -130,6 +131,8 @@ class EngineConfig:
     nonce_ttl: int = 30
     max_delegation_depth: int = 4
     max_header_bytes: int = 16 * 1024
+    #: Accept the capability as the ``chio_capability`` query parameter (off: refused, 400).
+    capability_query_param: bool = False
 
 
 @dataclass
@@ -315,7 +318,11 @@ class ChioEngine:
 
     async def _evaluate(self, ev: Evaluation, store: AsyncReplayStore) -> None:
         request = ev.request
-        headers = read_chio_headers(request, max_bytes=self.config.max_header_bytes)
+        headers = read_chio_headers(
+            request,
+            max_bytes=self.config.max_header_bytes,
+            query_capability=self.config.capability_query_param,
+        )
         route = ev.route
         if route is None or route.public:
             await self._unbound(ev, store, headers, public=route is not None)
@@ -382,7 +389,9 @@ class ChioEngine:
             except Exception as exc:
                 ev.failure = exc
                 raise Unavailable(f"guard {guard.name} failed; refusing (fail closed)") from None
-            ev.evidence.append(GuardEvidence(guard_name=guard.name, verdict=True, details=detail))
+            # A guard's detail may quote the request: bounded like every message.
+            details = None if detail is None else bounded(str(detail))
+            ev.evidence.append(GuardEvidence(guard_name=guard.name, verdict=True, details=details))
 
     def _check_arguments_visible(
         self, ev: Evaluation, arguments: Arguments, grant: ToolGrant
