@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
+import pytest
+
 from chio_middleware.core.clock import FixedClock
 
 from .apps import FRAMEWORKS, is_asgi, protected
@@ -92,8 +94,6 @@ def target(kind: str) -> Target:
 
 def case_params(cases: Sequence[Case]) -> list[Any]:
     """``pytest.param``s of every (case, framework) pair, each its own test id."""
-    import pytest
-
     return [
         pytest.param(case, kind, id=f"{case.id}-{kind}")
         for case in cases
