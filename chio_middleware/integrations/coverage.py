@@ -78,7 +78,7 @@ def starlette_coverage(router: Any, table: RouteTable) -> list[CoverageRow]:
                 if hasattr(route, "routes"):  # a mounted app of another kind
                     rows.append(CoverageRow("*", path + "/...", "unbound (opaque mount)"))
                 continue
-            methods = getattr(route, "methods", None) or _METHODS_DEFAULT
+            methods = getattr(route, "methods", None) or _class_methods(route) or _METHODS_DEFAULT
             for method in sorted(set(methods) - _SKIPPED) or ["GET"]:
                 declared = endpoint_declaration(route, method)
                 rows.append(
@@ -87,6 +87,15 @@ def starlette_coverage(router: Any, table: RouteTable) -> list[CoverageRow]:
 
     walk(router.routes, "", 0)
     return rows
+
+
+def _class_methods(route: Any) -> tuple[str, ...]:
+    """The methods a class-based endpoint (``HTTPEndpoint``) answers: its handlers."""
+    endpoint = getattr(route, "endpoint", None)
+    if not isinstance(endpoint, type):
+        return ()
+    names = ("get", "post", "put", "patch", "delete")
+    return tuple(name.upper() for name in names if callable(getattr(endpoint, name, None)))
 
 
 def _as_route(context: Any) -> Any:
