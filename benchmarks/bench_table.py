@@ -6,9 +6,10 @@ For each adapter (Starlette under the ASGI middleware, Flask under the WSGI midd
 each row, the bare app and the middleware-wrapped app answer the same requests straight
 through their ASGI/WSGI callables (no sockets). Two configurations:
 
-- *benchmark*: the in-memory sink (bounded), stdlib logging at WARNING;
+- *benchmark*: the in-memory sink (bounded), stdlib logging at WARNING, telemetry off;
 - *defaults*: what a user gets from ``ChioSettings`` with only the keys, issuers and routes
-  set: the JSONL sink (a temporary file), ``receipt_fsync="interval"``, logging unconfigured.
+  set: the JSONL sink (a temporary file), ``receipt_fsync="interval"``, logging unconfigured,
+  ``telemetry="auto"`` (on here: the dev extra installs OpenTelemetry's API).
 
 The floor is a raw PyNaCl Ed25519 verify and sign, timed in every repetition. Repetitions
 are interleaved (every cell once per repetition, the order rotated each time); the table
@@ -34,6 +35,7 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
+    CLOCK_NAME,
     ISSUER,
     KERNEL,
     NOW,
@@ -72,6 +74,7 @@ def make_settings(config: str, tmp: Path, adapter: str) -> ChioSettings:
     }
     if config == "benchmark":
         values["receipt_sink"] = "memory"
+        values["telemetry"] = "off"  # OpenTelemetry's API without an SDK is a no-op cost
     else:
         values["receipt_sink"] = f"jsonl:{tmp / f'receipts-{adapter}.jsonl'}"
     return ChioSettings(**values)
@@ -142,7 +145,7 @@ def main() -> None:
     print(
         f"floor in this run (raw PyNaCl, median of {len(floors)}): Ed25519 verify {verify:.1f} us "
         f"(+-{verify_spread * 100:.0f}%), sign {sign:.1f} us; "
-        f"{args.reps} interleaved repetitions x {args.n} requests per cell\n"
+        f"{args.reps} interleaved repetitions x {args.n} requests per cell; clock: {CLOCK_NAME} time\n"
     )
     header = (
         f"{'adapter':17s} {'request':35s} {'bare us':>8s} "

@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/compare.py --before <rev> [--after <rev>] [--rounds 5]``.
 ``git archive`` exports each revision named into a temporary directory (``--after``
-defaults to this working tree); ``bench_table.py --json`` of this tree then measures each
+defaults to a copy of this working tree); ``bench_table.py --json`` of this tree then measures each
 source in its own process, alternately, ``--rounds`` times. The figures are medians over
 rounds of (with - bare) as a multiple of the row's floor, each round's floor its own.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,7 +68,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="chio-compare-") as tmp:
         before = export(args.before, Path(tmp) / "before")
-        after = export(args.after, Path(tmp) / "after") if args.after else ROOT
+        if args.after:
+            after = export(args.after, Path(tmp) / "after")
+        else:  # a snapshot of this tree, so that editing it during the run changes nothing
+            after = Path(tmp) / "after"
+            for part in ("chio_middleware", "tests"):
+                shutil.copytree(ROOT / part, after / part, ignore=shutil.ignore_patterns("__pycache__"))
         samples: dict[str, list[dict[tuple[str, str, int], float]]] = {"before": [], "after": []}
         for round_ in range(args.rounds):
             order = [("before", before), ("after", after)]
