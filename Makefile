@@ -47,6 +47,7 @@ bench: $(BENCH_STAMP) redis
 	$(BIN)/python benchmarks/bench_core.py
 	$(BIN)/python benchmarks/bench_middleware.py
 	$(BIN)/python benchmarks/bench_receipt_modes.py
+	$(BIN)/python benchmarks/bench_store_memory.py
 
 bench-table: $(STAMP)
 	$(BIN)/python benchmarks/bench_table.py

@@ -36,7 +36,7 @@ from .core.guards import (
     parse_rate,
 )
 from .core.models import HttpReceipt
-from .core.replay import ReplayStore
+from .core.replay import MemoryReplayStore, ReplayStore
 from .core.routing import RouteTable
 from .federation import federation_config
 from .integrations.coverage import CoverageRow, orphan_bindings, render_coverage, unbound
@@ -177,7 +177,10 @@ class ChioRuntime:
             peers=None if self.peers is None else SyncPeerStoreAsAsync(self.peers),
         )
         self.telemetry = open_telemetry(s.telemetry)  # before anything opens: it may refuse
+        if store is not None:
+            _check_store(store)
         self.store = store if store is not None else _open_store(s, workers)
+        _log_store_ceiling(self.store, s)
         self.sink = sink if sink is not None else _open_sink(s)
         self._closed = False
         self._coverage_reported = False
@@ -417,6 +420,7 @@ def _open_store(settings: ChioSettings, workers: int) -> ReplayStore:
         key_prefix=settings.store_key_prefix,
         timeout=settings.store_timeout,
         capacity=settings.store_capacity,
+        subject_quota=settings.store_subject_quota,
     )
 
 
@@ -433,6 +437,50 @@ def _store_url(settings: ChioSettings, workers: int) -> str:
         url = DEFAULT_SHARED_STORE
         logger.info("chio_store_shared_by_default", replay_store=url, workers=workers)
     return url
+
+
+def _check_store(store: ReplayStore) -> None:
+    """Refuse at start-up a store whose ``reserve`` predates the per-subject quota."""
+    try:
+        parameters = inspect.signature(store.reserve).parameters.values()
+    except (TypeError, ValueError):  # not introspectable: let the protocol speak
+        return
+    if not any(p.name == "owner" or p.kind is p.VAR_KEYWORD for p in parameters):
+        raise ValueError(
+            f"store: {type(store).__name__}.reserve() must accept owner= (the capability "
+            "subject whose quota of live slots the reservation counts against; see "
+            "ReplayStore.reserve)"
+        )
+
+
+def _log_store_ceiling(store: ReplayStore, settings: ChioSettings) -> None:
+    """Say once, at start-up, how much DPoP traffic the store holds before it refuses.
+
+    A proof holds its replay slot for ``proof_ttl + max_clock_skew + 1`` seconds; an
+    execution nonce holds one more for its own lifetime.
+    """
+    lifetime = settings.proof_ttl + settings.max_clock_skew + 1
+    quota = getattr(store, "subject_quota", None)
+    fields: dict[str, Any] = {
+        "store": type(store).__name__,
+        "slot_lifetime_s": lifetime,
+        "subject_quota": quota,
+        "subject_dpop_requests_per_s": None if quota is None else round(quota / lifetime, 1),
+    }
+    if isinstance(store, MemoryReplayStore):
+        fields["entries"] = store.capacity
+        fields["dpop_requests_per_s"] = round(store.capacity / lifetime, 1)
+        if quota is not None and quota * 2 > store.capacity:
+            logger.warning(
+                "chio_store_quota_too_large",
+                message=(
+                    "store_subject_quota is more than half of store_capacity: one or two "
+                    "subjects can fill the in-memory store and every other subject gets 503"
+                ),
+                **fields,
+            )
+            return
+    logger.info("chio_store_ceiling", **fields)
 
 
 def _open_sink(settings: ChioSettings) -> ReceiptSink:

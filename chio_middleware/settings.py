@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .core.crypto import KeyFormatError, PublicKey, SigningKey
 from .core.guards import parse_rate
+from .core.replay import DEFAULT_CAPACITY, DEFAULT_SUBJECT_QUOTA
 from .core.routing import RouteBinding, RouteTable
 
 __all__ = [
@@ -89,7 +90,14 @@ class ChioSettings(BaseSettings):
     replay_store: str = Field(default="memory://", description="memory://, sqlite:///..., redis://")
     store_key_prefix: str = Field(default="chio:", description="Key prefix in shared stores.")
     store_timeout: float = Field(default=0.25, gt=0, le=30, description="Store timeout, seconds.")
-    store_capacity: int = Field(default=8192, ge=16, description="In-memory store entries.")
+    store_capacity: int = Field(
+        default=DEFAULT_CAPACITY, ge=16, description="In-memory store entries (full: 503)."
+    )
+    store_subject_quota: int = Field(
+        default=DEFAULT_SUBJECT_QUOTA,
+        ge=1,
+        description="Live replay slots one capability subject may hold, every store (429 past).",
+    )
     receipt_sink: str = Field(
         default="jsonl:chio-receipts.jsonl", description="jsonl:<path>, structlog or memory."
     )

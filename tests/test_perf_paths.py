@@ -10,6 +10,7 @@ import logging
 import uuid
 
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -95,8 +96,14 @@ def test_a_receipt_signed_with_the_fast_wire_forms_verifies_and_is_its_canonical
 
 @pytest.mark.parametrize("adapter", ["asgi", "wsgi"])
 def test_the_decision_line_is_logged_at_debug_only(
-    adapter: str, caplog: pytest.LogCaptureFixture
+    adapter: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A server started in process earlier in the session (logging.config with
+    # disable_existing_loggers) may have disabled the library's logger: undo that here.
+    monkeypatch.setattr(logging.getLogger("chio_middleware"), "disabled", False)
+    # structlog.testing.capture_logs leaves structlog "configured" once it has run: the
+    # library then logs through structlog, which caplog does not see.
+    structlog.reset_defaults()
     driver = make_driver(adapter)
     with caplog.at_level(logging.INFO, logger="chio_middleware"):
         assert driver.request("POST", "/notes", agent_headers("POST", "/notes", NOTE), NOTE).status == 201

@@ -523,16 +523,23 @@ class ChioEngine:
         proof: DpopProof | None,
         nonce: SignedExecutionNonce | None,
     ) -> None:
-        """Take the replay slots, proof first, once everything else about them verified."""
+        """Take the replay slots, proof first, once everything else about them verified.
+
+        Each slot counts against the capability subject's quota of live slots, so that one
+        subject cannot fill the store and lock the others out (ReservationQuotaExceeded).
+        """
+        owner = None if ev.capability is None else PublicKey.from_hex(ev.capability.subject).hex
         if proof is not None:
             key, expires_at = dpop_replay_slot(
                 proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
             )
-            await _reserve_slot(store, "dpop_proof", key, expires_at, ev.now)
+            await _reserve_slot(store, "dpop_proof", key, expires_at, ev.now, owner)
             ev.evidence.append(_DPOP_HOLDS)
         if nonce is not None:
             key = nonce_replay_key(nonce)
-            await _reserve_slot(store, "execution_nonce", key, nonce.nonce.expires_at, ev.now)
+            await _reserve_slot(
+                store, "execution_nonce", key, nonce.nonce.expires_at, ev.now, owner
+            )
             ev.evidence.append(_NONCE_HOLDS)
 
     async def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
@@ -660,11 +667,12 @@ class ChioEngine:
 
 
 async def _reserve_slot(
-    store: AsyncReplayStore, kind: str, key: str, expires_at: float, now: int
+    store: AsyncReplayStore, kind: str, key: str, expires_at: float, now: int, owner: str | None
 ) -> None:
-    """Reserve a replay slot; a replay names the slot by a hash of its key, never the key."""
+    """Reserve a replay slot within ``owner``'s quota; a replay names the slot by a hash of
+    its key, never the key."""
     try:
-        await store.reserve(key, expires_at=expires_at, now=now)
+        await store.reserve(key, expires_at=expires_at, now=now, owner=owner)
     except ReplayDetected as exc:
         exc.slot_kind = kind
         exc.slot = sha256_hex(key.encode("utf-8"))[:16]

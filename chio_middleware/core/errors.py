@@ -18,6 +18,7 @@ an adapter renders any of them with :meth:`ChioError.to_body` and no lookup tabl
     ├── HeadersTooLarge            chio_headers_too_large    431
     ├── NonceRequired              chio_nonce_required       428
     ├── RateLimited                chio_rate_limited         429  (.retry_after)
+    │   └── ReservationQuotaExceeded
     ├── FederationInvalid          chio_federation_invalid   401  (.step)
     ├── FederationUntrusted        chio_federation_untrusted 403  (.step)
     └── Unavailable                chio_unavailable          503
@@ -220,6 +221,17 @@ class RateLimited(ChioError):
         self.retry_after = max(1, int(retry_after))
         if guard is not None:
             self.guard = guard  # type: ignore[misc]
+
+
+class ReservationQuotaExceeded(RateLimited):
+    """The capability subject already holds its quota of live replay slots (proofs, nonces).
+
+    A 429, never a 503: one subject's flood is refused to that subject alone, while the
+    store keeps room for everyone else. ``retry_after`` is the wait until its oldest slot
+    can have expired.
+    """
+
+    guard = "ReplayQuotaGuard"
 
 
 class FederationInvalid(ChioError):
