@@ -109,7 +109,7 @@ def write_proofs(prefix: Path, path: str, tool: str, count: int, threads: int) -
     binding = DpopBinding(cap.id, "srv-notes", tool, action)
     for thread in range(threads):
         lines = [cap_header]
-        for _ in range(count // threads + 1):
+        for _ in range(count + 1):
             proof = create_dpop_proof(AGENT, binding=binding, issued_at=now)
             lines.append(encode_header_object(proof.to_wire()))
         Path(f"{prefix}.{thread}").write_text("\n".join(lines) + "\n")
@@ -172,6 +172,8 @@ def main() -> None:
                             prefix = "-"
                             if tool is not None:
                                 prefix = str(tmp / "proofs")
+                                # Each thread gets enough for the whole run alone: wrk's
+                                # threads do not share the load evenly.
                                 count = int(guess[server] * args.duration * 1.5) if chio else 1
                                 write_proofs(Path(prefix), path, tool, count, args.threads)
                             run = wrk(procs[chio][1], method, path, body, prefix, args)

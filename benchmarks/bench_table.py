@@ -71,6 +71,9 @@ def make_settings(config: str, tmp: Path, adapter: str) -> ChioSettings:
         "signing_key": KERNEL.seed_hex(),
         "trusted_issuers": [ISSUER.public_key.hex],
         "routes": ROUTES,
+        # One benchmark agent sends thousands of fresh proofs: the per-subject quota of live
+        # replay slots (a check that still runs on every request) is raised to fit them.
+        "store_subject_quota": 10_000_000,
     }
     if config == "benchmark":
         values["receipt_sink"] = "memory"

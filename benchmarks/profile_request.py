@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import bound_post, floor_us, time_batch
+from _harness import CLOCK, bound_post, floor_us, time_batch
 from bench_table import build, set_config
 
 AREAS: list[tuple[str, tuple[str, ...]]] = [
@@ -85,10 +85,25 @@ def main() -> None:
         totals[area] = totals.get(area, 0.0) + tottime
         rows.append((tottime, area, f"{filename.split('site-packages/')[-1]}:{function}"))
     total = sum(totals.values())
+    calls = sum(cc for (_, cc, _, _, _) in stats.stats.values()) / len(requests)  # type: ignore[attr-defined]
+
+    def empty() -> None:
+        return None
+
+    number = 200_000
+    start = CLOCK()
+    for _ in range(number):
+        empty()
+    call_ns = (CLOCK() - start) / number * 1e9
     print(
         f"bound POST, {adapter}, {args.config} configuration: {plain:.1f} us per request "
         f"unprofiled (including the app); floor in this run: verify {verify:.1f} us, sign "
         f"{sign:.1f} us\n"
+    )
+    print(
+        f"Python function calls per request (cProfile, app and driver included): {calls:.0f}; "
+        f"an empty Python call costs {call_ns:.0f} ns in this run, so the calls alone are "
+        f"~{calls * call_ns / 1000:.0f} us\n"
     )
     print(f"{'area':34s} {'share':>6s} {'us/request (scaled)':>20s}")
     for area, seconds in sorted(totals.items(), key=lambda item: -item[1]):

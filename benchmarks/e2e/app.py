@@ -47,6 +47,9 @@ def settings() -> ChioSettings:
         signing_key=KERNEL_SEED,
         trusted_issuers=[SigningKey.from_seed_hex(ISSUER_SEED).public_key.hex],
         routes=ROUTES,
+        # One load-test agent holds far more live proofs than a real one: the per-subject
+        # quota (still checked on every request) is raised to fit them.
+        store_subject_quota=10_000_000,
         receipt_sink=f"jsonl:{Path(os.environ.get('CHIO_E2E_DIR', '.')) / 'receipts.jsonl'}",
     )
 
