@@ -21,10 +21,11 @@ from typing import Any
 import structlog
 
 from . import _speedups
+from ._logging import log_failure
 from .core.clock import Clock, system_clock
 from .core.crypto import PublicKey, SigningKey
 from .core.engine import ChioEngine, EngineConfig, Evaluation
-from .core.errors import ChioError, Unavailable
+from .core.errors import ChioError, Unavailable, log_field
 from .core.federation import PeerStore, SyncPeerStoreAsAsync
 from .core.federation_trust import FederationTrust
 from .core.guards import (
@@ -79,7 +80,8 @@ class ChioRuntime:
             signing_key = SigningKey.generate()
             logger.warning(
                 "chio_ephemeral_signing_key",
-                message=(
+                # Not "message": stdlib logging refuses that name as an extra field.
+                detail=(
                     "no signing_key configured: using a random key for this process only; "
                     "receipts and nonces will not verify after a restart. Set CHIO_SIGNING_KEY "
                     "or CHIO_SIGNING_KEY_FILE in production."
@@ -135,6 +137,7 @@ class ChioRuntime:
             "trusted_issuers": sorted(PublicKey.from_hex(k).hex for k in s.trusted_issuers),
             "trusted_kernel_keys": sorted(PublicKey.from_hex(k).hex for k in s.trusted_kernel_keys),
             "websocket": s.websocket,
+            "capability_query_param": s.capability_query_param,
         }
         federation = federation_config(
             s,
@@ -164,6 +167,7 @@ class ChioRuntime:
             nonce_ttl=s.nonce_ttl,
             max_delegation_depth=s.max_delegation_depth,
             max_header_bytes=s.max_header_bytes,
+            capability_query_param=s.capability_query_param,
         )
         workers = detected_workers()
         #: The federation pin store (``None`` when no trust anchor is configured).
@@ -231,7 +235,7 @@ class ChioRuntime:
                 "chio_receipt_sink_failed",
                 error=type(exc).__name__,
                 request_id=evaluation.request_id,
-                route=evaluation.route_pattern,
+                route=log_field(evaluation.route_pattern),
             )
             if self.telemetry is not None:
                 self.telemetry.sink_failure(evaluation)
@@ -245,10 +249,11 @@ class ChioRuntime:
         if self.telemetry is not None:
             self.telemetry.decision(evaluation, receipt)
         if evaluation.failure is not None:
-            logger.error(
+            # Never exc_info: a renderer may print frame locals (rich does), i.e. credentials.
+            log_failure(
                 "chio_evaluation_failed",
-                error=type(evaluation.failure).__name__,
-                exc_info=evaluation.failure,
+                evaluation.failure,
+                request_id=evaluation.request_id,
             )
         # DEBUG: the signed receipt is the audit record of every decision; this line is for
         # debugging (a line per request at INFO cost more than the signature, issue 13).
@@ -261,12 +266,13 @@ class ChioRuntime:
             status=receipt.response_status,
             code=None if error is None else error.code,
             guard=None if error is None else error.guard,
-            method=evaluation.request.method,
-            route=evaluation.route_pattern,
+            # The raw path (unbound routes), method and tool segments are the client's text.
+            method=log_field(evaluation.request.method),
+            route=log_field(evaluation.route_pattern),
             tool=None
             if evaluation.route is None
-            else f"{evaluation.route.tool_server}/{evaluation.route.tool_name}",
-            capability_id=receipt.capability_id,
+            else log_field(f"{evaluation.route.tool_server}/{evaluation.route.tool_name}"),
+            capability_id=log_field(receipt.capability_id),
             receipt_id=receipt.id,
             request_id=evaluation.request_id,
         )

@@ -141,6 +141,13 @@ class ChioSettings(BaseSettings):
     federation_rotation_window: int = Field(default=43_200, ge=60, le=30 * 86_400)
     federation_max_skew: int = Field(default=300, ge=1, le=3_600)
     federation_pin_cache_ttl: int = Field(default=60, ge=0, le=43_200)
+    capability_query_param: bool = Field(
+        default=False,
+        description=(
+            "Accept the capability as the chio_capability query parameter (the upstream SDKs' "
+            "fallback). Off by default: query strings land in access logs and proxies' logs."
+        ),
+    )
 
     @field_validator("trusted_issuers", "trusted_kernel_keys")
     @classmethod

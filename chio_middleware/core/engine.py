@@ -46,6 +46,7 @@ from .errors import (
     RateLimited,
     ReplayDetected,
     Unavailable,
+    bounded,
 )
 from .federation import AsyncPeerStore
 from .federation_trust import MAX_HANDSHAKE_BODY, FederationTrust
@@ -77,6 +78,7 @@ from .nonce import parse_execution_nonce as parse_nonce
 from .receipts import encode_receipt_header, sign_receipt
 from .replay import AsyncReplayStore
 from .request import RequestView
+from .restrictions import check_token_restrictions
 from .routing import RouteMatch, RouteTable, check_canonical_path
 
 __all__ = [
@@ -130,6 +132,8 @@ class EngineConfig:
     nonce_ttl: int = 30
     max_delegation_depth: int = 4
     max_header_bytes: int = 16 * 1024
+    #: Accept the capability as the ``chio_capability`` query parameter (off: refused, 400).
+    capability_query_param: bool = False
 
 
 @dataclass
@@ -325,7 +329,11 @@ class ChioEngine:
 
     async def _evaluate(self, ev: Evaluation, store: AsyncReplayStore) -> None:
         request = ev.request
-        headers = read_chio_headers(request, max_bytes=self.config.max_header_bytes)
+        headers = read_chio_headers(
+            request,
+            max_bytes=self.config.max_header_bytes,
+            query_capability=self.config.capability_query_param,
+        )
         route = ev.route
         if route is None or route.public:
             await self._unbound(ev, store, headers, public=route is not None)
@@ -392,7 +400,9 @@ class ChioEngine:
             except Exception as exc:
                 ev.failure = exc
                 raise Unavailable(f"guard {guard.name} failed; refusing (fail closed)") from None
-            ev.evidence.append(GuardEvidence(guard_name=guard.name, verdict=True, details=detail))
+            # A guard's detail may quote the request: bounded like every message.
+            details = None if detail is None else bounded(str(detail))
+            ev.evidence.append(GuardEvidence(guard_name=guard.name, verdict=True, details=details))
 
     def _check_arguments_visible(
         self, ev: Evaluation, arguments: Arguments, grant: ToolGrant
@@ -549,6 +559,7 @@ class ChioEngine:
         )
         if self.federation is not None:
             await self.federation.check_issuer(token.issuer, ev.now, _pin_store(ev))
+        check_token_restrictions(token)  # PROTOCOL.md 2: enforce or refuse, never ignore
         ev.capability = token
         ev.evidence.append(_CAPABILITY_VALID)
         return token
