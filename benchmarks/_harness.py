@@ -20,8 +20,8 @@ from typing import Any
 
 import nacl.signing
 
-# CHIO_BENCH_SOURCE: another checkout's tree to measure (benchmarks/compare.py sets it).
-sys.path.insert(0, os.environ.get("CHIO_BENCH_SOURCE") or str(Path(__file__).resolve().parents[1]))
+# BENCH_SOURCE: another checkout's tree to measure (benchmarks/compare.py sets it).
+sys.path.insert(0, os.environ.get("BENCH_SOURCE") or str(Path(__file__).resolve().parents[1]))
 
 from chio_middleware.core.crypto import SigningKey
 from chio_middleware.core.dpop import DpopBinding, create_dpop_proof
@@ -187,8 +187,8 @@ def wsgi_caller(app: Any) -> Call:
 
 #: The clock of every timing here. CPU time of this process (all its threads, so the JSONL
 #: sink's writer counts) by default: on a shared machine wall time mostly measures the wait
-#: for a core. ``CHIO_BENCH_CLOCK=wall`` times wall-clock instead.
-CLOCK = time.perf_counter if os.environ.get("CHIO_BENCH_CLOCK") == "wall" else time.process_time
+#: for a core. ``BENCH_CLOCK=wall`` times wall-clock instead.
+CLOCK = time.perf_counter if os.environ.get("BENCH_CLOCK") == "wall" else time.process_time
 CLOCK_NAME = "wall" if CLOCK is time.perf_counter else "process CPU"
 
 

@@ -63,9 +63,9 @@ def free_port() -> int:
 
 def start(server: str, chio: bool, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    env = {**os.environ, "CHIO_E2E": "1" if chio else "0", "CHIO_E2E_DIR": str(tmp)}
+    env = {**os.environ, "E2E_CHIO": "1" if chio else "0", "E2E_DIR": str(tmp)}
     if server == "uvicorn + Starlette":
-        env["CHIO_E2E_FRAMEWORK"] = "starlette"
+        env["E2E_FRAMEWORK"] = "starlette"
         command = [
             str(BIN / "uvicorn"), "--app-dir", str(ROOT / "e2e"), "app:asgi",
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -75,7 +75,7 @@ def start(server: str, chio: bool, tmp: Path) -> tuple[subprocess.Popen[bytes], 
             if _has(module):
                 command += flag
     else:
-        env["CHIO_E2E_FRAMEWORK"] = "flask"
+        env["E2E_FRAMEWORK"] = "flask"
         command = [
             str(BIN / "gunicorn"), "--chdir", str(ROOT / "e2e"), "--workers", "1",
             "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "app:wsgi",

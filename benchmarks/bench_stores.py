@@ -1,7 +1,7 @@
 """Replay store scale: the cost of one reservation with 0, 10k and 100k live entries.
 
 Run: ``.venv/bin/python benchmarks/bench_stores.py [--sizes 0,10000,100000] [--n 2000]``.
-Backends: memory, SQLite (a temporary file) and Redis (``CHIO_BENCH_REDIS_URL``, default
+Backends: memory, SQLite (a temporary file) and Redis (``BENCH_REDIS_URL``, default
 database 15 of 127.0.0.1:6379, under a unique key prefix whose keys are deleted at the
 end; the benchmark never flushes a database). Each level has its own store, filled
 first; batches of fresh keys then alternate between the levels; the ratio is the median per-reservation time at that
@@ -29,7 +29,7 @@ from chio_middleware.core.replay import MemoryReplayStore, ReplayStore
 from chio_middleware.settings import ChioSettings
 from chio_middleware.stores import open_store
 
-REDIS_URL = os.environ.get("CHIO_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 NOW = 1_760_000_000.0
 EXPIRES = NOW + DEFAULT_PROOF_TTL + DEFAULT_MAX_CLOCK_SKEW
 

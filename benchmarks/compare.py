@@ -35,7 +35,7 @@ def export(rev: str, into: Path) -> Path:
 
 
 def measure(source: Path, n: int) -> dict[str, object]:
-    env = {**os.environ, "CHIO_BENCH_SOURCE": str(source)}
+    env = {**os.environ, "BENCH_SOURCE": str(source)}
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_table.py"), "--json", "--reps", "1", "--n", str(n)],
         capture_output=True, text=True, check=True, env=env,

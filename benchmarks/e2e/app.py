@@ -1,8 +1,8 @@
 """The servers of the end-to-end load test: one notes API as Starlette and as Flask.
 
 Loaded by ``bench_e2e.py`` as ``uvicorn app:asgi`` and ``gunicorn app:wsgi`` with
-``CHIO_E2E=1`` (the middleware, the defaults a user gets: JSONL sink in
-``CHIO_E2E_DIR``, fsync interval, logging unconfigured) or ``CHIO_E2E=0`` (bare).
+``E2E_CHIO=1`` (the middleware, the defaults a user gets: JSONL sink in
+``E2E_DIR``, fsync interval, logging unconfigured) or ``E2E_CHIO=0`` (bare).
 Routes: ``GET /health`` (unbound: receipt only), ``POST /notes`` (bound, trivial),
 ``POST /work`` (bound, about 1 ms of CPU in the handler).
 """
@@ -50,7 +50,7 @@ def settings() -> ChioSettings:
         # One load-test agent holds far more live proofs than a real one: the per-subject
         # quota (still checked on every request) is raised to fit them.
         store_subject_quota=10_000_000,
-        receipt_sink=f"jsonl:{Path(os.environ.get('CHIO_E2E_DIR', '.')) / 'receipts.jsonl'}",
+        receipt_sink=f"jsonl:{Path(os.environ.get('E2E_DIR', '.')) / 'receipts.jsonl'}",
     )
 
 
@@ -74,7 +74,7 @@ def _starlette() -> Any:
             Route("/work", work, methods=["POST"]),
         ]
     )
-    if os.environ.get("CHIO_E2E") == "1":
+    if os.environ.get("E2E_CHIO") == "1":
         app = ChioMiddleware(app, settings=settings())
     return app
 
@@ -97,12 +97,12 @@ def _flask() -> Any:
         busy()
         return {"id": "1", "title": data["title"]}, 201
 
-    if os.environ.get("CHIO_E2E") == "1":
+    if os.environ.get("E2E_CHIO") == "1":
         app.wsgi_app = ChioWSGIMiddleware(app.wsgi_app, settings=settings())  # type: ignore[method-assign]
     return app
 
 
-if os.environ.get("CHIO_E2E_FRAMEWORK", "starlette") == "starlette":
+if os.environ.get("E2E_FRAMEWORK", "starlette") == "starlette":
     asgi = _starlette()
 else:
     wsgi = _flask()
