@@ -56,11 +56,11 @@ from .hashing import (
     anonymous_identity,
     api_key_identity,
     bearer_identity,
+    binding_json,
     body_hash,
     caller_identity_hash,
-    content_hash,
+    content_hash_from_binding,
     dpop_identity,
-    request_binding_hash,
 )
 from .inputs import ChioHeaders, read_chio_headers
 from .models import (
@@ -170,6 +170,7 @@ class Evaluation:
     #: The federation pin store's view for this request (set by ``evaluate``).
     peers: AsyncPeerStore | None = field(default=None, repr=False)
     _digest: tuple[bytes, str | None] | None = field(default=None, init=False, repr=False)
+    _binding: tuple[RequestView, bytes] | None = field(default=None, init=False, repr=False)
 
     def body_hash(self) -> str | None:
         """``body_hash`` of the request body, computed once for the binding and the receipt."""
@@ -177,6 +178,15 @@ class Evaluation:
         if self._digest is None or self._digest[0] is not body:
             self._digest = (body, body_hash(body))
         return self._digest[1]
+
+    def binding_json(self) -> bytes:
+        """Canonical JSON of the request's binding inputs, encoded once for the DPoP/nonce
+        binding hash and the receipt's ``content_hash``."""
+        request = self.request
+        if self._binding is None or self._binding[0] is not request:
+            encoded = binding_json(request.method, request.path, request.query, self.body_hash())
+            self._binding = (request, encoded)
+        return self._binding[1]
 
     @property
     def route_pattern(self) -> str:
@@ -409,11 +419,7 @@ class ChioEngine:
                     guard="ConstraintGuard",
                 )
         if grant.constraints:
-            ev.evidence.append(
-                GuardEvidence(
-                    guard_name="ConstraintGuard", verdict=True, details="grant constraints hold"
-                )
-            )
+            ev.evidence.append(_CONSTRAINTS_HOLD)
 
     async def _unbound(
         self,
@@ -442,13 +448,7 @@ class ChioEngine:
             if headers.nonce is not None:
                 raise NonceInvalid("an execution nonce needs a capability", step="binding")
             if safe:
-                ev.evidence.append(
-                    GuardEvidence(
-                        guard_name="DefaultPolicyGuard",
-                        verdict=True,
-                        details="public route" if public else "safe method, session-scoped allow",
-                    )
-                )
+                ev.evidence.append(_PUBLIC_ROUTE if public else _SAFE_METHOD)
                 return
             raise CapabilityRequired("side-effect route requires a capability token")
         token = await self._verify_capability(ev, headers)
@@ -546,7 +546,7 @@ class ChioEngine:
             )
             await _reserve_slot(store, "dpop_proof", key, expires_at, ev.now, owner)
             check_not_forgotten(store, proof.body.issued_at, what="DPoP proof", guard="DpopGuard")
-            ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
+            ev.evidence.append(_DPOP_HOLDS)
         if nonce is not None:
             key = nonce_replay_key(nonce)
             await _reserve_slot(
@@ -555,7 +555,7 @@ class ChioEngine:
             check_not_forgotten(
                 store, nonce.nonce.issued_at, what="execution nonce", guard="ExecutionNonceGuard"
             )
-            ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
+            ev.evidence.append(_NONCE_HOLDS)
 
     async def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
         assert headers.raw_capability is not None
@@ -566,13 +566,7 @@ class ChioEngine:
             await self.federation.check_issuer(token.issuer, ev.now, _pin_store(ev))
         check_token_restrictions(token)  # PROTOCOL.md 2: enforce or refuse, never ignore
         ev.capability = token
-        ev.evidence.append(
-            GuardEvidence(
-                guard_name="CapabilityGuard",
-                verdict=True,
-                details="valid capability token presented",
-            )
-        )
+        ev.evidence.append(_CAPABILITY_VALID)
         return token
 
     async def _handshake(self, ev: Evaluation, store: AsyncReplayStore) -> None:
@@ -639,13 +633,7 @@ class ChioEngine:
                 evidence=ev.evidence,
                 response_status=status,
                 timestamp=int(now),
-                content_hash=content_hash(
-                    request.method,
-                    request.path,
-                    request.query,
-                    ev.body_hash(),
-                    route_pattern,
-                ),
+                content_hash=content_hash_from_binding(ev.binding_json(), route_pattern),
                 policy_hash=self.policy_hash,
                 capability_id=ev.capability.id if ev.capability is not None else None,
                 metadata={**route_metadata, **extra},
@@ -713,8 +701,8 @@ def _pin_store(ev: Evaluation) -> AsyncPeerStore:
 
 
 def _action_hash(ev: Evaluation) -> str:
-    request = ev.request
-    return request_binding_hash(request.method, request.path, request.query, ev.body_hash())
+    """``request_binding_hash`` of the request (its encoding is kept for the receipt)."""
+    return sha256_hex(ev.binding_json())
 
 
 def _unbound_grant(
@@ -779,6 +767,19 @@ def _as_guard_error(error: ChioError, guard_name: str) -> ChioError:
 
 
 _ALLOW = Verdict.allow()
+# The evidence that never varies: built once (the models are frozen, so shared safely).
+_CAPABILITY_VALID = GuardEvidence(
+    guard_name="CapabilityGuard", verdict=True, details="valid capability token presented"
+)
+_CONSTRAINTS_HOLD = GuardEvidence(
+    guard_name="ConstraintGuard", verdict=True, details="grant constraints hold"
+)
+_PUBLIC_ROUTE = GuardEvidence(guard_name="DefaultPolicyGuard", verdict=True, details="public route")
+_SAFE_METHOD = GuardEvidence(
+    guard_name="DefaultPolicyGuard", verdict=True, details="safe method, session-scoped allow"
+)
+_DPOP_HOLDS = GuardEvidence(guard_name="DpopGuard", verdict=True)
+_NONCE_HOLDS = GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True)
 _ANONYMOUS_HASH = caller_identity_hash(anonymous_identity())
 
 

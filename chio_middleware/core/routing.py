@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -288,6 +289,7 @@ def _public_binding(entry: str) -> RouteBinding:
 _CANONICAL_CONVERTER = {"string": "str"}
 
 
+@lru_cache(maxsize=1024)  # a pure function of the few templates an app has: once each
 def template_shape(template: str) -> str:
     """A template with each parameter replaced by its converter: ``/notes/{int}``.
 
