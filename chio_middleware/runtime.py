@@ -40,7 +40,13 @@ from .core.models import HttpReceipt
 from .core.replay import MemoryReplayStore, ReplayStore
 from .core.routing import RouteTable
 from .federation import federation_config
-from .integrations.coverage import CoverageRow, orphan_bindings, render_coverage, unbound
+from .integrations.coverage import (
+    CoverageRow,
+    mixed_declarations,
+    orphan_bindings,
+    render_coverage,
+    unbound,
+)
 from .logs import get_logger
 from .settings import ChioSettings, PolicyFile, load_policy_file
 from .sinks import ReceiptSink, SinkBusy, open_sink
@@ -319,6 +325,14 @@ class ChioRuntime:
             unbound=len(missing),
             table="\n" + render_coverage(rows),
         )
+        mixed = mixed_declarations(rows)
+        if mixed:
+            named = ", ".join(mixed)
+            logger.error("chio_tool_spans_safe_and_unsafe_methods", routes=named)
+            return (
+                f"one @tool covers both a read and a side-effect method, so a read grant "
+                f"would authorise the side effect; declare one tool per method: {named}"
+            )
         orphans = orphan_bindings(rows, self.engine.config.routes)
         if orphans:
             named = ", ".join(f"{b.method} {b.path}" for b in orphans)

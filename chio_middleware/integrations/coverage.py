@@ -17,6 +17,7 @@ from ._declare import Public, ToolDeclaration
 __all__ = [
     "CoverageRow",
     "flask_coverage",
+    "mixed_declarations",
     "orphan_bindings",
     "render_coverage",
     "starlette_coverage",
@@ -146,6 +147,26 @@ def orphan_bindings(rows: Iterable[CoverageRow], table: RouteTable) -> list[Rout
 
 def _loose(shape: str) -> str:
     return shape.rstrip("/") or "/"
+
+
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def mixed_declarations(rows: Iterable[CoverageRow]) -> list[str]:
+    """Routes where one declared tool covers both a safe and a side-effect method.
+
+    A read grant would then authorise the view's DELETE branch (found by the review):
+    such a route must declare one tool per method (one view per method).
+    """
+    by_route: dict[tuple[str, str], set[str]] = {}
+    for row in rows:
+        if row.binding.startswith("tool ") and not row.binding.endswith("(settings)"):
+            by_route.setdefault((row.pattern, row.binding), set()).add(row.method)
+    return [
+        f"{'/'.join(sorted(methods))} {pattern} ({binding})"
+        for (pattern, binding), methods in by_route.items()
+        if methods & _SAFE and methods - _SAFE
+    ]
 
 
 def unbound(rows: Iterable[CoverageRow]) -> list[CoverageRow]:

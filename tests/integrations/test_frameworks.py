@@ -295,3 +295,16 @@ def test_fastapi_typed_parameters_are_checked_as_the_handler_reads_them(url: str
     response = client.get(url, headers=agent_headers("GET", url, cap=capability(GRANTS), tool=("srv-notes", "typed")))
     assert response.status_code == status, response.text
     assert len(seen) == (1 if status == 200 else 0)
+
+
+def test_one_tool_over_a_read_and_a_side_effect_method_fails_start_up() -> None:
+    """Found by the review: @tool(read_note) on a GET+DELETE view let a read grant delete."""
+    app, chio = flask_app()
+
+    @app.route("/both/<note_id>", methods=["GET", "DELETE"])
+    @chio.tool("srv-notes", "read_note")
+    def both(note_id: str) -> Any:
+        return {}
+
+    with pytest.raises(ValueError, match=r"declare one tool per method: DELETE/GET /both/<note_id>"):
+        chio.init_app(app)
