@@ -331,29 +331,42 @@ def render_with(
     return kept, rendered
 
 
-def _open_store(settings: ChioSettings, workers: int) -> ReplayStore:
-    """Open the configured store; never a per-process one when several workers may run."""
+def _open_store(settings: ChioSettings, workers: int | None) -> ReplayStore:
+    """Open the configured store; never a per-process one when several workers may run
+    (``workers`` ``None``: a server whose worker count cannot be known, so maybe several).
+    Every failure names ``replay_store``."""
     from .stores import open_store
 
     url = settings.replay_store
-    if workers > 1 and url == "memory://":
+    if (workers is None or workers > 1) and url == "memory://":
+        many = f"{workers} workers may run" if workers else "the worker count cannot be known"
         if "replay_store" in settings.model_fields_set:
             raise ValueError(
                 f"replay_store: memory:// keeps replay and budget state per process, but "
-                f"{workers} workers may run, so a proof or nonce could be used once per worker; "
+                f"{many}, so a proof or nonce could be used once per worker; "
                 f"use sqlite:///chio-state.db (one host) or redis://... (several hosts)"
             )
         url = DEFAULT_SHARED_STORE
         logger.info("chio_store_shared_by_default", replay_store=url, workers=workers)
-    return open_store(
-        url,
-        key_prefix=settings.store_key_prefix,
-        timeout=settings.store_timeout,
-        capacity=settings.store_capacity,
-    )
+    try:
+        return open_store(
+            url,
+            key_prefix=settings.store_key_prefix,
+            timeout=settings.store_timeout,
+            capacity=settings.store_capacity,
+        )
+    except ValueError as exc:
+        raise ValueError(f"replay_store: {exc}") from None
 
 
 def _open_sink(settings: ChioSettings) -> ReceiptSink:
+    try:
+        return _open_configured_sink(settings)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"receipt_sink: {exc}") from None
+
+
+def _open_configured_sink(settings: ChioSettings) -> ReceiptSink:
     if settings.receipt_sink.startswith("jsonl:"):
         return open_sink(
             settings.receipt_sink,
