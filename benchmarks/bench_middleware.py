@@ -5,6 +5,8 @@ ASGI/WSGI callables (no sockets), so the numbers are the middleware's own work: 
 bound route, capability verification (cached after the first use), DPoP verification with
 a fresh proof per request, the replay reservation, guards, receipt signing and recording.
 Overhead is also printed as a multiple of a raw PyNaCl verify measured in the same run.
+Last, the cost of the federation issuer-freshness check (PROTOCOL.md 9) with a warm pin:
+the same request with a static and with a federated issuer, and the check on its own.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from chio_middleware import ChioSettings
 from chio_middleware.asgi import ChioMiddleware
 from chio_middleware.core.clock import FixedClock
+from chio_middleware.core.crypto import SigningKey
+from chio_middleware.core.engine import run_sync
+from chio_middleware.core.federation import FederationPeer, MemoryPeerStore
 from chio_middleware.core.replay import MemoryReplayStore
 from chio_middleware.sinks import MemorySink
 from chio_middleware.wsgi import ChioWSGIMiddleware
@@ -36,6 +41,7 @@ from tests.middleware.harness import (
     NOW,
     ROUTES,
     agent_headers,
+    capability,
     flask_app,
     starlette_app,
 )
@@ -51,6 +57,30 @@ def settings() -> ChioSettings:
         routes=ROUTES,
         receipt_sink="memory",
     )
+
+
+PEER = SigningKey.from_seed_hex("41" * 32)  # a federated kernel, anchored and pinned
+
+
+def federated_settings() -> ChioSettings:
+    return ChioSettings(
+        **settings().model_dump(exclude_unset=True),
+        kernel_id="bench-middleware",
+        federation_peers={"kernel.bench": PEER.public_key.hex},
+    )
+
+
+def warm_pins() -> MemoryPeerStore:
+    peers = MemoryPeerStore()
+    peers.put_peer(
+        FederationPeer(
+            kernel_id="kernel.bench",
+            public_key=PEER.public_key.hex,
+            established_at=NOW,
+            rotation_due=NOW + 43_200,
+        )
+    )
+    return peers
 
 
 def asgi_caller(app: Any) -> Callable[[str, str, dict[str, str], bytes], None]:
@@ -180,6 +210,48 @@ def main() -> None:
             base = per_request_us(bare, plain)
             full = per_request_us(wrapped, guarded)
             rows.append((name, label, base, full, full - base))
+    # Issuer freshness: federation on, the same request with a token of a static issuer and
+    # with one of a federated issuer whose pin is warm (cached after the first request).
+    federated_cap = capability(issuer=PEER, cap_id="cap-federated")
+    rounds = 4
+
+    def fresh_writes(cap: Any = None) -> list[tuple[str, str, dict[str, str], bytes]]:
+        return [
+            ("POST", "/notes", agent_headers("POST", "/notes", NOTE, cap=cap), NOTE)
+            for _ in range(N)
+        ]
+    freshness = []
+    for name, make in (
+        ("ASGI (Starlette)", lambda: asgi_caller(ChioMiddleware(
+            starlette_app(), settings=federated_settings(), clock=FixedClock(NOW),
+            store=MemoryReplayStore(capacity=8 * N), sink=MemorySink(), peers=warm_pins()))),
+        ("WSGI (Flask)", lambda: wsgi_caller(ChioWSGIMiddleware(
+            flask_app().wsgi_app, settings=federated_settings(), clock=FixedClock(NOW),
+            store=MemoryReplayStore(capacity=8 * N), sink=MemorySink(), peers=warm_pins()))),
+    ):
+        static_us, federated_us = [], []
+        for round_ in range(rounds):
+            # A fresh middleware for each measurement (its sink and store start empty) and
+            # the order swapped every round, so neither column is favoured; best of each.
+            runs = [(static_us, None), (federated_us, federated_cap)]
+            for results, cap in runs if round_ % 2 == 0 else runs[::-1]:
+                results.append(per_request_us(make(), fresh_writes(cap)))
+        freshness.append((name, min(static_us), min(federated_us)))
+
+    # The check alone, as the engine runs it for every request with a federated issuer.
+    engine = ChioWSGIMiddleware(
+        flask_app().wsgi_app, settings=federated_settings(), clock=FixedClock(NOW),
+        store=MemoryReplayStore(), sink=MemorySink(), peers=warm_pins(),
+    ).runtime.engine
+    trust, view, issuer = engine.federation, engine.peers, PEER.public_key.hex
+    assert trust is not None and view is not None
+    run_sync(trust.check_issuer(issuer, NOW, view))  # warms the cache, as the first request does
+    check_us = (
+        min(timeit.repeat(lambda: run_sync(trust.check_issuer(issuer, NOW, view)), number=20000, repeat=5))
+        / 20000
+        * 1e6
+    )
+
     print(f"raw PyNaCl verify in this run: {raw_verify_us:.1f} us\n")
     print(
         f"{'adapter':18s} {'request':38s} {'bare us':>9s} {'with chio':>10s} {'overhead':>9s} {'x verify':>9s}"
@@ -188,6 +260,20 @@ def main() -> None:
         print(
             f"{name:18s} {label:38s} {base:9.1f} {full:10.1f} {overhead:9.1f} {overhead / raw_verify_us:9.2f}"
         )
+    print(
+        "\nissuer freshness check (POST /notes, federation on; a warm pin is a cache lookup):"
+    )
+    print(f"{'adapter':18s} {'static issuer us':>17s} {'federated, warm pin us':>23s} {'difference':>11s}")
+    for name, static, federated in freshness:
+        print(
+            f"{name:18s} {static:17.1f} {federated:23.1f} {federated - static:+8.1f} us ({(federated / static - 1) * 100:+.1f}%)"
+        )
+    request_us = min(static for _, static, _ in freshness)
+    print(
+        f"the warm-pin check alone: {check_us:.2f} us per request, {check_us / request_us * 100:.2f}% "
+        f"of the fastest request above and {check_us / raw_verify_us * 100:.1f}% of one raw verify "
+        "(differences between the two columns beyond that are run-to-run noise)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,18 +18,19 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-import structlog
-
 from .core.clock import Clock
 from .core.engine import Evaluation
 from .core.errors import BadRequest, ChioError, PayloadTooLarge
+from .core.federation import PeerStore
 from .core.guards import Guard
 from .core.replay import ReplayStore, as_async
 from .core.request import RequestView, parse_content_length, parse_wire_query
 from .core.routing import RouteMatch
+from .federation import async_peer_view
 from .integrations._declare import route_for
 from .integrations.coverage import starlette_coverage
 from .integrations.starlette_routing import native_route, router_of, stack_contains
+from .logs import get_logger
 from .runtime import ChioRuntime, DenialRenderer, render_with
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -42,7 +43,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-logger = structlog.get_logger("chio_middleware")
+logger = get_logger()
 
 T = TypeVar("T")
 
@@ -69,6 +70,7 @@ class ChioMiddleware:
         sink: ReceiptSink | None = None,
         runtime: ChioRuntime | None = None,
         render_denial: DenialRenderer | None = None,
+        peers: PeerStore | None = None,
     ) -> None:
         self.app = app
         self._startup_error: str | None = None
@@ -77,7 +79,7 @@ class ChioMiddleware:
         self._render_denial = render_denial
         try:
             self.runtime = runtime or ChioRuntime(
-                settings, clock=clock, guards=guards, store=store, sink=sink
+                settings, clock=clock, guards=guards, store=store, sink=sink, peers=peers
             )
         except Exception as exc:
             if not _built_lazily_by_starlette():
@@ -90,6 +92,7 @@ class ChioMiddleware:
             return
         self.settings = self.runtime.settings
         self.store = as_async(self.runtime.store)
+        self.peers = None if self.runtime.peers is None else async_peer_view(self.runtime.peers)
         self._blocking_sink = getattr(self.runtime.sink, "blocking", False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -189,14 +192,14 @@ class ChioMiddleware:
         try:
             if query_error is not None:
                 raise query_error
-            body = await self._read_body(receive, view)
+            body = await self._read_body(receive, view, evaluation.body_limit)
         except _ClientGone:
             return
         except ChioError as exc:
             engine.reject(evaluation, exc)
         else:
             evaluation.request = replace(view, body=body)
-            await engine.evaluate(evaluation, self.store)
+            await engine.evaluate(evaluation, self.store, self.peers)
             if self.runtime.decision_mode:  # records a receipt: off the loop if it blocks
                 await self._sink_call(self.runtime.admit, evaluation)
             else:
@@ -204,10 +207,13 @@ class ChioMiddleware:
         if evaluation.error is not None:
             await self._send_error(evaluation, evaluation.error, send)
             return
+        if evaluation.answer is not None:  # the federation handshake: answered here
+            await _send_whole(send, *await self._sink_call(self.runtime.render_answer, evaluation))
+            return
         await self._call_app(scope, receive, evaluation, send)
 
-    async def _read_body(self, receive: Receive, view: RequestView) -> bytes:
-        limit = self.settings.max_body_bytes
+    async def _read_body(self, receive: Receive, view: RequestView, limit: int | None) -> bytes:
+        limit = self.settings.max_body_bytes if limit is None else limit
         lengths = view.header_values("content-length")
         if len(lengths) > 1:
             raise BadRequest("Content-Length appears more than once")

@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from .core.clock import Clock, system_clock
 from .core.crypto import PublicKey, SigningKey
 from .core.engine import ChioEngine, EngineConfig, Evaluation
 from .core.errors import ChioError, Unavailable
+from .core.federation import PeerStore, SyncPeerStoreAsAsync
+from .core.federation_trust import FederationTrust
 from .core.guards import (
     ForbiddenPathGuard,
     Guard,
@@ -34,15 +34,17 @@ from .core.guards import (
 from .core.models import HttpReceipt
 from .core.replay import ReplayStore
 from .core.routing import RouteTable
-from .integrations.coverage import CoverageRow, render_coverage, unbound
-from .settings import ChioSettings, load_policy_file
+from .federation import federation_config
+from .integrations.coverage import CoverageRow, orphan_bindings, render_coverage, unbound
+from .logs import get_logger
+from .settings import ChioSettings, PolicyFile, load_policy_file
 from .sinks import ReceiptSink, open_sink
 from .telemetry import open_telemetry
 from .workers import detected_workers
 
 __all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime", "Denial", "DenialRenderer", "render_with"]
 
-logger = structlog.get_logger("chio_middleware")
+logger = get_logger()
 
 #: The body of the 500 answer when the application fails before it responds.
 CRASH_BODY = b'{"error":"internal_error","message":"the application failed","status":500}'
@@ -62,6 +64,7 @@ class ChioRuntime:
         guards: Sequence[Guard] = (),
         store: ReplayStore | None = None,
         sink: ReceiptSink | None = None,
+        peers: PeerStore | None = None,
     ) -> None:
         self.settings = settings if settings is not None else ChioSettings()
         s = self.settings
@@ -85,8 +88,9 @@ class ChioRuntime:
             s.secret_leak_guard,
             list(s.guards),
         )
+        policy_file: PolicyFile | None = None
         if s.policy_file is not None:
-            policy = load_policy_file(s.policy_file)
+            policy = policy_file = load_policy_file(s.policy_file)
             routes.extend(policy.routes)
             if policy.default_policy == "deny":  # the stricter of file and setting wins
                 default_policy = "deny"
@@ -126,6 +130,20 @@ class ChioRuntime:
             "trusted_kernel_keys": sorted(PublicKey.from_hex(k).hex for k in s.trusted_kernel_keys),
             "websocket": s.websocket,
         }
+        federation = federation_config(
+            s,
+            policy_file,
+            static_issuers={
+                signing_key.public_key,
+                *(PublicKey.from_hex(k) for k in s.trusted_issuers),
+            },
+            static_nonce_signers={
+                signing_key.public_key,
+                *(PublicKey.from_hex(k) for k in s.trusted_kernel_keys),
+            },
+        )
+        if federation is not None:
+            policy_view["federation"] = federation.policy_view()
         config = EngineConfig(
             signing_key=signing_key,
             trusted_issuers=frozenset(PublicKey.from_hex(k) for k in s.trusted_issuers),
@@ -141,9 +159,19 @@ class ChioRuntime:
             max_delegation_depth=s.max_delegation_depth,
             max_header_bytes=s.max_header_bytes,
         )
-        self.engine = ChioEngine(config, clock=clock or system_clock)
+        workers = detected_workers()
+        #: The federation pin store (``None`` when no trust anchor is configured).
+        self.peers: PeerStore | None = None
+        if federation is not None:
+            self.peers = peers if peers is not None else _open_peer_store(s, workers)
+        self.engine = ChioEngine(
+            config,
+            clock=clock or system_clock,
+            federation=None if federation is None else FederationTrust(federation, signing_key),
+            peers=None if self.peers is None else SyncPeerStoreAsAsync(self.peers),
+        )
         self.telemetry = open_telemetry(s.telemetry)  # before anything opens: it may refuse
-        self.store = store if store is not None else _open_store(s, detected_workers())
+        self.store = store if store is not None else _open_store(s, workers)
         self.sink = sink if sink is not None else _open_sink(s)
         self._closed = False
         self._coverage_reported = False
@@ -203,7 +231,7 @@ class ChioRuntime:
         return receipt
 
     def log_decision(self, evaluation: Evaluation, receipt: HttpReceipt) -> None:
-        """One structlog event per decision; never a key, token or signature."""
+        """One log event per decision; never a key, token or signature."""
         error = evaluation.error
         if self.telemetry is not None:
             self.telemetry.decision(evaluation, receipt)
@@ -258,6 +286,14 @@ class ChioRuntime:
             unbound=len(missing),
             table="\n" + render_coverage(rows),
         )
+        orphans = orphan_bindings(rows, self.engine.config.routes)
+        if orphans:
+            named = ", ".join(f"{b.method} {b.path}" for b in orphans)
+            logger.error("chio_bindings_without_route", bindings=named)
+            return (
+                f"routes: these bindings name no route of the application, so they would "
+                f"protect nothing (compare the templates with the app's): {named}"
+            )
         if not missing:
             return None
         names = ", ".join(f"{row.method} {row.pattern}" for row in missing)
@@ -271,6 +307,22 @@ class ChioRuntime:
         policy = self.engine.config.default_policy
         logger.warning("chio_unbound_routes", routes=names, default_policy=policy)
         return None
+    def render_answer(self, evaluation: Evaluation) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Sign the receipt of a response the middleware gives itself (the handshake's)."""
+        assert evaluation.answer is not None
+        status, body = evaluation.answer
+        try:
+            self.record(evaluation, status)
+        except Unavailable as unavailable:
+            evaluation.receipt = None
+            return self.engine.error_response(evaluation, unavailable)
+        headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+            ("cache-control", "no-store"),
+            *self.engine.response_headers(evaluation),
+        ]
+        return status, headers, body
 
     def render_crash(self, evaluation: Evaluation) -> tuple[int, list[tuple[str, str]], bytes]:
         """The 500 answer for an app that failed before responding, with its receipt if the
@@ -293,6 +345,20 @@ class ChioRuntime:
             self.sink.close()
         finally:
             self.store.close()
+            close_peers = getattr(self.peers, "close", None)
+            if close_peers is not None:
+                close_peers()
+
+
+def _open_peer_store(settings: ChioSettings, workers: int | None) -> PeerStore:
+    """The federation pin store beside the replay store (same URL, same defaulting)."""
+    from .stores.peers import open_peer_store
+
+    return open_peer_store(
+        _store_url(settings, workers),
+        key_prefix=settings.store_key_prefix,
+        timeout=settings.store_timeout,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +403,20 @@ def _open_store(settings: ChioSettings, workers: int | None) -> ReplayStore:
     Every failure names ``replay_store``."""
     from .stores import open_store
 
+    url = _store_url(settings, workers)
+    try:
+        return open_store(
+            url,
+            key_prefix=settings.store_key_prefix,
+            timeout=settings.store_timeout,
+            capacity=settings.store_capacity,
+        )
+    except ValueError as exc:
+        raise ValueError(f"replay_store: {exc}") from None
+
+
+def _store_url(settings: ChioSettings, workers: int | None) -> str:
+    """The store URL: ``replay_store``, or the shared default when workers would split it."""
     url = settings.replay_store
     if (workers is None or workers > 1) and url == "memory://":
         many = f"{workers} workers may run" if workers else "the worker count cannot be known"
@@ -348,15 +428,7 @@ def _open_store(settings: ChioSettings, workers: int | None) -> ReplayStore:
             )
         url = DEFAULT_SHARED_STORE
         logger.info("chio_store_shared_by_default", replay_store=url, workers=workers)
-    try:
-        return open_store(
-            url,
-            key_prefix=settings.store_key_prefix,
-            timeout=settings.store_timeout,
-            capacity=settings.store_capacity,
-        )
-    except ValueError as exc:
-        raise ValueError(f"replay_store: {exc}") from None
+    return url
 
 
 def _open_sink(settings: ChioSettings) -> ReceiptSink:

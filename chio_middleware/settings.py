@@ -20,7 +20,13 @@ from .core.crypto import KeyFormatError, PublicKey, SigningKey
 from .core.guards import parse_rate
 from .core.routing import RouteBinding, RouteTable
 
-__all__ = ["DEFAULT_FORBIDDEN_PATHS", "ChioSettings", "PolicyFile", "load_policy_file"]
+__all__ = [
+    "DEFAULT_FORBIDDEN_PATHS",
+    "ChioSettings",
+    "PolicyFederation",
+    "PolicyFile",
+    "load_policy_file",
+]
 
 #: Paths that an agent's tool call should never name (globs; ``**`` spans directories).
 DEFAULT_FORBIDDEN_PATHS = ("/etc/shadow", "/root/**", "**/.ssh/**", "**/.aws/**", "**/.gnupg/**")
@@ -40,6 +46,27 @@ def _check_keys(values: list[str]) -> list[str]:
             PublicKey.from_hex(value)
         except KeyFormatError as exc:
             raise ValueError(str(exc)) from None
+    return values
+
+
+def check_kernel_id(value: str) -> str:
+    """A kernel id: 1-256 printable characters, no surrounding spaces."""
+    if not 1 <= len(value) <= 256 or not value.isprintable() or value != value.strip():
+        raise ValueError(
+            f"kernel id {value[:40]!r} must be 1-256 printable characters without "
+            "surrounding spaces"
+        )
+    return value
+
+
+def check_federation_peers(values: dict[str, str]) -> dict[str, str]:
+    """Trust anchors: each kernel id valid, each key a hex Ed25519 public key."""
+    for kernel, key in values.items():
+        check_kernel_id(kernel)
+        try:
+            PublicKey.from_hex(key)
+        except KeyFormatError as exc:
+            raise ValueError(f"kernel {kernel!r}: {exc}") from None
     return values
 
 
@@ -96,11 +123,31 @@ class ChioSettings(BaseSettings):
     secret_leak_guard: bool = True
     guards: list[str] = Field(default_factory=list, description="Guard import paths mod:attr.")
     websocket: Literal["refuse", "allow_unverified"] = "refuse"
+    # Federation trust (PROTOCOL.md 9; README "Federation trust").
+    kernel_id: str | None = Field(
+        default=None, description="This middleware's kernel id in federation handshakes."
+    )
+    federation_peers: dict[str, str] = Field(
+        default_factory=dict, description="Federation trust anchors: kernel id -> public key."
+    )
+    federation_rotation_window: int = Field(default=43_200, ge=60, le=30 * 86_400)
+    federation_max_skew: int = Field(default=300, ge=1, le=3_600)
+    federation_pin_cache_ttl: int = Field(default=60, ge=0, le=43_200)
 
     @field_validator("trusted_issuers", "trusted_kernel_keys")
     @classmethod
     def _valid_keys(cls, values: list[str]) -> list[str]:
         return _check_keys(values)
+
+    @field_validator("kernel_id")
+    @classmethod
+    def _valid_kernel_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_kernel_id(value)
+
+    @field_validator("federation_peers")
+    @classmethod
+    def _valid_peers(cls, values: dict[str, str]) -> dict[str, str]:
+        return check_federation_peers(values)
 
     @field_validator("signing_key")
     @classmethod
@@ -153,7 +200,24 @@ class ChioSettings(BaseSettings):
         if self.signing_key_file is not None:
             read_seed_file(self.signing_key_file)
         if self.policy_file is not None:
-            load_policy_file(self.policy_file)
+            policy = load_policy_file(self.policy_file)
+            federation = policy.federation
+            peers = {**self.federation_peers, **federation.peers}
+            for kernel, key in federation.peers.items():
+                other = self.federation_peers.get(kernel)
+                if other is not None and PublicKey.from_hex(other) != PublicKey.from_hex(key):
+                    raise ValueError(
+                        f"federation_peers: kernel {kernel!r} has another key in policy_file "
+                        f"{self.policy_file} [federation] peers"
+                    )
+            kernel_id = self.kernel_id or federation.kernel_id
+        else:
+            peers, kernel_id = self.federation_peers, self.kernel_id
+        if peers and kernel_id is None:
+            raise ValueError(
+                "federation_peers is set but kernel_id is not: a handshake names this "
+                "middleware by its kernel_id"
+            )
         return self
 
     def load_signing_key(self) -> SigningKey | None:
@@ -193,14 +257,37 @@ class PolicyGuards(BaseModel):
         return _check_rate(value)
 
 
+class PolicyFederation(BaseModel):
+    """The ``[federation]`` table of a policy file (the ``federation_*`` settings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kernel_id: str | None = None
+    peers: dict[str, str] = Field(default_factory=dict)
+    rotation_window: int | None = Field(default=None, ge=60, le=30 * 86_400)
+    max_skew: int | None = Field(default=None, ge=1, le=3_600)
+    pin_cache_ttl: int | None = Field(default=None, ge=0, le=43_200)
+
+    @field_validator("kernel_id")
+    @classmethod
+    def _valid_kernel_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_kernel_id(value)
+
+    @field_validator("peers")
+    @classmethod
+    def _valid_peers(cls, values: dict[str, str]) -> dict[str, str]:
+        return check_federation_peers(values)
+
+
 class PolicyFile(BaseModel):
-    """A TOML policy file: ``default_policy``, ``[[routes]]`` and ``[guards]``."""
+    """A TOML policy file: ``default_policy``, ``[[routes]]``, ``[guards]``, ``[federation]``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     default_policy: Literal["allow_safe", "deny"] | None = None
     routes: list[RouteBinding] = Field(default_factory=list)
     guards: PolicyGuards = Field(default_factory=PolicyGuards)
+    federation: PolicyFederation = Field(default_factory=PolicyFederation)
 
 
 def load_policy_file(path: Path) -> PolicyFile:

@@ -18,16 +18,16 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-import structlog
-
 from .core.clock import Clock
 from .core.engine import Evaluation, run_sync
 from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
+from .core.federation import PeerStore
 from .core.guards import Guard
 from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
 from .core.request import RequestView, parse_content_length, parse_wire_query
 from .core.routing import RouteMatch
 from .integrations._declare import NativeRoute, route_for
+from .logs import get_logger
 from .runtime import ChioRuntime, DenialRenderer, render_with
 from .settings import ChioSettings
 from .sinks import ReceiptSink
@@ -38,7 +38,7 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-logger = structlog.get_logger("chio_middleware")
+logger = get_logger()
 
 _READ_CHUNK = 64 * 1024
 
@@ -57,10 +57,11 @@ class ChioWSGIMiddleware:
         sink: ReceiptSink | None = None,
         runtime: ChioRuntime | None = None,
         render_denial: DenialRenderer | None = None,
+        peers: PeerStore | None = None,
     ) -> None:
         self.app = app
         self.runtime = runtime or ChioRuntime(
-            settings, clock=clock, guards=guards, store=store, sink=sink
+            settings, clock=clock, guards=guards, store=store, sink=sink, peers=peers
         )
         self._render_denial = render_denial
         #: Run once, before the first request is evaluated: an integration's late check
@@ -95,7 +96,7 @@ class ChioWSGIMiddleware:
             )
         if error is None:
             try:
-                body = self._read_body(environ, view)
+                body = self._read_body(environ, view, evaluation.body_limit)
             except ChioError as exc:
                 error = exc
         if error is not None:
@@ -110,6 +111,10 @@ class ChioWSGIMiddleware:
                 headers, payload = render_with(
                     self._render_denial, evaluation, status, headers, payload
                 )
+            start_response(_status_line(status), headers)
+            return [payload]
+        if evaluation.answer is not None:  # the federation handshake: answered here
+            status, headers, payload = self.runtime.render_answer(evaluation)
             start_response(_status_line(status), headers)
             return [payload]
         environ["wsgi.input"] = io.BytesIO(body)
@@ -153,8 +158,8 @@ class ChioWSGIMiddleware:
             runner = self._loops.runner = asyncio.Runner()
         runner.run(coroutine)
 
-    def _read_body(self, environ: dict[str, Any], view: RequestView) -> bytes:
-        limit = self.settings.max_body_bytes
+    def _read_body(self, environ: dict[str, Any], view: RequestView, limit: int | None) -> bytes:
+        limit = self.settings.max_body_bytes if limit is None else limit
         stream = environ.get("wsgi.input")
         length_text = environ.get("CONTENT_LENGTH", "")
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()

@@ -1,10 +1,10 @@
 """The ``chio-middleware`` command line: keys, development tokens, DPoP headers, receipts.
 
 Commands, each with ``--help``: ``keygen``, ``issue``, ``proof``, ``inspect``, ``verify``,
-``tail``, ``export``. Exit status: 0 success, 1 a check failed (a problem in a receipt log,
-a signature that does not verify), 2 bad usage or unusable input (missing file, bad hex,
-a value that is not a Chio object). Written on argparse alone; ``python -m
-chio_middleware.cli`` works as well as the console script.
+``tail``, ``export``, ``federation``. Exit status: 0 success, 1 a check failed (a problem in
+a receipt log, a signature that does not verify, a refused handshake), 2 bad usage or
+unusable input (missing file, bad hex, a value that is not a Chio object). Written on
+argparse alone; ``python -m chio_middleware.cli`` works as well as the console script.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import redirect_stderr, redirect_stdout
 
-from . import export, inspection, issue, keys, proof, tail, verify
+from . import export, federation, inspection, issue, keys, proof, tail, verify
 from ._common import EXIT_USAGE, CliError, Env
 
 __all__ = ["Env", "build_parser", "main"]
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'chio-middleware COMMAND --help' for a command's options.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (keys, issue, proof, inspection, verify, tail, export):
+    for module in (keys, issue, proof, inspection, verify, tail, export, federation):
         module.register(commands)
     return parser
 

@@ -3,8 +3,8 @@
 Imports only the standard library, pydantic and PyNaCl (a test pins this). Sections of
 ``PROTOCOL.md`` map onto modules: 1.1 :mod:`.canonical`, 1.2 :mod:`.crypto`, 1.3
 :mod:`.encoding`, 2 :mod:`.capability`, 3 :mod:`.dpop`, 4 :mod:`.nonce`, 5 :mod:`.grants`,
-6 :mod:`.hashing`, 7 :mod:`.receipts`, 7.2 :mod:`.core_receipts`, 8 :mod:`.errors`; replay
-state in :mod:`.replay`.
+6 :mod:`.hashing`, 7 :mod:`.receipts`, 7.2 :mod:`.core_receipts`, 8 :mod:`.errors`, 9
+:mod:`.federation` and :mod:`.federation_trust`; replay state in :mod:`.replay`.
 """
 
 from __future__ import annotations

@@ -82,7 +82,9 @@ def request_arguments(request: RequestView, route: RouteMatch | None) -> Argumen
         return Arguments(arguments)
     if media.startswith("multipart/"):
         return Arguments(arguments, opaque_body="multipart")
-    return Arguments(arguments, opaque_body=f"{media or 'untyped'} body")
+    # The media type is the client's text: keep it short and printable in messages.
+    shown = "".join(c for c in media[:48] if c.isprintable()) or "untyped"
+    return Arguments(arguments, opaque_body=f"{shown} body")
 
 
 def media_type(request: RequestView) -> str:

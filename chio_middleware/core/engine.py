@@ -10,7 +10,10 @@ present, capability valid, arguments (PROTOCOL.md 5.2), grant (with its constrai
 steps 1-5, execution nonce checks, the guards that must pass before any replay slot is
 taken (the rate limit), replay reservations (DPoP then nonce), the nonce challenge when one
 is required and absent, then the other guards. Unbound routes (PROTOCOL.md 5.3) take the
-same path with the reference's synthetic tool.
+same path with the reference's synthetic tool. With federation on (PROTOCOL.md 9), a
+capability issuer or nonce signer that is a trust anchor must also have a fresh pin, and
+``POST /chio/federation/handshake`` is answered by the engine itself
+(``Evaluation.answer``) before any route is matched.
 """
 
 from __future__ import annotations
@@ -39,10 +42,13 @@ from .errors import (
     DpopRequired,
     NonceInvalid,
     NonceRequired,
+    PayloadTooLarge,
     RateLimited,
     ReplayDetected,
     Unavailable,
 )
+from .federation import AsyncPeerStore
+from .federation_trust import MAX_HANDSHAKE_BODY, FederationTrust
 from .grants import GrantMatch, match_grant
 from .guards import Guard, GuardContext
 from .hashing import (
@@ -153,6 +159,12 @@ class Evaluation:
     started: float = field(default_factory=time.perf_counter)
     evaluated: float | None = None
     started_ns: int = field(default_factory=time.time_ns)
+    #: The body limit of this request when it is not ``max_body_bytes`` (the handshake).
+    body_limit: int | None = None
+    #: A response the middleware gives itself (status, JSON body): the handshake's answer.
+    answer: tuple[int, bytes] | None = None
+    #: The federation pin store's view for this request (set by ``evaluate``).
+    peers: AsyncPeerStore | None = field(default=None, repr=False)
     _digest: tuple[bytes, str | None] | None = field(default=None, init=False, repr=False)
 
     def body_hash(self) -> str | None:
@@ -198,13 +210,24 @@ class Evaluation:
 class ChioEngine:
     """Verifies requests and signs their receipts. Thread-safe; one per middleware."""
 
-    def __init__(self, config: EngineConfig, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        clock: Clock,
+        federation: FederationTrust | None = None,
+        peers: AsyncPeerStore | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
         self.signing_key = config.signing_key
         self.policy_hash = sha256_hex(canonical_json(dict(config.policy)))
+        # Anchored keys pass the signature checks; their pins are checked on every use.
+        self.federation = federation
+        self.peers = peers
+        anchored = federation.anchor_keys if federation is not None else frozenset()
         self.capabilities = CapabilityVerifier(
-            trusted_issuers={*config.trusted_issuers, config.signing_key.public_key},
+            trusted_issuers={*config.trusted_issuers, config.signing_key.public_key, *anchored},
             revoked=config.revoked_capabilities,
             max_delegation_depth=config.max_delegation_depth,
         )
@@ -239,6 +262,9 @@ class ChioEngine:
         )
         try:
             check_canonical_path(request.path, request.raw_path, request.route_path or request.path)
+            if self._is_handshake(request):
+                evaluation.body_limit = MAX_HANDSHAKE_BODY
+                return evaluation
             if resolve is not None:
                 evaluation.route = resolve()
             else:
@@ -249,12 +275,30 @@ class ChioEngine:
             evaluation.deny(exc)
         return evaluation
 
-    async def evaluate(self, evaluation: Evaluation, store: AsyncReplayStore) -> Evaluation:
-        """Run every check; on failure ``evaluation.error`` holds the deciding error."""
+    def _is_handshake(self, request: RequestView) -> bool:
+        federation = self.federation
+        return federation is not None and federation.is_handshake(
+            request.method, request.route_path or request.path
+        )
+
+    async def evaluate(
+        self,
+        evaluation: Evaluation,
+        store: AsyncReplayStore,
+        peers: AsyncPeerStore | None = None,
+    ) -> Evaluation:
+        """Run every check; on failure ``evaluation.error`` holds the deciding error.
+
+        ``peers`` is the async view of the federation pin store (default: the engine's).
+        """
         if evaluation.error is not None:
             return evaluation
+        evaluation.peers = peers or self.peers
         try:
-            await self._evaluate(evaluation, store)
+            if self._is_handshake(evaluation.request):
+                await self._handshake(evaluation, store)
+            else:
+                await self._evaluate(evaluation, store)
         except ChioError as exc:
             evaluation.deny(exc)
         except Exception as exc:  # a bug must never turn into an allow
@@ -278,7 +322,7 @@ class ChioEngine:
             return
         if headers.raw_capability is None:
             raise CapabilityRequired("side-effect route requires a capability token")
-        token = self._verify_capability(ev, headers)
+        token = await self._verify_capability(ev, headers)
         arguments = request_arguments(request, route)
         grant = match_grant(
             token, server=route.tool_server, tool=route.tool_name, arguments=arguments.values
@@ -311,7 +355,7 @@ class ChioEngine:
         )
         nonce = None
         if headers.nonce is not None and nonce_binding is not None:
-            nonce = self._check_nonce(ev, parse_nonce(headers.nonce), nonce_binding)
+            nonce = await self._check_nonce(ev, parse_nonce(headers.nonce), nonce_binding)
         context = _guard_context(ev, route, token, grant, arguments.values, store)
         # The rate limit runs before any replay slot is taken (a limited caller holds none).
         await self._run_guards(ev, context, self._early_guards)
@@ -397,7 +441,7 @@ class ChioEngine:
                 )
                 return
             raise CapabilityRequired("side-effect route requires a capability token")
-        token = self._verify_capability(ev, headers)
+        token = await self._verify_capability(ev, headers)
         arguments = request_arguments(request, None)
         grant = _unbound_grant(token, arguments.values, required=not safe)
         ev.grant = grant.grant if grant.index >= 0 else None
@@ -422,7 +466,7 @@ class ChioEngine:
             signed = parse_nonce(headers.nonce)
             bound = signed.nonce.bound_to
             expected = _nonce_binding(token, bound.tool_server, bound.tool_name, action_hash)
-            nonce = self._check_nonce(ev, signed, expected)
+            nonce = await self._check_nonce(ev, signed, expected)
         route = RouteMatch(
             request.path, UNBOUND_TOOL_SERVER, UNBOUND_TOOL_NAME, {}, None, unbound=True
         )
@@ -451,13 +495,25 @@ class ChioEngine:
         )
         return proof
 
-    def _check_nonce(
+    async def _check_nonce(
         self, ev: Evaluation, nonce: SignedExecutionNonce, expected: NonceBinding
     ) -> SignedExecutionNonce:
-        """Every execution-nonce check but single use, for a presented nonce."""
-        check_execution_nonce(
-            nonce, expected=expected, now=ev.now, trusted_signers=self.nonce_signers
-        )
+        """Every execution-nonce check but single use, for a presented nonce.
+
+        A nonce signed by a federation anchor's key counts only while its pin is fresh.
+        """
+        try:
+            check_execution_nonce(
+                nonce, expected=expected, now=ev.now, trusted_signers=self.nonce_signers
+            )
+        except NonceInvalid as exc:
+            federation = self.federation
+            if exc.step != "signature" or federation is None:
+                raise
+            kernel = federation.nonce_signer(nonce)
+            if kernel is None:
+                raise
+            await federation.check_nonce_signer(kernel, ev.now, _pin_store(ev))
         return nonce
 
     async def _reserve(
@@ -479,11 +535,13 @@ class ChioEngine:
             await _reserve_slot(store, "execution_nonce", key, nonce.nonce.expires_at, ev.now)
             ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
 
-    def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
+    async def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
         assert headers.raw_capability is not None
         token = self.capabilities.verify_encoded(
             headers.raw_capability, now=ev.now, decode=headers.decode_capability
         )
+        if self.federation is not None:
+            await self.federation.check_issuer(token.issuer, ev.now, _pin_store(ev))
         ev.capability = token
         ev.evidence.append(
             GuardEvidence(
@@ -493,6 +551,23 @@ class ChioEngine:
             )
         )
         return token
+
+    async def _handshake(self, ev: Evaluation, store: AsyncReplayStore) -> None:
+        """The federation handshake route (PROTOCOL.md 9): pin the sender, answer ours."""
+        assert self.federation is not None
+        if len(ev.request.body) > MAX_HANDSHAKE_BODY:
+            raise PayloadTooLarge(f"handshake body is larger than {MAX_HANDSHAKE_BODY} bytes")
+        peer, answer = await self.federation.handshake(
+            ev.request.body, ev.now, _pin_store(ev), store
+        )
+        ev.evidence.append(
+            GuardEvidence(
+                guard_name="FederationGuard",
+                verdict=True,
+                details=f"pinned kernel {peer.kernel_id} until {peer.rotation_due}",
+            )
+        )
+        ev.answer = (200, answer)
 
     # -- receipts -----------------------------------------------------------------------
 
@@ -606,6 +681,11 @@ async def _reserve_slot(
         exc.slot_kind = kind
         exc.slot = sha256_hex(key.encode("utf-8"))[:16]
         raise
+def _pin_store(ev: Evaluation) -> AsyncPeerStore:
+    """The federation pin store of this request; none configured fails closed (503)."""
+    if ev.peers is None:
+        raise Unavailable("no federation pin store is configured; refusing (fail closed)")
+    return ev.peers
 
 
 def _action_hash(ev: Evaluation) -> str:

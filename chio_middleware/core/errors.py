@@ -18,6 +18,8 @@ an adapter renders any of them with :meth:`ChioError.to_body` and no lookup tabl
     ├── HeadersTooLarge            chio_headers_too_large    431
     ├── NonceRequired              chio_nonce_required       428
     ├── RateLimited                chio_rate_limited         429  (.retry_after)
+    ├── FederationInvalid          chio_federation_invalid   401  (.step)
+    ├── FederationUntrusted        chio_federation_untrusted 403  (.step)
     └── Unavailable                chio_unavailable          503
         └── StoreFull
 
@@ -218,6 +220,30 @@ class RateLimited(ChioError):
         self.retry_after = max(1, int(retry_after))
         if guard is not None:
             self.guard = guard  # type: ignore[misc]
+
+
+class FederationInvalid(ChioError):
+    """A handshake envelope failed a check (PROTOCOL.md 9); ``step`` names it."""
+
+    code = "chio_federation_invalid"
+    status = 401
+    guard = "FederationGuard"
+
+    def __init__(self, message: str, *, step: str) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class FederationUntrusted(ChioError):
+    """A handshake from a kernel with no anchor or pin, or with another key (PROTOCOL.md 9)."""
+
+    code = "chio_federation_untrusted"
+    status = 403
+    guard = "FederationGuard"
+
+    def __init__(self, message: str, *, step: str) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class Unavailable(ChioError):

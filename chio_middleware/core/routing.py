@@ -38,6 +38,7 @@ __all__ = [
     "RouteMatch",
     "RouteTable",
     "check_canonical_path",
+    "template_shape",
 ]
 
 RESERVED_TOOL_TEMPLATE = "/chio/tools/{server}/{tool}"
@@ -228,11 +229,17 @@ class RouteTable:
         return None
 
     def binding_for(self, method: str, template: str) -> RouteBinding | None:
-        """The binding of exactly ``template`` (a framework route's path), if any."""
+        """The binding that names the framework route ``template``, if any.
+
+        Templates are compared by shape (:func:`template_shape`): ``/notes/{note_id}``
+        names Flask's ``/notes/<note_id>``, ``/n/{id:int}`` names ``/n/<int:id>``, but not
+        FastAPI's ``/n/{id}`` (another converter, another set of paths).
+        """
         method = method.upper()
+        shape = template_shape(template)
         for bound_method in (method, "GET") if method == "HEAD" else (method,):
             for binding in self.bindings:
-                if binding.method == bound_method and binding.path == template:
+                if binding.method == bound_method and template_shape(binding.path) == shape:
                     return binding
         return None
 
@@ -265,6 +272,29 @@ class RouteTable:
 def _public_binding(path: str) -> RouteBinding:
     """A public path as a binding, so its template is validated and compiled the same way."""
     return RouteBinding(method="GET", path=path, tool_server="public", tool_name="public")
+
+
+_CANONICAL_CONVERTER = {"string": "str"}
+
+
+def template_shape(template: str) -> str:
+    """A template with each parameter replaced by its converter: ``/notes/{int}``.
+
+    Two templates of one shape match the same paths, whatever their syntax (Starlette's or
+    Flask's) and parameter names. A template this module cannot parse (a Werkzeug
+    converter with arguments, say) is its own shape.
+    """
+    try:
+        params = _template_params(template)
+    except ValueError:
+        return template
+    parts = []
+    for segment, param in zip(template.split("/"), params, strict=True):
+        if param is None:
+            parts.append(segment)
+        else:
+            parts.append("{" + _CANONICAL_CONVERTER.get(param.converter, param.converter) + "}")
+    return "/".join(parts)
 
 
 def _toggle_slash(path: str) -> str:

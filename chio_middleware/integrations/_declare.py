@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar, overload
 
+from ..core.errors import BadRequest
 from ..core.routing import RouteBinding, RouteMatch, RouteTable
 
 __all__ = [
@@ -125,6 +126,8 @@ class NativeRoute:
     pattern: str | None = None
     params: dict[str, Any] | None = None
     declaration: ToolDeclaration | Public | None = None
+    #: Parameters the framework will hand over as another value than their text.
+    rewritten: list[str] | None = None
 
 
 def route_for(native: NativeRoute, method: str, path: str, table: RouteTable) -> RouteMatch | None:
@@ -138,6 +141,12 @@ def route_for(native: NativeRoute, method: str, path: str, table: RouteTable) ->
     """
     if native.outcome != "matched" or native.pattern is None or table.is_reserved(path):
         return table.match(method, path)
+    if native.rewritten:
+        names = ", ".join(repr(name[:64]) for name in native.rewritten[:4])
+        raise BadRequest(
+            f"parameter {names} would reach the handler as another value than its text; "
+            "send the canonical form (e.g. 7, not ' 7'; true, not 'yes')"
+        )
     params = dict(native.params or {})
     declared = native.declaration
     if isinstance(declared, Public):

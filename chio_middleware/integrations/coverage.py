@@ -11,10 +11,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.routing import RouteTable
+from ..core.routing import RouteBinding, RouteTable, template_shape
 from ._declare import Public, ToolDeclaration
 
-__all__ = ["CoverageRow", "flask_coverage", "render_coverage", "starlette_coverage", "unbound"]
+__all__ = [
+    "CoverageRow",
+    "flask_coverage",
+    "orphan_bindings",
+    "render_coverage",
+    "starlette_coverage",
+    "unbound",
+]
 
 _METHODS_DEFAULT = ("GET",)
 _SKIPPED = frozenset({"HEAD", "OPTIONS"})
@@ -93,6 +100,30 @@ def flask_coverage(app: Any, table: RouteTable) -> list[CoverageRow]:
             described = _describe(declared, method, rule.rule, table)
             rows.append(CoverageRow(method, rule.rule, described))
     return rows
+
+
+def orphan_bindings(rows: Iterable[CoverageRow], table: RouteTable) -> list[RouteBinding]:
+    """Settings bindings that name no framework route: they would protect nothing.
+
+    A binding names a route of the same method (HEAD: GET) and template shape, trailing
+    slash aside; a binding under an opaque mount (an app whose routes cannot be seen) is
+    not judged.
+    """
+    listed = list(rows)
+    opaque = [r.pattern[: -len("/...")] for r in listed if r.pattern.endswith("/...")]
+    shapes = {(r.method, _loose(template_shape(r.pattern))) for r in listed}
+    orphans = []
+    for binding in table.bindings:
+        if any(binding.path.startswith(prefix + "/") for prefix in opaque):
+            continue
+        method = "GET" if binding.method == "HEAD" else binding.method
+        if (method, _loose(template_shape(binding.path))) not in shapes:
+            orphans.append(binding)
+    return orphans
+
+
+def _loose(shape: str) -> str:
+    return shape.rstrip("/") or "/"
 
 
 def unbound(rows: Iterable[CoverageRow]) -> list[CoverageRow]:

@@ -36,7 +36,11 @@ def native_route(app: Any, environ: dict[str, Any]) -> NativeRoute:
     view = app.view_functions.get(rule.endpoint)
     view_class = getattr(view, "view_class", None)  # flask.views.View.as_view
     method = str(environ.get("REQUEST_METHOD", "GET")).lower()
-    handler = getattr(view_class, method, None) if view_class is not None else None
+    handler = None
+    if view_class is not None:  # MethodView: HEAD runs get() when there is no head()
+        handler = getattr(view_class, method, None)
+        if handler is None and method == "head":
+            handler = getattr(view_class, "get", None)
     return NativeRoute(
         "matched",
         pattern=rule.rule,

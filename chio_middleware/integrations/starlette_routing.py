@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Host, Match, Mount
 
+from ..core.canonical import canonical_json
 from ._declare import NativeRoute, declaration_of
 
 __all__ = ["endpoint_declaration", "native_route", "router_of", "stack_contains"]
@@ -70,11 +71,13 @@ def _full(route: BaseRoute, scope: dict[str, Any], prefix: str, depth: int) -> N
         if inner is None:  # a mounted app of another kind (static files, WSGI, ...)
             return NativeRoute("opaque", pattern=prefix + _path_of(route))
         return _walk(inner, scope, prefix + _path_of(route), depth + 1)
+    params = dict(scope.get("path_params", {}))
     return NativeRoute(
         "matched",
         pattern=prefix + _path_of(route),
-        params=dict(scope.get("path_params", {})),
+        params=params,
         declaration=endpoint_declaration(route, scope.get("method", "GET")),
+        rewritten=_fastapi_rewrites(route, params, scope),
     )
 
 
@@ -91,6 +94,51 @@ def _redirects(router: Any, scope: dict[str, Any]) -> bool:
     return any(route.matches(toggled)[0] is not Match.NONE for route in router.routes)
 
 
+def _fastapi_rewrites(route: BaseRoute, params: dict[str, Any], scope: Scope) -> list[str]:
+    """FastAPI path and query parameters whose typed value is not the text checked.
+
+    FastAPI validates ``id: int`` from ``"7 "`` or ``"+7"`` to ``7`` and ``flag: bool`` from
+    ``"yes"`` to ``True`` after the router, so the handler reads another value than the
+    constraints saw (found by the differential suite). Each int, float or bool parameter
+    is validated with FastAPI's own ``request_params_to_args``; where the raw text is not
+    the canonical JSON text of the value the handler gets, the request is refused.
+    """
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return []
+    try:
+        from fastapi.dependencies.utils import request_params_to_args
+        from starlette.datastructures import QueryParams
+    except ImportError:
+        return []
+    query = QueryParams(scope.get("query_string", b""))
+    raw_path = {k: str(v) for k, v in params.items()}
+    problems: list[str] = []
+    sources: list[tuple[Any, Any]] = [
+        (getattr(dependant, "path_params", ()), raw_path),
+        (getattr(dependant, "query_params", ()), query),
+    ]
+    for fields, received in sources:
+        for field in fields:
+            name = str(getattr(field, "alias", None) or getattr(field, "name", ""))
+            raw = received.get(name)
+            if raw is None:
+                continue
+            values, errors = request_params_to_args([field], received)
+            if errors or not values:
+                continue  # FastAPI answers 422 itself; no handler runs
+            value = next(iter(values.values()))
+            if isinstance(value, bool):
+                canonical = "true" if value else "false"
+            elif isinstance(value, int | float):
+                canonical = canonical_json(value).decode("ascii")
+            else:
+                continue
+            if raw != canonical:
+                problems.append(name)
+    return problems
+
+
 def endpoint_declaration(route: BaseRoute, method: str) -> Any:
     """The ``@chio.tool``/``@chio.public`` mark of a route's endpoint, if any.
 
@@ -98,7 +146,11 @@ def endpoint_declaration(route: BaseRoute, method: str) -> Any:
     route's (and its ``APIRouter``'s) FastAPI dependencies, in that order.
     """
     endpoint = getattr(route, "endpoint", None)
-    handler = getattr(endpoint, method.lower(), None) if isinstance(endpoint, type) else None
+    handler = None
+    if isinstance(endpoint, type):  # HTTPEndpoint: HEAD runs get() when there is no head()
+        handler = getattr(endpoint, method.lower(), None)
+        if handler is None and method.upper() == "HEAD":
+            handler = getattr(endpoint, "get", None)
     dependencies = [getattr(d, "dependency", None) for d in getattr(route, "dependencies", ())]
     found = declaration_of(handler, endpoint, *dependencies)
     if found is None:

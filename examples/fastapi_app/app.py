@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from chio_middleware import ChioSettings
 from chio_middleware.integrations.fastapi import Caller, Chio
-from examples.starlette_app.app import with_default_policy
+from examples.notes_settings import with_default_policy
 
 
 class NewNote(BaseModel):

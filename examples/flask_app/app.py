@@ -69,9 +69,12 @@ def delete_note(note_id: str) -> Any:
     return "", 204
 
 
-def create_app(config: Mapping[str, Any] | None = None, *blueprints: Blueprint) -> Flask:
+def create_app(
+    config: Mapping[str, Any] | None = None, *blueprints: Blueprint, **chio_options: Any
+) -> Flask:
     """Build the notes app (plus ``blueprints``); ``init_app`` checks every setting, and a
-    bad one raises, naming it."""
+    bad one raises, naming it. ``chio_options`` (``clock``, ``store``, ``sink``,
+    ``guards``, ``render_denial``) give this app an extension of its own."""
     app = Flask("notes")
     if "CHIO_POLICY_FILE" not in os.environ:
         app.config["CHIO_POLICY_FILE"] = POLICY
@@ -80,7 +83,8 @@ def create_app(config: Mapping[str, Any] | None = None, *blueprints: Blueprint) 
     app.extensions["note_ids"] = itertools.count(1)
     for blueprint in (notes_api, *blueprints):
         app.register_blueprint(blueprint)
-    chio.init_app(app)  # after the routes, so that the coverage table sees them all
+    extension = Chio(**chio_options) if chio_options else chio
+    extension.init_app(app)  # after the routes, so that the coverage table sees them all
     return app
 
 

@@ -8,7 +8,6 @@ README beside this file). Each route declares its tool with ``@chio.tool`` (or
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,8 +17,7 @@ from starlette.routing import Route
 
 from chio_middleware import ChioSettings
 from chio_middleware.integrations.starlette import Chio
-
-POLICY = Path(__file__).resolve().parents[1] / "policy.toml"
+from examples.notes_settings import with_default_policy
 
 
 def create_app(settings: ChioSettings | None = None, **chio_options: Any) -> Starlette:
@@ -70,16 +68,6 @@ def create_app(settings: ChioSettings | None = None, **chio_options: Any) -> Sta
     )
     chio.init_app(app)
     return app
-
-
-def with_default_policy(settings: ChioSettings | None) -> ChioSettings:
-    """The settings from the environment, with the example's policy file if none is set."""
-    settings = settings if settings is not None else ChioSettings()
-    if settings.policy_file is None:
-        settings = ChioSettings(
-            **{**settings.model_dump(exclude_unset=True), "policy_file": POLICY}
-        )
-    return settings
 
 
 app = create_app()

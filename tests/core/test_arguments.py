@@ -163,3 +163,9 @@ def test_what_a_lenient_reader_reads_is_what_is_checked(body: bytes, content_typ
         assert args.opaque_body is None
     else:
         assert args.opaque_body is not None
+
+
+def test_an_opaque_bodys_media_type_is_echoed_bounded_and_printable() -> None:
+    args = read(b"x", "text/" + "a" * 5000 + "\x00")
+    assert args.opaque_body is not None and len(args.opaque_body) <= 64
+    assert args.opaque_body.isprintable()

@@ -1,5 +1,10 @@
 """Start-up that fails loudly: each example, each server, each bad setting (issue 9, item 4).
 
+The bad settings: a ``guards`` import path that does not import, a route bound twice, a
+binding that names no route of the app, a Redis URL that is not one, an SQLite file that
+cannot be opened, ``memory://`` under two workers, and ``unbound_routes=refuse`` with a
+route that declares nothing.
+
 Every case starts a real server on a socket where a request is already waiting, with one
 bad setting, and checks that the server stops by itself, that its output names the
 setting, that the waiting request got no answer at all (no bare 500, no 503: nothing was
@@ -52,6 +57,11 @@ def bad_settings(tmp_path: Path) -> dict[str, tuple[dict[str, str], str, int]]:
             "routes: route GET /notes is bound twice",
             1,
         ),
+        "routes-naming-no-route": (
+            {"CHIO_ROUTES": json.dumps([{**_TWICE, "path": "/notez"}])},
+            "routes: these bindings name no route of the application",
+            1,
+        ),
         "replay_store-redis-url": (
             {"CHIO_REPLAY_STORE": "redis://127.0.0.1:no-port/0"},
             "replay_store: invalid Redis URL",
@@ -79,6 +89,7 @@ def bad_settings(tmp_path: Path) -> dict[str, tuple[dict[str, str], str, int]]:
 SETTINGS = [
     "guards",
     "routes-bound-twice",
+    "routes-naming-no-route",
     "replay_store-redis-url",
     "replay_store-sqlite-path",
     "replay_store-memory-workers",

@@ -73,10 +73,14 @@ def redis_url() -> Iterator[str]:
 
 
 def store_env(store: str, tmp_path: Path, redis_url: str) -> dict[str, str]:
+    # These tests are about shared state, not latency: a generous store timeout keeps a
+    # loaded machine (a cold pool opening connections for 24 requests at once) from
+    # turning them into 503s.
+    patient = {"CHIO_STORE_TIMEOUT": "10"}
     if store == "sqlite":
-        return {"CHIO_REPLAY_STORE": f"sqlite:///{tmp_path / 'state.db'}"}
+        return {"CHIO_REPLAY_STORE": f"sqlite:///{tmp_path / 'state.db'}", **patient}
     url, _, prefix = redis_url.partition("#")
-    return {"CHIO_REPLAY_STORE": url, "CHIO_STORE_KEY_PREFIX": prefix}
+    return {"CHIO_REPLAY_STORE": url, "CHIO_STORE_KEY_PREFIX": prefix, **patient}
 
 
 @pytest.mark.parametrize("store", ["sqlite", "redis"])

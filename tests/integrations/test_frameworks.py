@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import flask
@@ -134,7 +135,7 @@ def test_starlette_unbound_routes_refuse_fails_the_lifespan(caplog: pytest.LogCa
         pass
 
 
-def test_starlette_coverage_is_logged_once(capsys: pytest.CaptureFixture[str]) -> None:
+def test_starlette_coverage_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     async def bare(request: Any) -> StarletteJSON:
         return StarletteJSON({})
 
@@ -144,9 +145,10 @@ def test_starlette_coverage_is_logged_once(capsys: pytest.CaptureFixture[str]) -
 
     app = Starlette(routes=[Route("/bare", bare, methods=["POST"]), Route("/note", note)])
     chio_starlette.Chio(app, settings=settings(routes=[]))
+    caplog.set_level(logging.INFO, logger="chio_middleware")
     with TestClient(app):
         pass
-    out = capsys.readouterr().out
+    out = caplog.text
     assert out.count("chio_route_coverage") == 1
     assert "POST /bare" in out and "unbound" in out and "tool s/t" in out
 
@@ -230,3 +232,66 @@ def test_flask_routes_added_after_init_app_are_checked_at_the_first_request() ->
     assert client.post("/late").status_code == 503
 
 
+
+
+def test_a_settings_binding_that_names_no_framework_route_fails_start_up() -> None:
+    """Found by the differential suite: binding /typed/{id:int} for FastAPI's /typed/{id}
+    matched no request FastAPI dispatches there, so /typed/7%20 ran unbound."""
+    from chio_middleware import RouteBinding
+
+    app = FastAPI()
+
+    @app.get("/typed/{id}")
+    async def typed(id: int) -> dict[str, Any]:
+        return {}
+
+    binding = RouteBinding(method="GET", path="/typed/{id:int}", tool_server="s", tool_name="t")
+    chio_fastapi.Chio(app, settings=settings(routes=[binding]))
+    with pytest.raises(RuntimeError, match=r"name no route.*GET /typed/\{id:int\}"), TestClient(app):
+        pass
+
+
+def test_bindings_name_framework_routes_by_shape() -> None:
+    from chio_middleware import RouteBinding
+    from chio_middleware.core.routing import RouteTable, template_shape
+
+    assert template_shape("/notes/<note_id>") == template_shape("/notes/{other}") == "/notes/{str}"
+    assert template_shape("/n/<int:id>") == template_shape("/n/{id:int}") != template_shape("/n/{id}")
+    table = RouteTable([RouteBinding(method="DELETE", path="/notes/{note_id}", tool_server="s", tool_name="t")])
+    assert table.binding_for("DELETE", "/notes/<note_id>") is not None
+    assert table.binding_for("DELETE", "/notes/<int:note_id>") is None
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("/typed/7?limit=5&flag=true", 200),
+        ("/typed/7", 200),
+        ("/typed/7%20", 400),
+        ("/typed/%207", 400),
+        ("/typed/+7", 400),
+        ("/typed/07", 400),
+        ("/typed/7?limit=%205", 400),
+        ("/typed/7?flag=yes", 400),
+        ("/typed/7?flag=on", 400),
+        ("/typed/7?flag=1", 400),
+        ("/typed/7?ratio=2.0", 400),
+        ("/typed/7?ratio=2.5", 200),
+    ],
+)
+def test_fastapi_typed_parameters_are_checked_as_the_handler_reads_them(url: str, status: int) -> None:
+    """Found by the differential suite: pydantic turns '7 ' into 7 and 'yes' into True."""
+    app = FastAPI()
+    chio = chio_fastapi.Chio(app, settings=settings(routes=[]), clock=FixedClock(NOW))
+    seen: list[tuple[int, int, bool, float]] = []
+
+    @app.get("/typed/{id}")
+    @chio.tool("srv-notes", "typed")
+    async def typed(id: int, limit: int = 0, flag: bool = False, ratio: float = 0.0) -> dict[str, Any]:
+        seen.append((id, limit, flag, ratio))
+        return {}
+
+    client = TestClient(app)
+    response = client.get(url, headers=agent_headers("GET", url, cap=capability(GRANTS), tool=("srv-notes", "typed")))
+    assert response.status_code == status, response.text
+    assert len(seen) == (1 if status == 200 else 0)

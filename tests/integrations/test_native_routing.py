@@ -233,3 +233,24 @@ def test_a_declaration_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="declared twice"):
         tool("a", "c")(endpoint)
 
+
+
+def test_head_on_a_class_endpoint_is_checked_as_its_get_handler() -> None:
+    """HTTPEndpoint and MethodView run get() for HEAD: the declaration on get() applies."""
+    client = _asgi(starlette_app())
+    ran.clear()
+    assert client.head("/items").status_code == 401 and ran == []
+
+    from flask.views import MethodView
+
+    app = flask.Flask("views")
+
+    class Items(MethodView):
+        @tool("srv", "list_items")
+        def get(self) -> Any:
+            ran.append(("list_items", {}))
+            return {}
+
+    app.add_url_rule("/items", view_func=Items.as_view("items"))
+    app.wsgi_app = ChioWSGIMiddleware(app.wsgi_app, settings=settings(routes=[]), clock=FixedClock(NOW))  # type: ignore[method-assign]
+    assert app.test_client().head("/items").status_code == 401 and ran == []

@@ -34,12 +34,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
 from ...core.canonical import JsonParseError, parse_json
 from ...core.crypto import sha256_hex
 from ...core.models import HttpReceipt
 from ...core.receipts import receipt_json
+from ...logs import get_logger
 from .. import SignReceipt, SinkError
 from .chain import PREV_KEY, SEQ_KEY
 
@@ -47,7 +46,7 @@ __all__ = ["FSYNC_POLICIES", "JsonlSink"]
 
 FSYNC_POLICIES = ("always", "interval", "never")
 
-_log = structlog.get_logger("chio_middleware")
+_log = get_logger()
 _TAIL_BLOCK = 64 * 1024
 
 
