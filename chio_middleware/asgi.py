@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from .core.clock import Clock
 from .core.engine import Evaluation
-from .core.errors import BadRequest, ChioError, PayloadTooLarge
+from .core.errors import BadRequest, ChioError, PayloadTooLarge, log_field
 from .core.federation import PeerStore
 from .core.guards import Guard
 from .core.replay import ReplayStore, as_async
@@ -151,7 +151,7 @@ class ChioMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.settings.websocket == "allow_unverified":
-            logger.warning("chio_websocket_unverified", path=scope.get("path"))
+            logger.warning("chio_websocket_unverified", path=log_field(scope.get("path")))
             await self.app(scope, receive, send)
             return
         message = await receive()
@@ -356,6 +356,11 @@ def _request_view(scope: Scope) -> tuple[RequestView, ChioError | None]:
         query = parse_wire_query(scope.get("query_string", b""))
     except ChioError as exc:
         query, error = {}, exc
+    if not (path.isascii() or _encodable(path)):
+        # A server that decodes with surrogateescape: no hash, receipt or store could hold it.
+        error = BadRequest("request path is not valid Unicode")
+        path = path.encode("utf-8", "replace").decode("utf-8")
+        route_path = route_path.encode("utf-8", "replace").decode("utf-8")
     client = scope.get("client")
     view = RequestView(
         method=scope.get("method", "GET").upper(),
@@ -367,3 +372,11 @@ def _request_view(scope: Scope) -> tuple[RequestView, ChioError | None]:
         client=f"{client[0]}:{client[1]}" if client else None,
     )
     return view, error
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

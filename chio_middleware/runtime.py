@@ -17,10 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._logging import log_failure
 from .core.clock import Clock, system_clock
 from .core.crypto import PublicKey, SigningKey
 from .core.engine import ChioEngine, EngineConfig, Evaluation
-from .core.errors import ChioError, Unavailable
+from .core.errors import ChioError, Unavailable, log_field
 from .core.federation import PeerStore, SyncPeerStoreAsAsync
 from .core.federation_trust import FederationTrust
 from .core.guards import (
@@ -32,7 +33,7 @@ from .core.guards import (
     parse_rate,
 )
 from .core.models import HttpReceipt
-from .core.replay import ReplayStore
+from .core.replay import MemoryReplayStore, ReplayStore
 from .core.routing import RouteTable
 from .federation import federation_config
 from .integrations.coverage import CoverageRow, orphan_bindings, render_coverage, unbound
@@ -73,7 +74,8 @@ class ChioRuntime:
             signing_key = SigningKey.generate()
             logger.warning(
                 "chio_ephemeral_signing_key",
-                message=(
+                # Not "message": stdlib logging refuses that name as an extra field.
+                detail=(
                     "no signing_key configured: using a random key for this process only; "
                     "receipts and nonces will not verify after a restart. Set CHIO_SIGNING_KEY "
                     "or CHIO_SIGNING_KEY_FILE in production."
@@ -129,6 +131,7 @@ class ChioRuntime:
             "trusted_issuers": sorted(PublicKey.from_hex(k).hex for k in s.trusted_issuers),
             "trusted_kernel_keys": sorted(PublicKey.from_hex(k).hex for k in s.trusted_kernel_keys),
             "websocket": s.websocket,
+            "capability_query_param": s.capability_query_param,
         }
         federation = federation_config(
             s,
@@ -158,6 +161,7 @@ class ChioRuntime:
             nonce_ttl=s.nonce_ttl,
             max_delegation_depth=s.max_delegation_depth,
             max_header_bytes=s.max_header_bytes,
+            capability_query_param=s.capability_query_param,
         )
         workers = detected_workers()
         #: The federation pin store (``None`` when no trust anchor is configured).
@@ -171,7 +175,10 @@ class ChioRuntime:
             peers=None if self.peers is None else SyncPeerStoreAsAsync(self.peers),
         )
         self.telemetry = open_telemetry(s.telemetry)  # before anything opens: it may refuse
+        if store is not None:
+            _check_store(store)
         self.store = store if store is not None else _open_store(s, workers)
+        _log_store_ceiling(self.store, s)
         self.sink = sink if sink is not None else _open_sink(s)
         self._closed = False
         self._coverage_reported = False
@@ -222,7 +229,7 @@ class ChioRuntime:
                 "chio_receipt_sink_failed",
                 error=type(exc).__name__,
                 request_id=evaluation.request_id,
-                route=evaluation.route_pattern,
+                route=log_field(evaluation.route_pattern),
             )
             if self.telemetry is not None:
                 self.telemetry.sink_failure(evaluation)
@@ -236,10 +243,11 @@ class ChioRuntime:
         if self.telemetry is not None:
             self.telemetry.decision(evaluation, receipt)
         if evaluation.failure is not None:
-            logger.error(
+            # Never exc_info: a renderer may print frame locals (rich does), i.e. credentials.
+            log_failure(
                 "chio_evaluation_failed",
-                error=type(evaluation.failure).__name__,
-                exc_info=evaluation.failure,
+                evaluation.failure,
+                request_id=evaluation.request_id,
             )
         logger.info(
             "chio_decision",
@@ -247,12 +255,13 @@ class ChioRuntime:
             status=receipt.response_status,
             code=None if error is None else error.code,
             guard=None if error is None else error.guard,
-            method=evaluation.request.method,
-            route=evaluation.route_pattern,
+            # The raw path (unbound routes), method and tool segments are the client's text.
+            method=log_field(evaluation.request.method),
+            route=log_field(evaluation.route_pattern),
             tool=None
             if evaluation.route is None
-            else f"{evaluation.route.tool_server}/{evaluation.route.tool_name}",
-            capability_id=receipt.capability_id,
+            else log_field(f"{evaluation.route.tool_server}/{evaluation.route.tool_name}"),
+            capability_id=log_field(receipt.capability_id),
             receipt_id=receipt.id,
             request_id=evaluation.request_id,
         )
@@ -410,6 +419,7 @@ def _open_store(settings: ChioSettings, workers: int | None) -> ReplayStore:
             key_prefix=settings.store_key_prefix,
             timeout=settings.store_timeout,
             capacity=settings.store_capacity,
+            subject_quota=settings.store_subject_quota,
         )
     except ValueError as exc:
         raise ValueError(f"replay_store: {exc}") from None
@@ -429,6 +439,50 @@ def _store_url(settings: ChioSettings, workers: int | None) -> str:
         url = DEFAULT_SHARED_STORE
         logger.info("chio_store_shared_by_default", replay_store=url, workers=workers)
     return url
+
+
+def _check_store(store: ReplayStore) -> None:
+    """Refuse at start-up a store whose ``reserve`` predates the per-subject quota."""
+    try:
+        parameters = inspect.signature(store.reserve).parameters.values()
+    except (TypeError, ValueError):  # not introspectable: let the protocol speak
+        return
+    if not any(p.name == "owner" or p.kind is p.VAR_KEYWORD for p in parameters):
+        raise ValueError(
+            f"store: {type(store).__name__}.reserve() must accept owner= (the capability "
+            "subject whose quota of live slots the reservation counts against; see "
+            "ReplayStore.reserve)"
+        )
+
+
+def _log_store_ceiling(store: ReplayStore, settings: ChioSettings) -> None:
+    """Say once, at start-up, how much DPoP traffic the store holds before it refuses.
+
+    A proof holds its replay slot for ``proof_ttl + max_clock_skew + 1`` seconds; an
+    execution nonce holds one more for its own lifetime.
+    """
+    lifetime = settings.proof_ttl + settings.max_clock_skew + 1
+    quota = getattr(store, "subject_quota", None)
+    fields: dict[str, Any] = {
+        "store": type(store).__name__,
+        "slot_lifetime_s": lifetime,
+        "subject_quota": quota,
+        "subject_dpop_requests_per_s": None if quota is None else round(quota / lifetime, 1),
+    }
+    if isinstance(store, MemoryReplayStore):
+        fields["entries"] = store.capacity
+        fields["dpop_requests_per_s"] = round(store.capacity / lifetime, 1)
+        if quota is not None and quota * 2 > store.capacity:
+            logger.warning(
+                "chio_store_quota_too_large",
+                message=(
+                    "store_subject_quota is more than half of store_capacity: one or two "
+                    "subjects can fill the in-memory store and every other subject gets 503"
+                ),
+                **fields,
+            )
+            return
+    logger.info("chio_store_ceiling", **fields)
 
 
 def _open_sink(settings: ChioSettings) -> ReceiptSink:

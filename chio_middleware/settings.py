@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .core.crypto import KeyFormatError, PublicKey, SigningKey
 from .core.guards import parse_rate
+from .core.replay import DEFAULT_CAPACITY, DEFAULT_SUBJECT_QUOTA
 from .core.routing import RouteBinding, RouteTable
 
 __all__ = [
@@ -89,7 +90,14 @@ class ChioSettings(BaseSettings):
     replay_store: str = Field(default="memory://", description="memory://, sqlite:///..., redis://")
     store_key_prefix: str = Field(default="chio:", description="Key prefix in shared stores.")
     store_timeout: float = Field(default=0.25, gt=0, le=30, description="Store timeout, seconds.")
-    store_capacity: int = Field(default=8192, ge=16, description="In-memory store entries.")
+    store_capacity: int = Field(
+        default=DEFAULT_CAPACITY, ge=16, description="In-memory store entries (full: 503)."
+    )
+    store_subject_quota: int = Field(
+        default=DEFAULT_SUBJECT_QUOTA,
+        ge=1,
+        description="Live replay slots one capability subject may hold, every store (429 past).",
+    )
     receipt_sink: str = Field(
         default="jsonl:chio-receipts.jsonl", description="jsonl:<path>, structlog or memory."
     )
@@ -133,6 +141,13 @@ class ChioSettings(BaseSettings):
     federation_rotation_window: int = Field(default=43_200, ge=60, le=30 * 86_400)
     federation_max_skew: int = Field(default=300, ge=1, le=3_600)
     federation_pin_cache_ttl: int = Field(default=60, ge=0, le=43_200)
+    capability_query_param: bool = Field(
+        default=False,
+        description=(
+            "Accept the capability as the chio_capability query parameter (the upstream SDKs' "
+            "fallback). Off by default: query strings land in access logs and proxies' logs."
+        ),
+    )
 
     @field_validator("trusted_issuers", "trusted_kernel_keys")
     @classmethod

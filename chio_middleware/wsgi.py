@@ -18,6 +18,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
+from ._logging import log_failure
 from .core.clock import Clock
 from .core.engine import Evaluation, run_sync
 from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable
@@ -218,7 +219,11 @@ class ChioWSGIMiddleware:
         return _ClosingIterator(result, state)
 
     def _crash(self, evaluation: Evaluation, start_response: StartResponse) -> Iterable[bytes]:
-        logger.error("chio_app_failed", request_id=evaluation.request_id, exc_info=True)
+        failure = sys.exc_info()[1]
+        assert failure is not None  # called from the except clause of _call_app
+        # Never exc_info: a renderer may print frame locals (rich does): the environ's
+        # credentials. The type and place at ERROR, the bare stack at DEBUG.
+        log_failure("chio_app_failed", failure, request_id=evaluation.request_id)
         status, headers, body = self.runtime.render_crash(evaluation)
         start_response(_status_line(status), headers, sys.exc_info())
         return [body]

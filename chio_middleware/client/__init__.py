@@ -14,7 +14,10 @@ request binding hash of the bytes actually sent (PROTOCOL.md 3, 6). A 428 answer
 ``X-Chio-Execution-Nonce`` is repeated once with that nonce and a new proof (PROTOCOL.md 4);
 a second 428 goes back to the caller. With ``kernel_key`` set, every response must carry a
 receipt signed by one of those keys, named by ``X-Chio-Receipt-Id`` and made for this very
-request (its ``content_hash``, PROTOCOL.md 6, 7). Redirects are not re-signed.
+request (its ``content_hash``, PROTOCOL.md 6, 7). Redirects are not re-signed, and the
+Chio headers never follow a redirect to another origin (decided as httpx and requests decide
+for ``Authorization``); for an httpx client that follows redirects itself, see
+:class:`ChioAuth` (``event_hooks``).
 
 The tool a request invokes is ``tool_server``/``tool_name`` when given, else what
 ``resolver(method, decoded_path)`` returns (``None``: send that request without Chio

@@ -23,6 +23,8 @@ DPOP_HEADER = "X-Chio-DPoP"
 NONCE_HEADER = "X-Chio-Execution-Nonce"
 RECEIPT_HEADER = "X-Chio-Receipt"
 RECEIPT_ID_HEADER = "X-Chio-Receipt-Id"
+#: The request headers that carry credentials: never sent to another origin on a redirect.
+CHIO_REQUEST_HEADERS = (CAPABILITY_HEADER, DPOP_HEADER, NONCE_HEADER)
 
 #: ``(method, decoded path) -> (tool_server, tool_name)``, or ``None`` to leave it unsigned.
 ToolResolver = Callable[[str, str], tuple[str, str] | None]

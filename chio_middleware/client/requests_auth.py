@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
 
 from .credentials import (
+    CAPABILITY_HEADER,
+    CHIO_REQUEST_HEADERS,
     NONCE_HEADER,
     ReceiptVerificationError,
     RequestSigningError,
@@ -74,11 +77,15 @@ class ChioRequestsAuth(_CredentialsAuth, _RequestsAuthBase):
 
         def on_response(response: requests.Response, **kwargs: Any) -> requests.Response:
             nonlocal retried
+            # Hooks run on every response, redirects included, before requests copies the
+            # request to follow one: drop our headers there when the target is elsewhere.
+            _strip_on_cross_origin_redirect(response)
             self._check(response)
             connection = getattr(response, "connection", None)
             nonce = _challenge_nonce(response.status_code, _values(response, NONCE_HEADER))
-            if not signed or retried or nonce is None or connection is None:
-                return response
+            carries = CAPABILITY_HEADER in response.request.headers
+            if not signed or not carries or retried or nonce is None or connection is None:
+                return response  # never a proof for a request that is not signed for here
             retried = True
             from requests import cookies
 
@@ -107,6 +114,8 @@ class ChioRequestsAuth(_CredentialsAuth, _RequestsAuthBase):
 
     def _check(self, response: requests.Response) -> None:
         request = response.request
+        if CAPABILITY_HEADER not in request.headers:
+            return  # not signed for this origin (a redirect elsewhere): no receipt is due
         try:
             receipt = self.credentials.check_response(
                 response.headers,
@@ -123,3 +132,30 @@ class ChioRequestsAuth(_CredentialsAuth, _RequestsAuthBase):
 def _values(response: requests.Response, name: str) -> list[str]:
     value = response.headers.get(name)
     return [] if value is None else [value]
+
+
+def _strip_on_cross_origin_redirect(response: requests.Response) -> None:
+    """Remove the Chio headers from a request that is redirected to another origin.
+
+    The decision is requests' own for ``Authorization`` (``Session.should_strip_auth``:
+    another host, scheme or port, save http to https on the default ports); the target is
+    resolved against the response URL as ``Session.resolve_redirects`` does.
+    """
+    if not response.is_redirect:
+        return
+    from requests.sessions import SessionRedirectMixin
+
+    rules = SessionRedirectMixin()
+    should_strip: Callable[[str, str], bool] = rules.should_strip_auth  # untyped in the stub
+    location = rules.get_redirect_target(response)
+    request = response.request
+    if location is None or request.url is None:
+        return
+    try:
+        target = urljoin(response.url or request.url, location)
+        elsewhere = should_strip(request.url, target)
+    except ValueError:  # a Location requests cannot parse: keep nothing of ours
+        elsewhere = True
+    if elsewhere:
+        for name in CHIO_REQUEST_HEADERS:
+            request.headers.pop(name, None)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any
+
+from .errors import echo
 
 __all__ = [
     "CanonicalJsonError",
@@ -168,7 +171,7 @@ def _pairs_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise JsonParseError(f"duplicate object key {key!r}")
+                raise JsonParseError(f"duplicate object key {echo(key)}")
             seen.add(key)
     return result
 
@@ -191,8 +194,38 @@ _STRICT_DECODER = json.JSONDecoder(
 )
 
 
+#: A lone surrogate as a character (only a ``str`` input can hold one).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: A ``\\uD800``-``\\uDFFF`` escape: a half of a pair, or a lone surrogate. Escaped
+#: backslashes can make this match where no escape is; the parsed strings then decide.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def _has_surrogate(value: Any) -> bool:
+    """True when a string anywhere in ``value`` (a key included) holds a lone surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            for key, member in item.items():
+                if _SURROGATE.search(key):
+                    return True
+                stack.append(member)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def parse_json(data: bytes | str) -> Any:
-    """Parse strict JSON: UTF-8 only, no duplicate keys, no NaN/Infinity, finite numbers."""
+    """Parse strict JSON: UTF-8 only, no duplicate keys, no NaN/Infinity, finite numbers.
+
+    Every string of the result is valid Unicode: a ``\\ud800``-style escape that is not
+    half of a surrogate pair is refused, as RFC 8259 8.2 allows, because such a string has
+    no UTF-8 form and could be neither hashed, signed nor stored.
+    """
     if isinstance(data, bytes | bytearray | memoryview):
         try:
             text = bytes(data).decode("utf-8")
@@ -200,11 +233,16 @@ def parse_json(data: bytes | str) -> Any:
             raise JsonParseError("JSON text is not valid UTF-8") from None
     else:
         text = data
+        if _SURROGATE.search(text):
+            raise JsonParseError("JSON text is not valid Unicode (a lone surrogate)")
     if text.startswith("\ufeff"):
         raise JsonParseError("JSON text must not start with a byte order mark")
     try:
-        return _STRICT_DECODER.decode(text)
+        value = _STRICT_DECODER.decode(text)
     except JsonParseError:
         raise
     except (ValueError, RecursionError) as exc:
         raise JsonParseError(f"invalid JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(text) and _has_surrogate(value):
+        raise JsonParseError("JSON string holds a lone surrogate escape (not valid Unicode)")
+    return value

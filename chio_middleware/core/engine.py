@@ -46,6 +46,7 @@ from .errors import (
     RateLimited,
     ReplayDetected,
     Unavailable,
+    bounded,
 )
 from .federation import AsyncPeerStore
 from .federation_trust import MAX_HANDSHAKE_BODY, FederationTrust
@@ -130,6 +131,8 @@ class EngineConfig:
     nonce_ttl: int = 30
     max_delegation_depth: int = 4
     max_header_bytes: int = 16 * 1024
+    #: Accept the capability as the ``chio_capability`` query parameter (off: refused, 400).
+    capability_query_param: bool = False
 
 
 @dataclass
@@ -315,7 +318,11 @@ class ChioEngine:
 
     async def _evaluate(self, ev: Evaluation, store: AsyncReplayStore) -> None:
         request = ev.request
-        headers = read_chio_headers(request, max_bytes=self.config.max_header_bytes)
+        headers = read_chio_headers(
+            request,
+            max_bytes=self.config.max_header_bytes,
+            query_capability=self.config.capability_query_param,
+        )
         route = ev.route
         if route is None or route.public:
             await self._unbound(ev, store, headers, public=route is not None)
@@ -382,7 +389,9 @@ class ChioEngine:
             except Exception as exc:
                 ev.failure = exc
                 raise Unavailable(f"guard {guard.name} failed; refusing (fail closed)") from None
-            ev.evidence.append(GuardEvidence(guard_name=guard.name, verdict=True, details=detail))
+            # A guard's detail may quote the request: bounded like every message.
+            details = None if detail is None else bounded(str(detail))
+            ev.evidence.append(GuardEvidence(guard_name=guard.name, verdict=True, details=details))
 
     def _check_arguments_visible(
         self, ev: Evaluation, arguments: Arguments, grant: ToolGrant
@@ -523,16 +532,23 @@ class ChioEngine:
         proof: DpopProof | None,
         nonce: SignedExecutionNonce | None,
     ) -> None:
-        """Take the replay slots, proof first, once everything else about them verified."""
+        """Take the replay slots, proof first, once everything else about them verified.
+
+        Each slot counts against the capability subject's quota of live slots, so that one
+        subject cannot fill the store and lock the others out (ReservationQuotaExceeded).
+        """
+        owner = None if ev.capability is None else PublicKey.from_hex(ev.capability.subject).hex
         if proof is not None:
             key, expires_at = dpop_replay_slot(
                 proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
             )
-            await _reserve_slot(store, "dpop_proof", key, expires_at, ev.now)
+            await _reserve_slot(store, "dpop_proof", key, expires_at, ev.now, owner)
             ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
         if nonce is not None:
             key = nonce_replay_key(nonce)
-            await _reserve_slot(store, "execution_nonce", key, nonce.nonce.expires_at, ev.now)
+            await _reserve_slot(
+                store, "execution_nonce", key, nonce.nonce.expires_at, ev.now, owner
+            )
             ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
 
     async def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
@@ -672,11 +688,12 @@ class ChioEngine:
 
 
 async def _reserve_slot(
-    store: AsyncReplayStore, kind: str, key: str, expires_at: float, now: int
+    store: AsyncReplayStore, kind: str, key: str, expires_at: float, now: int, owner: str | None
 ) -> None:
-    """Reserve a replay slot; a replay names the slot by a hash of its key, never the key."""
+    """Reserve a replay slot within ``owner``'s quota; a replay names the slot by a hash of
+    its key, never the key."""
     try:
-        await store.reserve(key, expires_at=expires_at, now=now)
+        await store.reserve(key, expires_at=expires_at, now=now, owner=owner)
     except ReplayDetected as exc:
         exc.slot_kind = kind
         exc.slot = sha256_hex(key.encode("utf-8"))[:16]

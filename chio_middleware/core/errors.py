@@ -18,6 +18,7 @@ an adapter renders any of them with :meth:`ChioError.to_body` and no lookup tabl
     ├── HeadersTooLarge            chio_headers_too_large    431
     ├── NonceRequired              chio_nonce_required       428
     ├── RateLimited                chio_rate_limited         429  (.retry_after)
+    │   └── ReservationQuotaExceeded
     ├── FederationInvalid          chio_federation_invalid   401  (.step)
     ├── FederationUntrusted        chio_federation_untrusted 403  (.step)
     └── Unavailable                chio_unavailable          503
@@ -26,11 +27,65 @@ an adapter renders any of them with :meth:`ChioError.to_body` and no lookup tabl
 Errors that are not about a request (bad configuration, bad key material, values that
 cannot be canonicalised) are plain ``ValueError`` subclasses defined next to the code that
 raises them; the verifiers convert them into the classes above at the boundary.
+
+Attacker-supplied text is bounded wherever it is echoed (error bodies, receipt verdict
+reasons and evidence, log lines): :func:`echo` quotes one value in at most
+:data:`MAX_ECHO_CHARS` characters, and every :class:`ChioError` message is cut to
+:data:`MAX_MESSAGE_CHARS` characters (:func:`bounded`) and made valid Unicode, so no input
+can make a response header or a log line larger than a fixed size, or unencodable.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
+
+#: The most characters of one attacker-supplied value that a message, receipt or log echoes.
+MAX_ECHO_CHARS = 64
+#: The most characters of an error message, a verdict reason or an evidence detail.
+MAX_MESSAGE_CHARS = 512
+#: The most characters of one request-derived field of a log line (a raw path, say).
+MAX_LOG_FIELD_CHARS = 256
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` as valid Unicode (lone surrogates become U+FFFD), cut to ``limit`` characters.
+
+    A cut text ends with ``...(cut N characters)``, within ``limit`` in all.
+    """
+    if _SURROGATE.search(text):
+        text = _SURROGATE.sub("\ufffd", text)
+    if len(text) <= limit:
+        return text
+    keep = max(0, limit - 32)  # room for the marker, whatever N is
+    return f"{text[:keep]}...(cut {len(text) - keep} characters)"
+
+
+def echo(value: object, limit: int = MAX_ECHO_CHARS) -> str:
+    """Quote an attacker-supplied value for a message: ``repr``, at most ``limit`` characters.
+
+    ``repr`` escapes control characters and lone surrogates, so the result is printable,
+    valid Unicode and one line.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - 3)] + "..."
+
+
+def log_field(value: str | None, limit: int = MAX_LOG_FIELD_CHARS) -> str | None:
+    """A request-derived value for a log line: one printable line of at most ``limit``.
+
+    Text with control or other non-printable characters is written as its ``repr`` body,
+    so a value cannot forge a second log line.
+    """
+    if value is None:
+        return None
+    if not value.isprintable():
+        value = repr(value)[1:-1]
+    return bounded(value, limit)
 
 
 class ChioError(Exception):
@@ -42,6 +97,7 @@ class ChioError(Exception):
     guard: ClassVar[str] = "ChioMiddleware"
 
     def __init__(self, message: str) -> None:
+        message = bounded(message)  # every echo of attacker text stays small and encodable
         super().__init__(message)
         self.message = message
 
@@ -220,6 +276,17 @@ class RateLimited(ChioError):
         self.retry_after = max(1, int(retry_after))
         if guard is not None:
             self.guard = guard  # type: ignore[misc]
+
+
+class ReservationQuotaExceeded(RateLimited):
+    """The capability subject already holds its quota of live replay slots (proofs, nonces).
+
+    A 429, never a 503: one subject's flood is refused to that subject alone, while the
+    store keeps room for everyone else. ``retry_after`` is the wait until its oldest slot
+    can have expired.
+    """
+
+    guard = "ReplayQuotaGuard"
 
 
 class FederationInvalid(ChioError):

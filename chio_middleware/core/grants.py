@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeGuard
 
-from .errors import AccessDenied
+from .errors import MAX_ECHO_CHARS, AccessDenied, bounded
 from .models import CapabilityToken, Constraint, ToolGrant
 
 __all__ = [
@@ -212,7 +212,10 @@ def match_grant(
         )
         candidates.append((specificity, index, grant))
     if not candidates:
-        raise AccessDenied(f"capability does not authorize tool {tool} on server {server}")
+        raise AccessDenied(
+            f"capability does not authorize tool {bounded(tool, MAX_ECHO_CHARS)} "
+            f"on server {bounded(server, MAX_ECHO_CHARS)}"
+        )
     candidates.sort(key=lambda item: (-item[0][0], -item[0][1], -item[0][2], item[1]))
     matching: list[tuple[int, ToolGrant]] = []
     first_failure: Constraint | None = None

@@ -6,7 +6,7 @@ Each header carries one JSON object. The call's arguments are read by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .encoding import decode_header_object
@@ -36,10 +36,11 @@ class ChioHeaders:
     cached result for these bytes (a token repeats on every call of an agent).
     """
 
-    raw_capability: bytes | None
+    # Not in the repr: a traceback rendered with its locals must not show the credentials.
+    raw_capability: bytes | None = field(repr=False)
     capability_source: str
-    dpop: dict[str, Any] | None
-    nonce: dict[str, Any] | None
+    dpop: dict[str, Any] | None = field(repr=False)
+    nonce: dict[str, Any] | None = field(repr=False)
     max_bytes: int
 
     def decode_capability(self, raw: bytes) -> dict[str, Any]:
@@ -47,10 +48,14 @@ class ChioHeaders:
         return decode_header_object(raw, name=self.capability_source, max_bytes=self.max_bytes)
 
 
-def read_chio_headers(request: RequestView, *, max_bytes: int) -> ChioHeaders:
+def read_chio_headers(
+    request: RequestView, *, max_bytes: int, query_capability: bool = False
+) -> ChioHeaders:
     """Read the Chio headers (PROTOCOL.md 1.3): each at most once, within ``max_bytes``.
 
-    The capability may also come as the ``chio_capability`` query parameter, not both.
+    With ``query_capability`` (the ``capability_query_param`` setting) the capability may
+    also come as the ``chio_capability`` query parameter, not both; without it, that
+    parameter is refused (400) rather than passed to the application as an argument.
     """
     found: dict[str, bytes] = {}
     for name in (CAPABILITY_HEADER, DPOP_HEADER, NONCE_HEADER):
@@ -60,11 +65,17 @@ def read_chio_headers(request: RequestView, *, max_bytes: int) -> ChioHeaders:
         if values:
             found[name] = values[0]
     raw_capability, source = found.get(CAPABILITY_HEADER), CAPABILITY_HEADER
-    query_capability = request.query.get(CAPABILITY_QUERY)
-    if query_capability is not None:
+    in_query = request.query.get(CAPABILITY_QUERY)
+    if in_query is not None:
+        if not query_capability:
+            raise BadRequest(
+                f"the {CAPABILITY_QUERY} query parameter is not accepted: query strings land "
+                f"in access logs, so send the capability in the X-Chio-Capability header "
+                f"(or enable capability_query_param)"
+            )
         if raw_capability is not None:
             raise BadRequest("capability given both as a header and as a query parameter")
-        raw_capability, source = query_capability.encode("utf-8"), CAPABILITY_QUERY
+        raw_capability, source = in_query.encode("utf-8"), CAPABILITY_QUERY
     if raw_capability is not None and len(raw_capability) > max_bytes:
         raise HeadersTooLarge(f"{source} is larger than {max_bytes} bytes")
     decoded = {

@@ -149,7 +149,7 @@ class DelegationLink(OpenWireModel):
     attenuations: list[JsonValue] | None = None
     timestamp: U64
     scope_hash: str | None = None
-    signature: str
+    signature: str = Field(repr=False)  # a repr (a traceback's locals) never shows it
 
     def signing_body(self) -> dict[str, Any]:
         """The object the delegator signed."""
@@ -177,7 +177,7 @@ class CapabilityToken(OpenWireModel):
     scope_attenuations: list[JsonValue] | None = None
     attenuation_proof: dict[str, JsonValue] | None = None
     budget_share_bps: Annotated[int, Field(ge=0, le=10000)] | None = None
-    signature: str
+    signature: str = Field(repr=False)  # a repr (a traceback's locals) never shows it
 
     def signing_body(self) -> dict[str, Any]:
         """The token without ``signature``: what the issuer signed (before schema handling)."""
@@ -211,7 +211,7 @@ class DpopProof(WireModel):
     """``{"body": ..., "signature": ...}`` as the reference kernel defines it."""
 
     body: DpopProofBody
-    signature: str
+    signature: str = Field(repr=False)  # a repr (a traceback's locals) never shows it
 
 
 # -- Execution nonce (PROTOCOL.md 4) --------------------------------------------------------
@@ -241,7 +241,7 @@ class SignedExecutionNonce(WireModel):
     """An execution nonce with the minting kernel's signature."""
 
     nonce: ExecutionNonce
-    signature: str
+    signature: str = Field(repr=False)  # a repr (a traceback's locals) never shows it
 
 
 # -- HttpReceipt (PROTOCOL.md 7) ------------------------------------------------------------

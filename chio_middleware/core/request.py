@@ -52,7 +52,7 @@ def parse_query(raw: str | bytes) -> dict[str, str]:
         try:
             name = _form_decode(key)
             decoded = _form_decode(value)
-        except UnicodeDecodeError:
+        except UnicodeError:  # invalid UTF-8, or a str input holding a lone surrogate
             raise BadRequest("query string is not valid UTF-8") from None
         if name in result:
             raise BadRequest(f"query parameter {name[:64]!r} is repeated")
@@ -82,10 +82,10 @@ def _form_decode(text: str) -> str:
 
 def decode_path(raw: str | bytes) -> str:
     """Percent-decode a raw request path as UTF-8; invalid UTF-8 is a :class:`BadRequest`."""
-    data = raw if isinstance(raw, bytes) else raw.encode("utf-8")
     try:
+        data = raw if isinstance(raw, bytes) else raw.encode("utf-8")
         return unquote_to_bytes(data).decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeError:  # invalid UTF-8, or a str input holding a lone surrogate
         raise BadRequest("request path is not valid UTF-8") from None
 
 
@@ -121,8 +121,9 @@ class RequestView:
     method: str
     path: str
     query: dict[str, str]
-    headers: Sequence[tuple[str, bytes]]
-    body: bytes = b""
+    # Not in the repr: a traceback rendered with its locals must not show the credentials.
+    headers: Sequence[tuple[str, bytes]] = field(repr=False)
+    body: bytes = field(default=b"", repr=False)
     raw_path: str = ""
     route_path: str = ""
     client: str | None = None

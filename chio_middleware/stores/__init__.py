@@ -14,14 +14,15 @@ Pick the backend by how far the state must be shared:
 
 ``sqlite://`` without a path and ``sqlite:///:memory:`` are refused: a private in-memory
 database is not shared, which is what ``memory://`` already offers. Every backend gives the
-same answers for the same calls (the conformance suite in ``tests/stores`` runs on all
-three); the caller's ``now`` decides what has expired, never a backend's clock. A store that
-errors or times out raises :class:`~chio_middleware.core.errors.Unavailable` (503).
+same answers for the same calls, the per-owner quota of live slots included (the
+conformance suite in ``tests/stores`` runs on all three); the caller's ``now`` decides
+what has expired, never a backend's clock. A store that errors or times out raises
+:class:`~chio_middleware.core.errors.Unavailable` (503).
 """
 
 from __future__ import annotations
 
-from ..core.replay import DEFAULT_CAPACITY, MemoryReplayStore, ReplayStore
+from ..core.replay import DEFAULT_CAPACITY, DEFAULT_SUBJECT_QUOTA, MemoryReplayStore, ReplayStore
 from ._common import redact_url
 from .sqlite import SqliteReplayStore
 
@@ -52,20 +53,24 @@ def open_store(
     key_prefix: str = "chio:",
     timeout: float = 0.25,
     capacity: int = DEFAULT_CAPACITY,
+    subject_quota: int = DEFAULT_SUBJECT_QUOTA,
 ) -> ReplayStore:
     """Open the store ``url`` names; ``capacity`` bounds ``memory://`` only.
 
     ``key_prefix`` starts every key of the shared backends; ``timeout`` (seconds) bounds
-    their waits. Raises ``ValueError`` naming the URL (its password redacted) when the URL
-    is not one of the forms above.
+    their waits; ``subject_quota`` bounds the live slots of each owner in every backend.
+    Raises ``ValueError`` naming the URL (its password redacted) when the URL is not one of
+    the forms above.
     """
     if not timeout > 0:
         raise ValueError(f"store timeout must be a positive number of seconds, not {timeout!r}")
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if url == "memory://":
-        return MemoryReplayStore(capacity)
+        return MemoryReplayStore(capacity, subject_quota=subject_quota)
     if scheme == "sqlite":
-        return SqliteReplayStore(sqlite_path(url), key_prefix=key_prefix, timeout=timeout)
+        return SqliteReplayStore(
+            sqlite_path(url), key_prefix=key_prefix, timeout=timeout, subject_quota=subject_quota
+        )
     if scheme in ("redis", "rediss"):
         try:
             from .redis import RedisReplayStore
@@ -76,5 +81,7 @@ def open_store(
                 f"the replay store {redact_url(url)!r} needs redis-py: "
                 "pip install 'chio-middleware[redis]'"
             ) from None
-        return RedisReplayStore(url, key_prefix=key_prefix, timeout=timeout)
+        return RedisReplayStore(
+            url, key_prefix=key_prefix, timeout=timeout, subject_quota=subject_quota
+        )
     raise ValueError(f"unknown replay store URL {redact_url(url)!r}: use {_ACCEPTED}")

@@ -8,7 +8,11 @@ redis-py's fallback to loading the script when the server does not know it yet):
   the new expiry, the first use and a count of 1 with ``PX``. A bare ``SET NX EXAT`` would
   make Redis' clock decide when a nonce may be reused; the script makes the caller's clock
   decide, as in the other backends, so the behaviour does not depend on which backend or
-  which clock runs it.
+  which clock runs it. With an ``owner``, the same script keeps the owner's quota: a hash
+  from quota bucket end to live slots (a few dozen fields at most, see
+  :mod:`chio_middleware.core.replay`); it drops the buckets that ended, refuses when the
+  live ones hold ``subject_quota`` slots, else counts the new slot, all in the one atomic
+  call. The two keys must live on one server (no Redis Cluster across slots).
 - ``consume``: a hash ``{count, expires_at}``; a new window starts when the stored one has
   ended at the caller's ``now``.
 - ``take``: a hash ``{tokens, stamp}``, refilled with the same arithmetic, in the same order,
@@ -19,11 +23,11 @@ Redis' own expiry is only a safety net that reclaims memory: it is set relative 
 :data:`~chio_middleware.stores._common.EXPIRY_GRACE`), so neither Redis' clock nor a modest
 skew between application hosts can drop an entry that a caller still considers live.
 
-Keys are ``<key_prefix>replay:<key>``, ``<key_prefix>budget:<key>`` and
-``<key_prefix>bucket:<key>``. The logic is written once (:class:`_Scripts` builds each call:
-script, keys, arguments, and the function that reads the result); :class:`RedisReplayStore`
-(sync, for WSGI) and :class:`AsyncRedisReplayStore` (``redis.asyncio``, for ASGI) only differ
-in how they send it.
+Keys are ``<key_prefix>replay:<key>``, ``<key_prefix>budget:<key>``,
+``<key_prefix>bucket:<key>`` and ``<key_prefix>quota:<owner>``. The logic is written once
+(:class:`_Scripts` builds each call: script, keys, arguments, and the function that reads
+the result); :class:`RedisReplayStore` (sync, for WSGI) and :class:`AsyncRedisReplayStore`
+(``redis.asyncio``, for ASGI) only differ in how they send it.
 
 Failure: sockets time out after ``timeout`` seconds (connect and each reply), redis-py's
 retries are disabled, and the pool waits at most ``timeout`` for a free connection; any
@@ -57,7 +61,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ..core.errors import ReplayDetected, Unavailable
-from ..core.replay import TokenBucket
+from ..core.replay import DEFAULT_SUBJECT_QUOTA, TokenBucket, quota_bucket_end, quota_exceeded
 from ._common import EXPIRY_GRACE, budget_exceeded, rate_limited, redact_url
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "AsyncRedisReplayStore", "RedisReplayStore"]
@@ -69,15 +73,19 @@ _GRACE_MS = round(EXPIRY_GRACE * 1000)
 #: The longest safety-net expiry, in ms (about 115 days): PEXPIRE wants a plain integer.
 _MAX_TTL_MS = 10**10
 
-# ARGV: expires_at, now, ttl_ms. The value is "expires_at first_used presented" (a bare
-# expiry, as older versions wrote, has no observation). Returns {1} when reserved,
-# {0, presentations before this one, first_used} when the key is live, counting this one
-# in the same value (KEEPTTL: the reservation's lifetime is unchanged).
+# KEYS: the reservation, and the owner's quota hash when the call names an owner.
+# ARGV: expires_at, now, ttl_ms, and with an owner: quota, bucket_end, grace_ms.
+# The value is "expires_at first_used presented" (a bare expiry, as older versions wrote,
+# has no observation). Returns {1} when reserved; {0, presentations before this one,
+# first_used} when the key is live, counting this one in the same value (KEEPTTL: the
+# reservation's lifetime is unchanged); {2, oldest bucket end} when the owner holds its
+# quota of live slots (then nothing is written but the owner's ended buckets dropped).
 _RESERVE_LUA = """
+local now = tonumber(ARGV[2])
 local stored = redis.call('GET', KEYS[1])
 if stored then
   local expiry, first, presented = string.match(stored, '^(%S+) ?(%S*) ?(%S*)$')
-  if tonumber(expiry) > tonumber(ARGV[2]) then
+  if tonumber(expiry) > now then
     if presented == '' then
       return {0, -1, ''}
     end
@@ -85,6 +93,26 @@ if stored then
     redis.call('SET', KEYS[1], expiry .. ' ' .. first .. ' ' .. (presented + 1), 'KEEPTTL')
     return {0, presented, first}
   end
+end
+if KEYS[2] then
+  local quota, bucket_end = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local fields = redis.call('HGETALL', KEYS[2])
+  local held, oldest, latest = 0, math.huge, bucket_end
+  for i = 1, #fields, 2 do
+    local ends = tonumber(fields[i])
+    if ends > now then
+      held = held + tonumber(fields[i + 1])
+      oldest = math.min(oldest, ends)
+      latest = math.max(latest, ends)
+    else
+      redis.call('HDEL', KEYS[2], fields[i])
+    end
+  end
+  if held >= quota then
+    return {2, oldest}
+  end
+  redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
+  redis.call('PEXPIRE', KEYS[2], math.max(0, math.ceil((latest - now) * 1000)) + ARGV[6])
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2] .. ' 1', 'PX', ARGV[3])
 return {1}
@@ -149,7 +177,7 @@ class _Call(Generic[_T]):
     """One script invocation, and how to turn its reply into the operation's outcome."""
 
     script: str
-    key: str
+    keys: tuple[str, ...]
     args: tuple[str | int, ...]
     interpret: Callable[[Any], _T]
 
@@ -164,14 +192,19 @@ class _Scripts:
 
     sources = (_RESERVE_LUA, _CONSUME_LUA, _TAKE_LUA)
 
-    def __init__(self, key_prefix: str) -> None:
+    def __init__(self, key_prefix: str, subject_quota: int) -> None:
         self.key_prefix = key_prefix
+        self.subject_quota = subject_quota
 
-    def reserve(self, key: str, *, expires_at: float, now: float) -> _Call[None]:
-        """The call that reserves ``key`` until ``expires_at``."""
+    def reserve(self, key: str, *, expires_at: float, now: float, owner: str | None) -> _Call[None]:
+        """The call that reserves ``key`` until ``expires_at``, within ``owner``'s quota."""
+        quota = self.subject_quota
 
         def interpret(reply: Any) -> None:
-            if int(reply[0]) != 1:
+            outcome = int(reply[0])
+            if outcome == 2:
+                raise quota_exceeded(quota, float(reply[1]), now)
+            if outcome != 1:
                 presented, first = int(reply[1]), reply[2]
                 known = presented >= 0
                 raise ReplayDetected(
@@ -180,8 +213,16 @@ class _Scripts:
                     first_used_at=float(first) if known else None,
                 )
 
-        args = (repr(float(expires_at)), repr(float(now)), _ttl_ms(expires_at - now))
-        return _Call(_RESERVE_LUA, f"{self.key_prefix}replay:{key}", args, interpret)
+        keys: tuple[str, ...] = (f"{self.key_prefix}replay:{key}",)
+        args: tuple[str | int, ...] = (
+            repr(float(expires_at)),
+            repr(float(now)),
+            _ttl_ms(expires_at - now),
+        )
+        if owner is not None:
+            keys += (f"{self.key_prefix}quota:{owner}",)
+            args += (quota, quota_bucket_end(expires_at), _GRACE_MS)
+        return _Call(_RESERVE_LUA, keys, args, interpret)
 
     def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> _Call[int]:
         """The call that counts one use of ``key`` against ``limit``."""
@@ -193,7 +234,7 @@ class _Scripts:
             return int(value)
 
         args = (int(limit), repr(float(expires_at)), repr(float(now)), _ttl_ms(expires_at - now))
-        return _Call(_CONSUME_LUA, f"{self.key_prefix}budget:{key}", args, interpret)
+        return _Call(_CONSUME_LUA, (f"{self.key_prefix}budget:{key}",), args, interpret)
 
     def take(self, key: str, *, bucket: TokenBucket, now: float) -> _Call[None]:
         """The call that takes one token from ``key``'s bucket."""
@@ -209,7 +250,7 @@ class _Scripts:
             _GRACE_MS,
             _MAX_TTL_MS,
         )
-        return _Call(_TAKE_LUA, f"{self.key_prefix}bucket:{key}", args, interpret)
+        return _Call(_TAKE_LUA, (f"{self.key_prefix}bucket:{key}",), args, interpret)
 
 
 def _pool_options(timeout: float, max_connections: int) -> dict[str, Any]:
@@ -230,9 +271,13 @@ def _unavailable(exc: BaseException) -> Unavailable:
     return Unavailable(f"replay store unavailable: {type(exc).__name__}")
 
 
-def _check_options(url: str, timeout: float, max_connections: int) -> None:
+def _check_options(
+    url: str, timeout: float, max_connections: int, subject_quota: int = DEFAULT_SUBJECT_QUOTA
+) -> None:
     if not timeout > 0:
         raise ValueError("timeout must be a positive number of seconds")
+    if subject_quota < 1:
+        raise ValueError("subject_quota must be at least 1")
     if max_connections < 1:
         raise ValueError("max_connections must be at least 1")
     if not url.startswith(("redis://", "rediss://")):
@@ -259,13 +304,15 @@ class RedisReplayStore:
         key_prefix: str = "chio:",
         timeout: float = 0.25,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        subject_quota: int = DEFAULT_SUBJECT_QUOTA,
     ) -> None:
-        _check_options(url, timeout, max_connections)
+        _check_options(url, timeout, max_connections, subject_quota)
         self.key_prefix = key_prefix
         self.timeout = timeout
         self.max_connections = max_connections
+        self.subject_quota = subject_quota
         self._url = url
-        self._scripts = _Scripts(key_prefix)
+        self._scripts = _Scripts(key_prefix, subject_quota)
         try:
             pool = redis.BlockingConnectionPool.from_url(
                 url, retry=Retry(NoBackoff(), 0), **_pool_options(timeout, max_connections)
@@ -281,14 +328,15 @@ class RedisReplayStore:
 
     def _run(self, call: _Call[_T]) -> _T:
         try:
-            reply = self._registered[call.script](keys=[call.key], args=call.args)
+            reply = self._registered[call.script](keys=list(call.keys), args=call.args)
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from None
         return call.interpret(reply)
 
-    def reserve(self, key: str, *, expires_at: float, now: float) -> None:
-        """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live."""
-        self._run(self._scripts.reserve(key, expires_at=expires_at, now=now))
+    def reserve(self, key: str, *, expires_at: float, now: float, owner: str | None = None) -> None:
+        """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live, and
+        ``ReservationQuotaExceeded`` if ``owner`` holds ``subject_quota`` live slots."""
+        self._run(self._scripts.reserve(key, expires_at=expires_at, now=now, owner=owner))
 
     def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
         """Count one use of ``key`` until ``expires_at``; raise ``BudgetExceeded`` when spent."""
@@ -307,6 +355,7 @@ class RedisReplayStore:
                     key_prefix=self.key_prefix,
                     timeout=self.timeout,
                     max_connections=self.max_connections,
+                    subject_quota=self.subject_quota,
                 )
             return self._view
 
@@ -348,13 +397,15 @@ class AsyncRedisReplayStore:
         key_prefix: str = "chio:",
         timeout: float = 0.25,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        subject_quota: int = DEFAULT_SUBJECT_QUOTA,
     ) -> None:
-        _check_options(url, timeout, max_connections)
+        _check_options(url, timeout, max_connections, subject_quota)
         self.key_prefix = key_prefix
         self.timeout = timeout
         self.max_connections = max_connections
+        self.subject_quota = subject_quota
         self._url = url
-        self._scripts = _Scripts(key_prefix)
+        self._scripts = _Scripts(key_prefix, subject_quota)
         self._clients: dict[asyncio.AbstractEventLoop, _AsyncClient] = {}
         self._lock = threading.Lock()
         try:  # parse now, so a bad URL fails at start-up rather than at the first request
@@ -377,15 +428,18 @@ class AsyncRedisReplayStore:
         try:
             async with asyncio.timeout(self.timeout):
                 reply = await self._client().registered[call.script](
-                    keys=[call.key], args=call.args
+                    keys=list(call.keys), args=call.args
                 )
         except (RedisError, OSError) as exc:  # asyncio's TimeoutError is an OSError
             raise _unavailable(exc) from None
         return call.interpret(reply)
 
-    async def reserve(self, key: str, *, expires_at: float, now: float) -> None:
-        """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live."""
-        await self._run(self._scripts.reserve(key, expires_at=expires_at, now=now))
+    async def reserve(
+        self, key: str, *, expires_at: float, now: float, owner: str | None = None
+    ) -> None:
+        """See :meth:`RedisReplayStore.reserve`."""
+        call = self._scripts.reserve(key, expires_at=expires_at, now=now, owner=owner)
+        await self._run(call)
 
     async def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
         """Count one use of ``key`` until ``expires_at``; raise ``BudgetExceeded`` when spent."""

@@ -16,6 +16,10 @@ Guarantees:
   at most :data:`PRUNE_BATCH` rows of its table that expired more than
   :data:`~chio_middleware.stores._common.EXPIRY_GRACE` seconds ago (through an index on the
   expiry), so the file stays bounded by the live entries without ever scanning it.
+- Per-owner quota (``subject_quota``): a reservation that names its ``owner`` adds one to
+  the owner's row for its quota bucket (``chio_quota``: owner, bucket end, count), in the
+  same transaction; the check sums the owner's live buckets through the primary key, a few
+  dozen rows at most (see :mod:`chio_middleware.core.replay`), never the owner's slots.
 - Safe across ``fork`` (``gunicorn --preload``): no connection crosses a fork. The store
   closes its connection just before the process forks (between transactions) and both
   processes reopen one at their next call; see https://sqlite.org/howtocorrupt.html (2.6).
@@ -38,7 +42,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from ..core.errors import ReplayDetected, Unavailable
-from ..core.replay import TokenBucket
+from ..core.replay import DEFAULT_SUBJECT_QUOTA, TokenBucket, quota_bucket_end, quota_exceeded
 from ._common import EXPIRY_GRACE, budget_exceeded, rate_limited, refill
 
 __all__ = ["OPEN_TIMEOUT", "PRUNE_BATCH", "SqliteReplayStore"]
@@ -59,6 +63,10 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chio_buckets (key TEXT PRIMARY KEY, tokens REAL NOT NULL,"
     " stamp REAL NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS chio_buckets_expiry ON chio_buckets (expires_at)",
+    # Live slots per owner and quota bucket; ``expires_at`` is the bucket's end.
+    "CREATE TABLE IF NOT EXISTS chio_quota (owner TEXT NOT NULL, expires_at INTEGER NOT NULL,"
+    " count INTEGER NOT NULL, PRIMARY KEY (owner, expires_at)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS chio_quota_expiry ON chio_quota (expires_at)",
     # Replay observations: how often a live reservation was presented, and since when.
     "CREATE TABLE IF NOT EXISTS chio_replay_observations (key TEXT PRIMARY KEY,"
     " first_used REAL NOT NULL, presented INTEGER NOT NULL, expires_at REAL NOT NULL)"
@@ -72,19 +80,39 @@ _RESERVE = (
     " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at"
     " WHERE chio_reservations.expires_at <= ?"
 )
+_OWNED = (
+    "SELECT COALESCE(SUM(count), 0), MIN(expires_at) FROM chio_quota"
+    " WHERE owner = ? AND expires_at > ?"
+)
+_PRUNE_QUOTA = (
+    "DELETE FROM chio_quota WHERE (owner, expires_at) IN (SELECT owner, expires_at"
+    " FROM chio_quota WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
+)
+_COUNT = (
+    "INSERT INTO chio_quota (owner, expires_at, count) VALUES (?, ?, 1)"
+    " ON CONFLICT (owner, expires_at) DO UPDATE SET count = count + 1"
+)
 
 
 class SqliteReplayStore:
     """A replay and budget store in one SQLite file, shared by every process of a host."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, key_prefix: str = "chio:", timeout: float = 0.25
+        self,
+        path: str | os.PathLike[str],
+        *,
+        key_prefix: str = "chio:",
+        timeout: float = 0.25,
+        subject_quota: int = DEFAULT_SUBJECT_QUOTA,
     ) -> None:
         if not timeout > 0:
             raise ValueError("timeout must be a positive number of seconds")
+        if subject_quota < 1:
+            raise ValueError("subject_quota must be at least 1")
         self.path = os.path.abspath(path)
         self.key_prefix = key_prefix
         self.timeout = timeout
+        self.subject_quota = subject_quota
         self._lock = threading.Lock()
         self._locked_for_fork = False
         self._closed = False
@@ -177,8 +205,9 @@ class SqliteReplayStore:
             (now - EXPIRY_GRACE, PRUNE_BATCH),
         )
 
-    def reserve(self, key: str, *, expires_at: float, now: float) -> None:
-        """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live."""
+    def reserve(self, key: str, *, expires_at: float, now: float, owner: str | None = None) -> None:
+        """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live, and
+        ``ReservationQuotaExceeded`` if ``owner`` holds ``subject_quota`` live slots."""
         key = self.key_prefix + key
         observed = None
         with self._transaction() as conn:
@@ -187,6 +216,13 @@ class SqliteReplayStore:
             cursor = conn.execute(_RESERVE, (key, expires_at, now))
             fresh = cursor.rowcount == 1
             if fresh:
+                if owner is not None:
+                    conn.execute(_PRUNE_QUOTA, (now - EXPIRY_GRACE, PRUNE_BATCH))
+                    owner = self.key_prefix + owner
+                    held, oldest = conn.execute(_OWNED, (owner, now)).fetchone()
+                    if held >= self.subject_quota:  # raising rolls the reservation back
+                        raise quota_exceeded(self.subject_quota, float(oldest), now)
+                    conn.execute(_COUNT, (owner, quota_bucket_end(expires_at)))
                 conn.execute(
                     "INSERT OR REPLACE INTO chio_replay_observations"
                     " (key, first_used, presented, expires_at) VALUES (?, ?, 1, ?)",

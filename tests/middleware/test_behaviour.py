@@ -264,16 +264,6 @@ def test_argument_given_twice_is_refused(driver: Driver) -> None:
     assert_denied(reply, 400, "chio_bad_request")
 
 
-def test_capability_in_query_parameter(driver: Driver) -> None:
-    from urllib.parse import quote
-
-    token = quote(encode_header_object(capability().to_wire()))
-    url = f"/notes/1?chio_capability={token}"
-    headers = agent_headers("GET", url)
-    del headers["x-chio-capability"]
-    assert driver.request("GET", url, headers).status == 200
-    both = agent_headers("GET", url)
-    assert_denied(driver.request("GET", url, both), 400, "chio_bad_request")
 
 
 def test_reserved_tool_path(driver: Driver) -> None:

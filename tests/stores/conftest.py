@@ -35,8 +35,8 @@ class AsyncDriven:
     def run(self, coroutine: Any) -> Any:
         return self.loop.run_until_complete(coroutine)
 
-    def reserve(self, key: str, *, expires_at: float, now: float) -> None:
-        self.run(self.view.reserve(key, expires_at=expires_at, now=now))
+    def reserve(self, key: str, *, expires_at: float, now: float, owner: str | None = None) -> None:
+        self.run(self.view.reserve(key, expires_at=expires_at, now=now, owner=owner))
 
     def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
         return int(self.run(self.view.consume(key, limit=limit, expires_at=expires_at, now=now)))

@@ -10,7 +10,7 @@ import multiprocessing
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chio_middleware.core.errors import ChioError, RateLimited, ReplayDetected
+from chio_middleware.core.errors import (
+    ChioError,
+    RateLimited,
+    ReplayDetected,
+    ReservationQuotaExceeded,
+)
 from chio_middleware.core.replay import (
+    QUOTA_BUCKET_SECONDS,
     AsyncReplayStore,
     BudgetExceeded,
     MemoryReplayStore,
@@ -29,6 +35,7 @@ from chio_middleware.core.replay import (
 )
 
 from . import workers
+from .conftest import AsyncDriven
 
 RACERS = 16
 
@@ -332,3 +339,193 @@ def test_every_backend_answers_as_the_memory_store(
     namespace = f"{uuid.uuid4().hex}:"  # the store outlives one example: fresh keys each time
     expected = _apply(MemoryReplayStore(), namespace, operations)
     assert _apply(store, namespace, operations) == expected
+
+
+# -- the per-owner quota of live slots ------------------------------------------------------
+
+QUOTA = 3
+ALICE, BOB = "a1" * 32, "b0" * 32  # owners are capability subjects' hex keys
+
+
+@pytest.fixture(params=["sync", "async"])
+def quota_store(
+    request: pytest.FixtureRequest, backend: str, opened: Callable[..., ReplayStore]
+) -> Iterator[Any]:
+    """A store of each backend with ``subject_quota=QUOTA``, sync and async."""
+    sync_store = opened(backend, subject_quota=QUOTA)
+    if request.param == "sync":
+        yield sync_store
+        return
+    driven = AsyncDriven(sync_store)
+    yield driven
+    driven.close()
+
+
+def test_owner_past_its_quota_is_refused_with_429_until_its_oldest_slot_ends(
+    quota_store: Any,
+) -> None:
+    assert QUOTA_BUCKET_SECONDS == 10  # the bucket ends below are multiples of 10
+    quota_store.reserve("p1", expires_at=125, now=100, owner=ALICE)  # counts until 130
+    quota_store.reserve("p2", expires_at=141, now=100, owner=ALICE)  # until 150
+    quota_store.reserve("p3", expires_at=150, now=100, owner=ALICE)  # until 150
+    with pytest.raises(ReservationQuotaExceeded) as info:
+        quota_store.reserve("p4", expires_at=200, now=100.5, owner=ALICE)
+    error = info.value
+    assert isinstance(error, RateLimited) and error.status == 429
+    assert error.code == "chio_rate_limited" and error.retry_after == 30  # 130 - 100.5
+    assert "store_subject_quota" in error.message
+    # The slot p1 has expired at 125, but it counts until its bucket ends at 130.
+    with pytest.raises(ReservationQuotaExceeded) as info:
+        quota_store.reserve("p4", expires_at=200, now=129.5, owner=ALICE)
+    assert info.value.retry_after == 1
+    quota_store.reserve("p4", expires_at=200, now=130, owner=ALICE)
+    with pytest.raises(ReservationQuotaExceeded) as info:
+        quota_store.reserve("p5", expires_at=200, now=131, owner=ALICE)
+    assert info.value.retry_after == 19  # the next oldest bucket ends at 150
+
+
+def test_retry_after_is_the_wait_for_the_owners_oldest_slot_not_the_refused_one(
+    quota_store: Any,
+) -> None:
+    for index in range(QUOTA):
+        quota_store.reserve(f"long-{index}", expires_at=390, now=100, owner=ALICE)  # until 390
+    with pytest.raises(ReservationQuotaExceeded) as info:
+        quota_store.reserve("short", expires_at=105, now=100, owner=ALICE)  # would end at 110
+    assert info.value.retry_after == 290
+
+
+def test_one_owner_at_its_quota_leaves_every_other_owner_served(quota_store: Any) -> None:
+    for index in range(QUOTA):
+        quota_store.reserve(f"alice-{index}", expires_at=400, now=100, owner=ALICE)
+    for index in range(20):  # the flood goes on: every further slot refused, never recorded
+        with pytest.raises(ReservationQuotaExceeded):
+            quota_store.reserve(f"flood-{index}", expires_at=400, now=100, owner=ALICE)
+    for index in range(QUOTA):
+        quota_store.reserve(f"bob-{index}", expires_at=400, now=100, owner=BOB)
+    quota_store.reserve("no-owner", expires_at=400, now=100)  # no owner: no quota
+    with pytest.raises(ReservationQuotaExceeded):
+        quota_store.reserve("bob-more", expires_at=400, now=100, owner=BOB)
+
+
+def test_a_refused_reservation_records_nothing(quota_store: Any) -> None:
+    for index in range(QUOTA):
+        quota_store.reserve(f"k{index}", expires_at=400, now=100, owner=ALICE)
+    with pytest.raises(ReservationQuotaExceeded):
+        quota_store.reserve("refused", expires_at=400, now=100, owner=ALICE)
+    quota_store.reserve("refused", expires_at=400, now=101, owner=BOB)  # not a replay
+    with pytest.raises(ReplayDetected):
+        quota_store.reserve("refused", expires_at=400, now=102, owner=BOB)
+
+
+def test_a_replay_is_reported_as_a_replay_at_the_quota(quota_store: Any) -> None:
+    for index in range(QUOTA):
+        quota_store.reserve(f"k{index}", expires_at=400, now=100, owner=ALICE)
+    with pytest.raises(ReplayDetected) as info:
+        quota_store.reserve("k0", expires_at=400, now=101, owner=ALICE)
+    assert (info.value.prior_presentations, info.value.first_used_at) == (1, 100)
+    with pytest.raises(ReplayDetected) as info:  # whoever presents it
+        quota_store.reserve("k0", expires_at=400, now=101, owner=BOB)
+    assert info.value.prior_presentations == 2
+
+
+def test_replays_and_slots_without_an_owner_do_not_count(quota_store: Any) -> None:
+    quota_store.reserve("shared", expires_at=400, now=100)
+    for _ in range(5):
+        with pytest.raises(ReplayDetected):
+            quota_store.reserve("shared", expires_at=400, now=100, owner=ALICE)
+    for index in range(QUOTA):
+        quota_store.reserve(f"k{index}", expires_at=400, now=100, owner=ALICE)
+
+
+def test_quota_frees_as_buckets_end_and_reused_keys_count_anew(quota_store: Any) -> None:
+    for index in range(QUOTA):
+        quota_store.reserve(f"k{index}", expires_at=105, now=100, owner=ALICE)  # until 110
+    # Every slot and its bucket have ended: the same keys may be reserved again.
+    for index in range(QUOTA):
+        quota_store.reserve(f"k{index}", expires_at=200, now=110, owner=ALICE)
+    with pytest.raises(ReservationQuotaExceeded) as info:
+        quota_store.reserve("k9", expires_at=200, now=111, owner=ALICE)
+    assert info.value.retry_after == 89
+
+
+def test_threads_racing_for_one_quota_get_exactly_the_quota(
+    backend: str, opened: Callable[..., ReplayStore]
+) -> None:
+    store = opened(backend, timeout=workers.RACE_TIMEOUT, subject_quota=QUOTA)
+    keys = iter(range(RACERS))
+    lock = threading.Lock()
+
+    def attempt() -> None:
+        with lock:
+            key = f"slot-{next(keys)}"
+        store.reserve(key, expires_at=1_000, now=1, owner=ALICE)
+
+    outcomes = _race_threads(attempt)
+    assert Counter(outcomes) == {None: QUOTA, "ReservationQuotaExceeded": RACERS - QUOTA}
+
+
+def test_threads_with_their_own_stores_share_one_quota(
+    shared_backend: str, opened: Callable[..., ReplayStore]
+) -> None:
+    stores = iter(
+        [
+            opened(shared_backend, timeout=workers.RACE_TIMEOUT, subject_quota=QUOTA)
+            for _ in range(RACERS)
+        ]
+    )
+    lock = threading.Lock()
+    counter = iter(range(RACERS))
+
+    def attempt() -> None:
+        with lock:
+            mine, key = next(stores), f"slot-{next(counter)}"
+        mine.reserve(key, expires_at=1_000, now=1, owner=ALICE)
+
+    outcomes = _race_threads(attempt)
+    assert Counter(outcomes) == {None: QUOTA, "ReservationQuotaExceeded": RACERS - QUOTA}
+
+
+_OWNED_OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from([f"k{index}" for index in range(12)]),
+        st.sampled_from([ALICE, ALICE, BOB, None]),
+        st.integers(min_value=0, max_value=16).map(lambda quarters: quarters / 4),
+        st.integers(min_value=1, max_value=120),  # lifetime in quarter seconds
+    ),
+    min_size=6,
+    max_size=40,
+)
+
+
+def _apply_owned(
+    store: Any, namespace: str, operations: list[tuple[str, str | None, float, int]]
+) -> list[Any]:
+    now = 1_000.0
+    outcomes: list[tuple[str, Any]] = []
+    for key, owner, elapsed, lifetime in operations:
+        now += elapsed
+        try:
+            store.reserve(
+                namespace + key,
+                expires_at=now + lifetime / 4,
+                now=now,
+                owner=None if owner is None else namespace + owner,
+            )
+            outcomes.append(("ok", None))
+        except RateLimited as exc:
+            outcomes.append((type(exc).__name__, exc.retry_after))
+        except ChioError as exc:
+            outcomes.append((type(exc).__name__, None))
+    return outcomes
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(operations=_OWNED_OPERATIONS)
+def test_every_backend_keeps_quotas_as_the_memory_store(
+    quota_store: Any, operations: list[tuple[str, str | None, float, int]]
+) -> None:
+    namespace = f"{uuid.uuid4().hex}:"
+    expected = _apply_owned(MemoryReplayStore(subject_quota=QUOTA), namespace, operations)
+    assert _apply_owned(quota_store, namespace, operations) == expected

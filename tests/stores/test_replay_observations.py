@@ -68,6 +68,9 @@ def test_a_replay_flood_does_not_grow_the_memory_store() -> None:
     with pytest.raises(ReplayDetected):
         store.reserve("slot", expires_at=2_000.0, now=1_500.0)
     store.reserve("late", expires_at=3_000.0, now=2_500.0)  # everything expired: reclaimed
+    # The flooded slot's count went with it; a slot gets one only when presented again.
+    assert len(store._seen) == 0
+    assert _replay(store, "late", now=2_501.0).prior_presentations == 1
     assert len(store._seen) == 1
 
 
