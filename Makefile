@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_middleware.py
 	$(BIN)/python benchmarks/bench_receipt_modes.py
 	$(BIN)/python benchmarks/bench_store_memory.py
+	$(BIN)/python benchmarks/bench_constraints.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info demo-state

@@ -12,6 +12,7 @@ from ..core.capability import sign_capability
 from ..core.clock import uuid7
 from ..core.errors import CapabilityInvalid
 from ..core.grants import SUPPORTED_CONSTRAINTS
+from ..core.linear_regex import PatternError, compile_linear
 from ._common import EXIT_OK, CliError, Env, count_argument, parse_public_key, read_signing_key
 
 __all__ = ["parse_grants", "register"]
@@ -152,6 +153,13 @@ def run(args: argparse.Namespace, env: Env) -> int:
                     f"warning: constraint type {constraint['type']!r} is not implemented by "
                     "chio_middleware: it denies every request under that grant"
                 )
+            elif constraint["type"] == "regex_match" and isinstance(constraint["value"], str):
+                compiled = compile_linear(constraint["value"])
+                if isinstance(compiled, PatternError):
+                    env.err(
+                        f"warning: regex_match pattern does not compile under RE2 ({compiled}): "
+                        "it denies every request under that grant"
+                    )
     issued_at = args.issued_at if args.issued_at is not None else int(env.clock())
     body = {
         "id": args.id or uuid7(),

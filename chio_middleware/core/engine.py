@@ -78,6 +78,7 @@ from .nonce import parse_execution_nonce as parse_nonce
 from .receipts import encode_receipt_header, sign_receipt
 from .replay import AsyncReplayStore
 from .request import RequestView
+from .restrictions import check_token_restrictions
 from .routing import RouteMatch, RouteTable, check_canonical_path
 
 __all__ = [
@@ -558,6 +559,7 @@ class ChioEngine:
         )
         if self.federation is not None:
             await self.federation.check_issuer(token.issuer, ev.now, _pin_store(ev))
+        check_token_restrictions(token)  # PROTOCOL.md 2: enforce or refuse, never ignore
         ev.capability = token
         ev.evidence.append(
             GuardEvidence(

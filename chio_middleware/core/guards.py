@@ -9,13 +9,16 @@ decides, with its own code and status.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Awaitable, Sequence
+import urllib.parse
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from .constraints import is_path_like_leaf, leaf_path, normalise_path, scalar_leaves
 from .errors import AccessDenied
-from .grants import is_path_like_leaf, normalise_path, string_leaves
+from .linear_regex import LinearRegex
 from .models import CapabilityToken, ToolGrant
 from .replay import AsyncReplayStore, TokenBucket
 from .request import RequestView
@@ -116,31 +119,51 @@ class InvocationBudgetGuard:
 
 
 class ForbiddenPathGuard:
-    """Refuses calls whose path-like arguments match a forbidden glob (``**`` spans dirs)."""
+    """Refuses calls whose path-like arguments match a forbidden glob (``**`` spans dirs).
+
+    It looks at every path-like leaf (``constraints.is_path_like_leaf``: strings, and
+    numbers and booleans as their JSON text; a ``file:`` URL as its decoded path),
+    normalised (``.``/``..`` resolved, ``\\`` as ``/``), as it is and, when it holds a
+    ``%``, percent-decoded; a path that climbs above its root is refused too. The globs
+    are matched with RE2, in linear time.
+    """
 
     name = "ForbiddenPathGuard"
 
     def __init__(self, patterns: Sequence[str]) -> None:
         self.patterns = list(patterns)
-        self._regexes = [re.compile(_glob_to_regex(p)) for p in self.patterns]
+        self._regexes = [LinearRegex(_glob_to_regex(p), dot_nl=True) for p in self.patterns]
+        # One search per path; the single patterns only name the one that matched.
+        self._any = LinearRegex(
+            "|".join(f"(?:{_glob_to_regex(p)})" for p in self.patterns) or "[^\\x00-\\x{10FFFF}]",
+            dot_nl=True,
+        )
 
     def check(self, context: GuardContext) -> str | None:
         """Deny (403) when a normalised path argument matches a pattern."""
-        for leaf in string_leaves(context.arguments):
+        for leaf in scalar_leaves(context.arguments):
             if not is_path_like_leaf(leaf):
                 continue
-            normal = normalise_path(leaf.value)
-            if normal is None:
-                raise AccessDenied("a path argument climbs above its root", guard=self.name)
-            absolute, segments = normal
-            candidate = ("/" if absolute else "") + "/".join(segments)
-            for pattern, regex in zip(self.patterns, self._regexes, strict=True):
-                if regex.fullmatch(candidate):
-                    raise AccessDenied(
-                        f"a path argument matches the forbidden pattern {pattern!r}",
-                        guard=self.name,
-                    )
+            path = leaf_path(leaf)
+            self._check_path(path)
+            if "%" in path:  # and as whatever decodes it next would read it
+                self._check_path(urllib.parse.unquote(path))
         return None
+
+    def _check_path(self, path: str) -> None:
+        normal = normalise_path(path)
+        if normal is None:
+            raise AccessDenied("a path argument climbs above its root", guard=self.name)
+        absolute, segments = normal
+        candidate = ("/" if absolute else "") + "/".join(segments)
+        if not self._any.fullmatch(candidate):
+            return
+        for pattern, regex in zip(self.patterns, self._regexes, strict=True):
+            if regex.fullmatch(candidate):
+                raise AccessDenied(
+                    f"a path argument matches the forbidden pattern {pattern!r}",
+                    guard=self.name,
+                )
 
 
 def _glob_to_regex(pattern: str) -> str:
@@ -178,16 +201,63 @@ _SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 class SecretLeakGuard:
-    """Refuses bodies and arguments carrying private keys or well-known cloud credentials."""
+    """Refuses bodies and arguments carrying private keys or well-known cloud credentials.
+
+    It scans what the application may read, however it decodes it: every decoded argument
+    leaf and key; the raw body decoded leniently as UTF-8 (BOM or not), and, when it holds
+    NUL bytes, as UTF-16 and UTF-32 of either byte order; each of those texts also
+    percent-decoded, and read as lenient JSON (``\\u`` escapes resolved, every value of a
+    repeated key kept) whose string leaves and keys are scanned as well.
+    """
 
     name = "SecretLeakGuard"
 
     def check(self, context: GuardContext) -> str | None:
         """Deny (403) naming the kind of secret found; the value is never echoed."""
-        texts = [context.request.body.decode("utf-8", "replace")]
-        texts.extend(leaf.value for leaf in string_leaves(context.arguments))
-        for text in texts:
-            for kind, pattern in _SECRET_PATTERNS:
-                if pattern.search(text):
-                    raise AccessDenied(f"request carries a secret ({kind})", guard=self.name)
+        # One text, one search per pattern: the pieces are joined by newlines, which no
+        # pattern's credential characters span.
+        text = "\n".join(_texts_to_scan(context.request.body, context.arguments))
+        for kind, pattern in _SECRET_PATTERNS:
+            if pattern.search(text):
+                raise AccessDenied(f"request carries a secret ({kind})", guard=self.name)
         return None
+
+
+_WIDE_CODECS = ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+
+
+def _texts_to_scan(body: bytes, arguments: dict[str, Any]) -> Iterator[str]:
+    yield from _json_texts(arguments)
+    if not body:
+        return
+    decoded = [body.decode("utf-8-sig", "replace")]
+    if b"\x00" in body:  # an ASCII secret in a wide encoding has NUL bytes
+        decoded.extend(body.decode(codec, "replace") for codec in _WIDE_CODECS)
+    for text in decoded:
+        yield text
+        unquoted = urllib.parse.unquote_plus(text)
+        if unquoted != text:
+            yield unquoted
+        if "\\" not in text:
+            continue  # without a backslash, every JSON string is verbatim in the text
+        try:
+            parsed = json.loads(text.lstrip("\ufeff"), object_pairs_hook=lambda pairs: {"": pairs})
+        except (ValueError, RecursionError):
+            continue
+        yield from _json_texts(parsed)
+
+
+def _json_texts(value: Any) -> Iterator[str]:
+    """Every string and object key of a decoded JSON value (pairs lists included)."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str):
+            yield current
+        elif isinstance(current, dict):
+            for key, child in current.items():
+                if isinstance(key, str):
+                    yield key
+                stack.append(child)
+        elif isinstance(current, list | tuple):
+            stack.extend(current)

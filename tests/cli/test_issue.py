@@ -125,6 +125,15 @@ def test_an_unimplemented_constraint_type_is_issued_with_a_warning(keys: dict[st
     assert "constraint type 'time_window' is not implemented" in result.err
 
 
+def test_issue_warns_about_a_pattern_re2_cannot_compile(keys: dict[str, Path]) -> None:
+    base = ["issue", "--issuer-key", str(keys["kernel"]), "--subject", AGENT.public_key.hex]
+    result = run(*base, "--grant", "a:b", "--constraint", "regex_match=(a)\\1")
+    assert result.status == 0
+    assert "regex_match pattern does not compile under RE2" in result.err
+    result = run(*base, "--grant", "a:b", "--constraint", "regex_match=^[a-z]+$")
+    assert result.status == 0 and "warning" not in result.err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -8,7 +8,8 @@ import sys
 import chio_middleware.core
 allowed_roots = {"chio_middleware", "pydantic", "pydantic_core", "nacl", "typing_extensions",
                  "annotated_types", "typing_inspection", "_cffi_backend", "_sodium",
-                 "_distutils_hack"}  # libsodium binding; setuptools path hook
+                 "_distutils_hack",  # libsodium binding; setuptools path hook
+                 "ada_url", "re2"}  # WHATWG URL parser, linear-time regexes (PROTOCOL.md 5.2)
 third_party = {
     name.split(".")[0] for name, module in sys.modules.items()
     if module is not None and getattr(module, "__file__", None)
