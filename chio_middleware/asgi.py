@@ -33,7 +33,7 @@ from .integrations.starlette_routing import native_route, router_of, stack_conta
 from .logs import get_logger
 from .runtime import ChioRuntime, DenialRenderer, render_with
 from .settings import ChioSettings
-from .sinks import ReceiptSink
+from .sinks import ReceiptSink, SinkBusy, without_waiting
 
 __all__ = ["ChioMiddleware", "ChioStartupError"]
 
@@ -239,10 +239,15 @@ class ChioMiddleware:
         return body
 
     async def _sink_call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a call that records a receipt; off the event loop when the sink blocks."""
+        """Run a call that records a receipt, never waiting on the event loop: in a worker
+        thread when the sink blocks, or when the sink would wait (the log lock is held
+        elsewhere: ``SinkBusy`` under ``without_waiting``, nothing recorded yet)."""
         if self._blocking_sink:
             return await asyncio.to_thread(fn, *args)
-        return fn(*args)
+        try:
+            return without_waiting(fn, *args)
+        except SinkBusy:
+            return await asyncio.to_thread(fn, *args)
 
     async def _send_error(self, evaluation: Evaluation, error: ChioError, send: Send) -> None:
         status, headers, body = await self._sink_call(self.runtime.render_error, evaluation, error)

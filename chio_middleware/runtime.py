@@ -39,7 +39,7 @@ from .federation import federation_config
 from .integrations.coverage import CoverageRow, orphan_bindings, render_coverage, unbound
 from .logs import get_logger
 from .settings import ChioSettings, PolicyFile, load_policy_file
-from .sinks import ReceiptSink, open_sink
+from .sinks import ReceiptSink, SinkBusy, open_sink
 from .telemetry import open_telemetry
 from .workers import detected_workers
 
@@ -209,6 +209,8 @@ class ChioRuntime:
             return
         try:
             self.engine.sign(evaluation, 200, self.sink.record, scope="decision")
+        except SinkBusy:  # would wait on the event loop: the adapter retries in a thread
+            raise
         except Exception as exc:
             logger.error(
                 "chio_decision_receipt_failed",
@@ -221,9 +223,15 @@ class ChioRuntime:
             )
 
     def record(self, evaluation: Evaluation, status: int) -> HttpReceipt:
-        """Sign and record the request's receipt; raise ``Unavailable`` if the sink fails."""
+        """Sign and record the request's receipt; raise ``Unavailable`` if the sink fails.
+
+        ``SinkBusy`` (the sink would wait, and was asked not to: see
+        :func:`~chio_middleware.sinks.without_waiting`) propagates, nothing recorded.
+        """
         try:
             receipt = self.engine.sign(evaluation, status, self.sink.record)
+        except SinkBusy:
+            raise
         except Exception as exc:
             logger.error(
                 "chio_receipt_sink_failed",
@@ -500,6 +508,7 @@ def _open_configured_sink(settings: ChioSettings) -> ReceiptSink:
             backups=settings.receipt_backups,
             fsync=settings.receipt_fsync,
             fsync_interval=settings.receipt_fsync_interval,
+            lock_timeout=settings.receipt_lock_timeout,
         )
     return open_sink(settings.receipt_sink)
 

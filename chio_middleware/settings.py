@@ -105,6 +105,9 @@ class ChioSettings(BaseSettings):
     receipt_fsync_interval: float = Field(default=1.0, gt=0, le=60)
     receipt_max_bytes: int = Field(default=50 * 2**20, ge=4096)
     receipt_backups: int = Field(default=5, ge=0)
+    receipt_lock_timeout: float = Field(
+        default=1.0, gt=0, le=60, description="Longest wait for the receipt log lock, seconds."
+    )
     telemetry: Literal["auto", "otel", "off"] = Field(
         default="auto",
         description="OpenTelemetry metrics and spans: auto (when installed), otel, off.",

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 
 from ..core.canonical import canonical_json
 from ..core.crypto import PublicKey
-from ..sinks.jsonl import ReplayedSlot, VerifyReport, log_files, rotation_index, verify_log
+from ..sinks.jsonl import (
+    ReplayedSlot,
+    VerifyReport,
+    log_files,
+    order_by_chain,
+    rotation_index,
+    verify_log,
+)
 from ._common import EXIT_FAILED, EXIT_OK, CliError, Env, Palette, iso_time, parse_public_key
 from .export import is_core_export, verify_core_export
 
@@ -25,11 +33,14 @@ is intact: chio_log_seq counts up by one and chio_log_prev is the hash of the li
 across rotated files. Each problem is printed as FILE:LINE: what is wrong (a deleted,
 duplicated, reordered, inserted or edited line, a truncated or foreign line).
 
-FILE may be the current log (its rotated files FILE.1, FILE.2 ... are checked too, oldest
-first) or any of its files (a shell glob such as receipts.jsonl* works). A log whose
-oldest remaining file is a rotated one may start at any seq (older files were rotated
-away) unless --from-start; a log without rotated files must start at seq 1. Deleting the
-last lines of a log leaves no trace in the chain: compare the last seq with what you expect.
+FILE may be the current log (its rotated files FILE.1, FILE.2 ... are checked too) or any
+set of its files in any naming (a shell glob such as receipts.jsonl* or the dated files of
+logrotate, receipts.jsonl-2026*, works): files are ordered by the chain itself (the seq of
+their first line, and which file's last line the next file's first line links to), not by
+their names. A log whose oldest remaining file is a rotated one may start at any seq (older
+files were rotated away) unless --from-start; a log of one current file must start at seq 1.
+Deleting the last lines of a log leaves no trace in the chain: compare the last seq with
+what you expect.
 
 A file of core ChioReceipts (written by export) is recognised by its first line and checked
 receipt by receipt instead: signature, content-addressed id, parameter hash, the
@@ -66,31 +77,44 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=run)
 
 
+#: logrotate's ``dateext`` suffixes: ``-20261201``, ``-2026-12-01``, ``-20261201-1764547200``.
+_DATED = re.compile(r"[-_.]\d{4}-?\d{2}-?\d{2}(?:[-_]?\d+)?$")
+
+
 def _base_of(path: str) -> str:
-    """The current log file a given file belongs to."""
+    """The current log file a given file belongs to, going by its name."""
     if path.endswith(".lock") and os.path.isfile(path[: -len(".lock")]):
         return path[: -len(".lock")]
     index = rotation_index(path)
-    return path[: -len(f".{index}")] if index is not None else path
+    if index is not None:
+        return path[: -len(f".{index}")]
+    dated = _DATED.search(path)
+    return path[: dated.start()] if dated else path
 
 
 def group_logs(paths: Sequence[str]) -> dict[str, list[str]]:
-    """Group file arguments by log; each log's files oldest first, rotated siblings added."""
-    logs: dict[str, set[str]] = {}
+    """Group file arguments by log, rotated siblings added; each log's files in chain order."""
+    members: list[str] = []
     for path in paths:
         if not os.path.exists(path):
             raise CliError(f"{path}: no such file")
         if os.path.isdir(path):
             raise CliError(f"{path}: is a directory, not a receipt log")
         base = _base_of(path)
-        members = logs.setdefault(base, set())
         if path != f"{base}.lock":
-            members.add(path)
-        members.update(os.fspath(p) for p in log_files(base))
-    return {
-        base: sorted(members, key=lambda p: -(rotation_index(p) or 0) if p != base else 1)
-        for base, members in logs.items()
-    }
+            members.append(path)
+        members.extend(os.fspath(p) for p in log_files(base))
+    try:
+        logs = order_by_chain(members, base_of=_base_of)
+    except OSError as exc:
+        raise CliError(f"{exc.filename}: {exc.strerror}") from None
+    return {_base_of(files[-1]): files for files in logs}
+
+
+def _starts_the_log(files: Sequence[str]) -> bool:
+    """True when the oldest file is the log's current file: nothing older can be missing."""
+    oldest = files[0]
+    return _base_of(oldest) == oldest and rotation_index(oldest) is None
 
 
 def _counts(counter: Counter[str] | Counter[int]) -> str:
@@ -191,7 +215,9 @@ def run(args: argparse.Namespace, env: Env) -> int:
             if is_core_export(files[0]):
                 report = verify_core_export(files, kernel_keys=keys)
             else:
-                report = verify_log(files, kernel_keys=keys, from_start=args.from_start or None)
+                report = verify_log(
+                    files, kernel_keys=keys, from_start=args.from_start or _starts_the_log(files)
+                )
         except OSError as exc:
             raise CliError(f"{exc.filename}: {exc.strerror}") from None
         failed += not report.ok

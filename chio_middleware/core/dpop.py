@@ -16,7 +16,7 @@ from .canonical import canonical_json
 from .crypto import KeyFormatError, PublicKey, SignatureInvalid, SigningKey, UnsupportedKeyType
 from .errors import DpopInvalid
 from .models import DPOP_SCHEMA, DpopProof, DpopProofBody
-from .replay import ReplayStore
+from .replay import ReplayStore, check_not_forgotten
 
 __all__ = [
     "DEFAULT_MAX_CLOCK_SKEW",
@@ -129,8 +129,9 @@ def verify_dpop_proof(
 ) -> PublicKey:
     """All six steps of PROTOCOL.md 3 in order; raise the first failure.
 
-    Raises ``DpopInvalid`` (steps 1-5, or a malformed proof), ``ReplayDetected`` (step 6)
-    or ``Unavailable`` when the store cannot answer.
+    Raises ``DpopInvalid`` (steps 1-5, or a malformed proof), ``ReplayDetected`` (step 6),
+    ``StateForgotten`` when the store lost its state after the proof was issued, or
+    ``Unavailable`` when the store cannot answer.
     """
     parsed = parse_dpop_proof(proof)
     agent_key = check_dpop_proof(
@@ -143,6 +144,7 @@ def verify_dpop_proof(
     )
     key, expires_at = dpop_replay_slot(parsed, proof_ttl=proof_ttl, max_clock_skew=max_clock_skew)
     replay_store.reserve(key, expires_at=expires_at, now=now)
+    check_not_forgotten(replay_store, parsed.body.issued_at, what="DPoP proof", guard="DpopGuard")
     return agent_key
 
 

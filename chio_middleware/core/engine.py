@@ -76,7 +76,7 @@ from .models import (
 from .nonce import check_execution_nonce, mint_execution_nonce, nonce_replay_key
 from .nonce import parse_execution_nonce as parse_nonce
 from .receipts import encode_receipt_header, sign_receipt
-from .replay import AsyncReplayStore
+from .replay import AsyncReplayStore, check_not_forgotten
 from .request import RequestView
 from .restrictions import check_token_restrictions
 from .routing import RouteMatch, RouteTable, check_canonical_path
@@ -544,11 +544,15 @@ class ChioEngine:
                 proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
             )
             await _reserve_slot(store, "dpop_proof", key, expires_at, ev.now, owner)
+            check_not_forgotten(store, proof.body.issued_at, what="DPoP proof", guard="DpopGuard")
             ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
         if nonce is not None:
             key = nonce_replay_key(nonce)
             await _reserve_slot(
                 store, "execution_nonce", key, nonce.nonce.expires_at, ev.now, owner
+            )
+            check_not_forgotten(
+                store, nonce.nonce.issued_at, what="execution nonce", guard="ExecutionNonceGuard"
             )
             ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
 

@@ -12,6 +12,7 @@ an adapter renders any of them with :meth:`ChioError.to_body` and no lookup tabl
     ├── DpopRequired               chio_dpop_required        401
     ├── DpopInvalid                chio_dpop_invalid         401  (.step)
     ├── ReplayDetected             chio_replay_detected      401
+    ├── StateForgotten             chio_state_forgotten      401
     ├── NonceInvalid               chio_nonce_invalid        401  (.step)
     ├── AccessDenied               chio_access_denied        403
     ├── PayloadTooLarge            chio_payload_too_large    413
@@ -213,6 +214,22 @@ class ReplayDetected(ChioError):
         if self.slot is not None:
             observed["slot"] = self.slot
         return observed
+
+
+class StateForgotten(ChioError):
+    """The shared replay store lost its state (a restart without persistence, a flush, a
+    failover that lost writes, a deleted file): a DPoP proof or execution nonce issued before
+    that was noticed might be a replay, and a ``max_invocations`` count of a capability issued
+    before it is lost, so they are refused; fresh proofs, nonces and capabilities work."""
+
+    code = "chio_state_forgotten"
+    status = 401
+    guard = "ReplayGuard"
+
+    def __init__(self, message: str, *, guard: str | None = None) -> None:
+        super().__init__(message)
+        if guard is not None:
+            self.guard = guard  # type: ignore[misc]
 
 
 class NonceInvalid(ChioError):

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .constraints import is_path_like_leaf, leaf_path, normalise_path, scalar_leaves
-from .errors import AccessDenied
+from .errors import AccessDenied, StateForgotten
 from .linear_regex import LinearRegex
 from .models import CapabilityToken, ToolGrant
-from .replay import AsyncReplayStore, TokenBucket
+from .replay import AsyncReplayStore, TokenBucket, forgotten_at
 from .request import RequestView
 from .routing import RouteMatch
 
@@ -107,15 +107,31 @@ class InvocationBudgetGuard:
     reads_arguments = False
 
     async def check(self, context: GuardContext) -> str | None:
-        """Consume one invocation; ``BudgetExceeded`` (429) once the budget is spent."""
+        """Consume one invocation; ``BudgetExceeded`` (429) once the budget is spent.
+
+        A capability issued before the store was seen to have lost its state is refused
+        (``StateForgotten``): its count may have been forgotten, so it could be overspent.
+        """
         limit = context.grant.max_invocations
         if limit is None:
             return None
+        self._refuse_if_forgotten(context)
         key = f"budget:{context.capability.id}:{context.grant_index}"
         used = await context.store.consume(
             key, limit=limit, expires_at=context.capability.expires_at, now=context.now
         )
+        self._refuse_if_forgotten(context)  # this very call may be the one that noticed
         return f"invocation {used} of {limit}"
+
+    def _refuse_if_forgotten(self, context: GuardContext) -> None:
+        forgot = forgotten_at(context.store)
+        if forgot is not None and context.capability.issued_at <= forgot:
+            raise StateForgotten(
+                f"the replay store lost its state (noticed at {int(forgot)}): the invocation "
+                "count of this capability may be lost, so its max_invocations grant is refused "
+                "until it expires; use a capability issued since",
+                guard=self.name,
+            )
 
 
 class ForbiddenPathGuard:

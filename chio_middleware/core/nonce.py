@@ -17,7 +17,7 @@ from .clock import uuid7
 from .crypto import KeyFormatError, PublicKey, SignatureInvalid, SigningKey
 from .errors import NonceInvalid
 from .models import NONCE_SCHEMA, ExecutionNonce, NonceBinding, SignedExecutionNonce
-from .replay import ReplayStore
+from .replay import ReplayStore, check_not_forgotten
 
 __all__ = [
     "DEFAULT_NONCE_TTL",
@@ -99,10 +99,14 @@ def verify_execution_nonce(
     trusted_signers: Iterable[PublicKey],
     replay_store: ReplayStore,
 ) -> SignedExecutionNonce:
-    """All checks of PROTOCOL.md 4, then reserve the nonce id until it expires."""
+    """All checks of PROTOCOL.md 4, then reserve the nonce id until it expires (refused with
+    ``StateForgotten`` when the store lost its state after the nonce was issued)."""
     parsed = parse_execution_nonce(signed)
     check_execution_nonce(parsed, expected=expected, now=now, trusted_signers=trusted_signers)
     replay_store.reserve(nonce_replay_key(parsed), expires_at=parsed.nonce.expires_at, now=now)
+    check_not_forgotten(
+        replay_store, parsed.nonce.issued_at, what="execution nonce", guard="ExecutionNonceGuard"
+    )
     return parsed
 
 

@@ -26,7 +26,13 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from .errors import RateLimited, ReplayDetected, ReservationQuotaExceeded, StoreFull
+from .errors import (
+    RateLimited,
+    ReplayDetected,
+    ReservationQuotaExceeded,
+    StateForgotten,
+    StoreFull,
+)
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -41,6 +47,8 @@ __all__ = [
     "TokenBucket",
     "as_async",
     "budget_exceeded",
+    "check_not_forgotten",
+    "forgotten_at",
     "quota_bucket_end",
     "quota_exceeded",
     "rate_limited",
@@ -176,6 +184,41 @@ class SyncStoreAsAsync:
     async def take(self, key: str, *, bucket: TokenBucket, now: float) -> None:
         """See :meth:`ReplayStore.take`."""
         self.store.take(key, bucket=bucket, now=now)
+
+    @property
+    def forgotten_at(self) -> float | None:
+        """See :func:`forgotten_at`."""
+        return forgotten_at(self.store)
+
+
+def forgotten_at(store: object) -> float | None:
+    """When ``store`` (sync or async view) was last seen to have lost its state, or ``None``.
+
+    A shared store keeps an epoch marker next to its entries; when the marker disappears or
+    changes, the store may have forgotten reservations and budget counts, and its
+    ``forgotten_at`` becomes the time (the caller's clock) that was noticed. Proofs, nonces
+    and capabilities issued up to that moment are then refused
+    (:class:`~chio_middleware.core.errors.StateForgotten`). Stores without a marker (memory,
+    which forgets on every restart by design) answer ``None``.
+    """
+    value = getattr(store, "forgotten_at", None)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def check_not_forgotten(store: object, issued_at: int, *, what: str, guard: str) -> None:
+    """Refuse a proof or nonce issued at or before the moment ``store`` was seen to have lost
+    its state: its reservation may be among the forgotten ones, so it could be a replay.
+
+    Call it after the reservation (that very call may be the one that noticed the loss).
+    Raises :class:`~chio_middleware.core.errors.StateForgotten` (401).
+    """
+    forgot = forgotten_at(store)
+    if forgot is not None and issued_at <= forgot:
+        raise StateForgotten(
+            f"the replay store lost its state (noticed at {int(forgot)}): this {what} was "
+            "issued before and may be a replay; retry with a fresh one",
+            guard=guard,
+        )
 
 
 def as_async(store: ReplayStore) -> AsyncReplayStore:

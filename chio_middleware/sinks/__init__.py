@@ -9,6 +9,12 @@ is asked before the application runs, so a sink known to be broken (closed, disk
 refuses the request before any side effect; a write that fails only when the response
 starts still turns the response into a 503, but the application has then run.
 
+A sink whose ``record`` may wait (a lock held by another process) honours
+:func:`without_waiting`: called under it, ``record`` raises :class:`SinkBusy` instead of
+waiting, before calling ``sign``. The ASGI adapter records that way on the event loop and,
+on ``SinkBusy``, records again in a worker thread, where waiting is allowed. A sink whose
+``blocking`` attribute is true is always called in a thread.
+
 Backends: :class:`MemorySink` (tests), :class:`CallbackSink`, :class:`StructlogSink`, and
 the JSON Lines file sink in :mod:`chio_middleware.sinks.jsonl`. :func:`open_sink` builds
 one from the ``receipt_sink`` setting.
@@ -18,7 +24,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from contextvars import ContextVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
@@ -29,9 +36,12 @@ __all__ = [
     "MemorySink",
     "ReceiptSink",
     "SignReceipt",
+    "SinkBusy",
     "SinkError",
     "StructlogSink",
+    "must_not_wait",
     "open_sink",
+    "without_waiting",
 ]
 
 #: Signs the pending receipt with ``extra_metadata`` merged into its ``metadata``.
@@ -40,6 +50,29 @@ SignReceipt = Callable[[Mapping[str, Any]], HttpReceipt]
 
 class SinkError(RuntimeError):
     """A sink could not record a receipt."""
+
+
+class SinkBusy(SinkError):
+    """The sink would have had to wait (a lock held elsewhere) under :func:`without_waiting`:
+    nothing was recorded and ``sign`` was not called; record again where waiting is allowed."""
+
+
+_NO_WAIT: ContextVar[bool] = ContextVar("chio_sink_no_wait", default=False)
+_T = TypeVar("_T")
+
+
+def without_waiting(fn: Callable[..., _T], *args: Any) -> _T:
+    """Call ``fn(*args)`` asking sinks not to wait (``SinkBusy`` instead); for event loops."""
+    token = _NO_WAIT.set(True)
+    try:
+        return fn(*args)
+    finally:
+        _NO_WAIT.reset(token)
+
+
+def must_not_wait() -> bool:
+    """True inside :func:`without_waiting`: a sink that would wait raises ``SinkBusy``."""
+    return _NO_WAIT.get()
 
 
 @runtime_checkable

@@ -18,6 +18,10 @@ same answers for the same calls, the per-owner quota of live slots included (the
 conformance suite in ``tests/stores`` runs on all three); the caller's ``now`` decides
 what has expired, never a backend's clock. A store that errors or times out raises
 :class:`~chio_middleware.core.errors.Unavailable` (503).
+
+The shared backends keep an epoch marker and expose ``forgotten_at``: the moment they were
+seen to have lost their state (:class:`~chio_middleware.stores._common.EpochWatch`), after
+which the middleware refuses the proofs, nonces and budgets that may have been forgotten.
 """
 
 from __future__ import annotations

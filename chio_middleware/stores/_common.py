@@ -15,11 +15,24 @@ lags, or a Redis whose clock runs ahead, never loses an entry a caller still con
 
 from __future__ import annotations
 
+import threading
+import uuid
 from urllib.parse import urlsplit
 
 from ..core.replay import budget_exceeded, rate_limited, refill
+from ..logs import get_logger
 
-__all__ = ["EXPIRY_GRACE", "budget_exceeded", "rate_limited", "redact_url", "refill"]
+__all__ = [
+    "EXPIRY_GRACE",
+    "EpochWatch",
+    "budget_exceeded",
+    "new_epoch",
+    "rate_limited",
+    "redact_url",
+    "refill",
+]
+
+_log = get_logger()
 
 #: Seconds an expired entry is kept before a backend reclaims it (clock-skew allowance).
 EXPIRY_GRACE = 60.0
@@ -37,3 +50,50 @@ def redact_url(url: str) -> str:
     query = "&".join(f"{item.partition('=')[0]}=***" for item in parts.query.split("&") if item)
     redacted = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else netloc + parts.path
     return redacted + (f"?{query}" if query else "")
+
+
+def new_epoch() -> str:
+    """A fresh epoch id for a store's marker."""
+    return uuid.uuid4().hex
+
+
+class EpochWatch:
+    """What one process knows of a shared store's epoch marker (amnesia detection).
+
+    Every operation of a shared store reads the marker in the same atomic step as its own
+    work and hands it to :meth:`observe` (``epoch``, ``forgot_at``). The marker is created
+    with the store; when it is missing, the step recreates it, and when this process knew
+    another epoch, it stamps ``forgot_at`` with the caller's ``now``: the moment the loss was
+    noticed, which every process then reads from the marker. A process that starts after the
+    loss learns it from the marker too. :attr:`forgotten_at` is the latest such moment seen.
+    """
+
+    def __init__(self, store: str) -> None:
+        self.store = store
+        self.known: str | None = None
+        self.forgotten_at: float | None = None
+        self._lock = threading.Lock()
+
+    def observe(self, epoch: str, forgot_at: float | None) -> None:
+        """Take in the marker as an operation found (or made) it."""
+        if epoch == self.known and forgot_at == self.forgotten_at:
+            return
+        with self._lock:
+            self.known = epoch
+            if forgot_at is None or (
+                self.forgotten_at is not None and forgot_at <= self.forgotten_at
+            ):
+                return
+            self.forgotten_at = forgot_at
+        _log.error(
+            "chio_replay_store_forgot_its_state",
+            store=self.store,
+            forgotten_at=forgot_at,
+            message=(
+                "the replay store lost its state (its epoch marker disappeared or changed: a "
+                "restart without persistence, a flush, a failover that lost writes, a deleted "
+                "file). DPoP proofs and execution nonces issued before forgotten_at, and "
+                "max_invocations grants of capabilities issued before it, are refused "
+                "(chio_state_forgotten); fresh ones are accepted."
+            ),
+        )

@@ -63,40 +63,52 @@ class SqlitePeerStore(SqliteReplayStore):
 
     def get_peer(self, kernel_id: str) -> FederationPeer | None:
         """The pin of ``kernel_id`` or ``None``."""
-        with self._transaction() as conn:
+
+        def op(conn: sqlite3.Connection) -> str | None:
             row = conn.execute(
                 "SELECT peer FROM chio_federation_peers WHERE kernel_id = ?",
                 (self.key_prefix + kernel_id,),
             ).fetchone()
-        return None if row is None else _decode(row[0])
+            return None if row is None else str(row[0])
+
+        found = self._run(op, now=None)
+        return None if found is None else _decode(found)
 
     def put_peer(self, peer: FederationPeer) -> None:
         """Pin ``peer``, replacing an older pin."""
-        with self._transaction() as conn:
+
+        def op(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT OR REPLACE INTO chio_federation_peers (kernel_id, peer) VALUES (?, ?)",
                 (self.key_prefix + peer.kernel_id, canonical_json(peer.to_wire()).decode()),
             )
 
+        self._run(op, now=None)
+
     def forget_peer(self, kernel_id: str) -> bool:
         """Remove a pin; ``True`` when there was one."""
-        with self._transaction() as conn:
+
+        def op(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 "DELETE FROM chio_federation_peers WHERE kernel_id = ?",
                 (self.key_prefix + kernel_id,),
             )
-            removed = cursor.rowcount == 1
-        return removed
+            return bool(cursor.rowcount == 1)
+
+        return self._run(op, now=None)
 
     def list_peers(self) -> list[FederationPeer]:
         """Every pin under this store's key prefix, sorted by kernel id."""
-        with self._transaction() as conn:
+
+        def op(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(
                 "SELECT peer FROM chio_federation_peers WHERE substr(kernel_id, 1, ?) = ?"
                 " ORDER BY kernel_id",
                 (len(self.key_prefix), self.key_prefix),
             ).fetchall()
-        return [_decode(peer) for (peer,) in rows]
+            return [str(peer) for (peer,) in rows]
+
+        return [_decode(peer) for peer in self._run(op, now=None)]
 
 
 class RedisPeerStore:

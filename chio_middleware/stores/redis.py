@@ -24,10 +24,16 @@ Redis' own expiry is only a safety net that reclaims memory: it is set relative 
 skew between application hosts can drop an entry that a caller still considers live.
 
 Keys are ``<key_prefix>replay:<key>``, ``<key_prefix>budget:<key>``,
-``<key_prefix>bucket:<key>`` and ``<key_prefix>quota:<owner>``. The logic is written once
-(:class:`_Scripts` builds each call: script, keys, arguments, and the function that reads
-the result); :class:`RedisReplayStore` (sync, for WSGI) and :class:`AsyncRedisReplayStore`
-(``redis.asyncio``, for ASGI) only differ in how they send it.
+``<key_prefix>bucket:<key>`` and ``<key_prefix>quota:<owner>``, and the epoch marker
+``<key_prefix>epoch`` (a hash without expiry, always the last key of a call), which every
+script reads in the same atomic step as its own work: when the marker is gone (a restart
+without persistence, ``FLUSHALL``, eviction) or names another epoch than this process knew,
+the script recreates it and stamps ``forgot_at`` with the caller's ``now`` (see
+:class:`~chio_middleware.stores._common.EpochWatch`); the middleware then refuses what may
+have been forgotten. The logic is written once (:class:`_Scripts` builds each call: script,
+keys, arguments, and the function that reads the result); :class:`RedisReplayStore` (sync,
+for WSGI) and :class:`AsyncRedisReplayStore` (``redis.asyncio``, for ASGI) only differ in
+how they send it.
 
 Failure: sockets time out after ``timeout`` seconds (connect and each reply), redis-py's
 retries are disabled, and the pool waits at most ``timeout`` for a free connection; any
@@ -37,10 +43,11 @@ A failed connection is dropped and the next call opens a new one, so the store r
 itself when Redis returns. Messages name the error class only: the URL may hold a password.
 
 Limits: Redis replication is asynchronous, so a failover can forget the reservations and
-counts of the last moments (a nonce used just before it could be used once more). Without
-persistence (AOF) a restart forgets everything. Run Redis with ``maxmemory-policy
-noeviction``: an evicting policy would silently drop live reservations, whereas
-``noeviction`` makes writes fail, which this store turns into 503.
+counts of the last moments; without persistence (AOF) a restart forgets everything. The
+epoch marker makes both visible (a replica that lost writes may still hold the marker; use
+``appendonly yes`` with ``appendfsync always`` where no reservation may ever be lost). Run
+Redis with ``maxmemory-policy noeviction``: an evicting policy would silently drop live
+reservations, whereas ``noeviction`` makes writes fail, which this store turns into 503.
 """
 
 from __future__ import annotations
@@ -62,7 +69,14 @@ from redis.retry import Retry
 
 from ..core.errors import ReplayDetected, Unavailable
 from ..core.replay import DEFAULT_SUBJECT_QUOTA, TokenBucket, quota_bucket_end, quota_exceeded
-from ._common import EXPIRY_GRACE, budget_exceeded, rate_limited, redact_url
+from ._common import (
+    EXPIRY_GRACE,
+    EpochWatch,
+    budget_exceeded,
+    new_epoch,
+    rate_limited,
+    redact_url,
+)
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "AsyncRedisReplayStore", "RedisReplayStore"]
 
@@ -73,6 +87,30 @@ _GRACE_MS = round(EXPIRY_GRACE * 1000)
 #: The longest safety-net expiry, in ms (about 115 days): PEXPIRE wants a plain integer.
 _MAX_TTL_MS = 10**10
 
+# Every script starts with this: the last key is the epoch marker, the last three ARGV are the
+# epoch this process knows ('' for none yet), a fresh epoch id and the caller's now. Each
+# reply starts with the marker's {epoch, forgot_at ('' when it never forgot)}.
+_EPOCH_LUA = """
+local function epoch(key, known, fresh, now)
+  local state = redis.call('HMGET', key, 'id', 'forgot_at')
+  if not state[1] then
+    if known ~= '' then
+      redis.call('HSET', key, 'id', fresh, 'forgot_at', now)
+      return {fresh, now}
+    end
+    redis.call('HSET', key, 'id', fresh)
+    return {fresh, ''}
+  end
+  if known ~= '' and state[1] ~= known and not state[2] then
+    redis.call('HSET', key, 'forgot_at', now)
+    return {state[1], now}
+  end
+  return {state[1], state[2] or ''}
+end
+local n = #ARGV
+local e = epoch(KEYS[#KEYS], ARGV[n - 2], ARGV[n - 1], ARGV[n])
+"""
+
 # KEYS: the reservation, and the owner's quota hash when the call names an owner.
 # ARGV: expires_at, now, ttl_ms, and with an owner: quota, bucket_end, grace_ms.
 # The value is "expires_at first_used presented" (a bare expiry, as older versions wrote,
@@ -80,21 +118,24 @@ _MAX_TTL_MS = 10**10
 # first_used} when the key is live, counting this one in the same value (KEEPTTL: the
 # reservation's lifetime is unchanged); {2, oldest bucket end} when the owner holds its
 # quota of live slots (then nothing is written but the owner's ended buckets dropped).
-_RESERVE_LUA = """
+# Each reply after the epoch marker's two fields.
+_RESERVE_LUA = (
+    _EPOCH_LUA
+    + """
 local now = tonumber(ARGV[2])
 local stored = redis.call('GET', KEYS[1])
 if stored then
   local expiry, first, presented = string.match(stored, '^(%S+) ?(%S*) ?(%S*)$')
   if tonumber(expiry) > now then
     if presented == '' then
-      return {0, -1, ''}
+      return {e[1], e[2], 0, -1, ''}
     end
     presented = tonumber(presented)
     redis.call('SET', KEYS[1], expiry .. ' ' .. first .. ' ' .. (presented + 1), 'KEEPTTL')
-    return {0, presented, first}
+    return {e[1], e[2], 0, presented, first}
   end
 end
-if KEYS[2] then
+if #KEYS == 3 then  -- the reservation, the owner's quota, the epoch marker
   local quota, bucket_end = tonumber(ARGV[4]), tonumber(ARGV[5])
   local fields = redis.call('HGETALL', KEYS[2])
   local held, oldest, latest = 0, math.huge, bucket_end
@@ -109,18 +150,21 @@ if KEYS[2] then
     end
   end
   if held >= quota then
-    return {2, oldest}
+    return {e[1], e[2], 2, oldest}
   end
   redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
   redis.call('PEXPIRE', KEYS[2], math.max(0, math.ceil((latest - now) * 1000)) + ARGV[6])
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2] .. ' 1', 'PX', ARGV[3])
-return {1}
+return {e[1], e[2], 1}
 """
+)
 
 # ARGV: limit, expires_at, now, ttl_ms.
 # Returns {1, count} when counted, {0, expiry of the spent window} when refused.
-_CONSUME_LUA = """
+_CONSUME_LUA = (
+    _EPOCH_LUA
+    + """
 local state = redis.call('HMGET', KEYS[1], 'count', 'expires_at')
 local count, expiry = 0, ARGV[2]
 if state[1] and tonumber(state[2]) > tonumber(ARGV[3]) then
@@ -128,7 +172,7 @@ if state[1] and tonumber(state[2]) > tonumber(ARGV[3]) then
   expiry = state[2]
 end
 if count >= tonumber(ARGV[1]) then
-  return {0, expiry}
+  return {e[1], e[2], 0, expiry}
 end
 if count == 0 then
   redis.call('HSET', KEYS[1], 'count', 1, 'expires_at', expiry)
@@ -136,13 +180,16 @@ if count == 0 then
 else
   redis.call('HINCRBY', KEYS[1], 'count', 1)
 end
-return {1, count + 1}
+return {e[1], e[2], 1, count + 1}
 """
+)
 
 # ARGV: rate, burst, now, grace_ms, max_ttl_ms.
 # Returns {1} when a token was taken, {0, tokens left} when refused.
 # The refill repeats refill() of _common.py operation for operation.
-_TAKE_LUA = """
+_TAKE_LUA = (
+    _EPOCH_LUA
+    + """
 local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tokens, stamp = burst, now
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
@@ -164,10 +211,11 @@ end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', left), 'stamp', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ttl + tonumber(ARGV[4]))
 if taken then
-  return {1}
+  return {e[1], e[2], 1}
 end
-return {0, string.format('%.17g', tokens)}
+return {e[1], e[2], 0, string.format('%.17g', tokens)}
 """
+)
 
 _T = TypeVar("_T")
 
@@ -192,9 +240,31 @@ class _Scripts:
 
     sources = (_RESERVE_LUA, _CONSUME_LUA, _TAKE_LUA)
 
-    def __init__(self, key_prefix: str, subject_quota: int) -> None:
+    def __init__(self, key_prefix: str, subject_quota: int, watch: EpochWatch) -> None:
         self.key_prefix = key_prefix
         self.subject_quota = subject_quota
+        self.watch = watch
+        self.epoch_key = f"{key_prefix}epoch"
+
+    def _call(
+        self,
+        script: str,
+        keys: tuple[str, ...],
+        args: tuple[str | int, ...],
+        now: float,
+        interpret: Callable[[Any], _T],
+    ) -> _Call[_T]:
+        """A call with the epoch check appended; its reply's marker goes to the watch."""
+
+        def observe(reply: Any) -> _T:
+            epoch, forgot, *rest = reply
+            epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+            forgot = forgot.decode() if isinstance(forgot, bytes) else str(forgot or "")
+            self.watch.observe(epoch, float(forgot) if forgot else None)
+            return interpret(rest)
+
+        epoch_args = (self.watch.known or "", new_epoch(), repr(float(now)))
+        return _Call(script, (*keys, self.epoch_key), (*args, *epoch_args), observe)
 
     def reserve(self, key: str, *, expires_at: float, now: float, owner: str | None) -> _Call[None]:
         """The call that reserves ``key`` until ``expires_at``, within ``owner``'s quota."""
@@ -222,7 +292,7 @@ class _Scripts:
         if owner is not None:
             keys += (f"{self.key_prefix}quota:{owner}",)
             args += (quota, quota_bucket_end(expires_at), _GRACE_MS)
-        return _Call(_RESERVE_LUA, keys, args, interpret)
+        return self._call(_RESERVE_LUA, keys, args, now, interpret)
 
     def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> _Call[int]:
         """The call that counts one use of ``key`` against ``limit``."""
@@ -234,7 +304,7 @@ class _Scripts:
             return int(value)
 
         args = (int(limit), repr(float(expires_at)), repr(float(now)), _ttl_ms(expires_at - now))
-        return _Call(_CONSUME_LUA, (f"{self.key_prefix}budget:{key}",), args, interpret)
+        return self._call(_CONSUME_LUA, (f"{self.key_prefix}budget:{key}",), args, now, interpret)
 
     def take(self, key: str, *, bucket: TokenBucket, now: float) -> _Call[None]:
         """The call that takes one token from ``key``'s bucket."""
@@ -250,7 +320,7 @@ class _Scripts:
             _GRACE_MS,
             _MAX_TTL_MS,
         )
-        return _Call(_TAKE_LUA, (f"{self.key_prefix}bucket:{key}",), args, interpret)
+        return self._call(_TAKE_LUA, (f"{self.key_prefix}bucket:{key}",), args, now, interpret)
 
 
 def _pool_options(timeout: float, max_connections: int) -> dict[str, Any]:
@@ -312,7 +382,8 @@ class RedisReplayStore:
         self.max_connections = max_connections
         self.subject_quota = subject_quota
         self._url = url
-        self._scripts = _Scripts(key_prefix, subject_quota)
+        self._watch = EpochWatch(redact_url(url))
+        self._scripts = _Scripts(key_prefix, subject_quota, self._watch)
         try:
             pool = redis.BlockingConnectionPool.from_url(
                 url, retry=Retry(NoBackoff(), 0), **_pool_options(timeout, max_connections)
@@ -332,6 +403,11 @@ class RedisReplayStore:
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from None
         return call.interpret(reply)
+
+    @property
+    def forgotten_at(self) -> float | None:
+        """When this store was seen to have lost its state (see ``EpochWatch``), or ``None``."""
+        return self._watch.forgotten_at
 
     def reserve(self, key: str, *, expires_at: float, now: float, owner: str | None = None) -> None:
         """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live, and
@@ -355,6 +431,7 @@ class RedisReplayStore:
                     key_prefix=self.key_prefix,
                     timeout=self.timeout,
                     max_connections=self.max_connections,
+                    watch=self._watch,
                     subject_quota=self.subject_quota,
                 )
             return self._view
@@ -398,6 +475,7 @@ class AsyncRedisReplayStore:
         timeout: float = 0.25,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         subject_quota: int = DEFAULT_SUBJECT_QUOTA,
+        watch: EpochWatch | None = None,
     ) -> None:
         _check_options(url, timeout, max_connections, subject_quota)
         self.key_prefix = key_prefix
@@ -405,7 +483,8 @@ class AsyncRedisReplayStore:
         self.max_connections = max_connections
         self.subject_quota = subject_quota
         self._url = url
-        self._scripts = _Scripts(key_prefix, subject_quota)
+        self._watch = watch if watch is not None else EpochWatch(redact_url(url))
+        self._scripts = _Scripts(key_prefix, subject_quota, self._watch)
         self._clients: dict[asyncio.AbstractEventLoop, _AsyncClient] = {}
         self._lock = threading.Lock()
         try:  # parse now, so a bad URL fails at start-up rather than at the first request
@@ -433,6 +512,11 @@ class AsyncRedisReplayStore:
         except (RedisError, OSError) as exc:  # asyncio's TimeoutError is an OSError
             raise _unavailable(exc) from None
         return call.interpret(reply)
+
+    @property
+    def forgotten_at(self) -> float | None:
+        """See :attr:`RedisReplayStore.forgotten_at` (the same knowledge)."""
+        return self._watch.forgotten_at
 
     async def reserve(
         self, key: str, *, expires_at: float, now: float, owner: str | None = None

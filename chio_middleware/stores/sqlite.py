@@ -9,9 +9,17 @@ Guarantees:
 - The journal is WAL with ``synchronous=NORMAL``: a crashed process loses nothing; a power
   failure or OS crash may lose the last transactions (reservations of the last moments),
   which is still far better than the in-memory store, which loses everything on restart.
-- Lock waits are bounded by ``timeout`` (SQLite's ``busy_timeout`` and the per-process
-  lock); a database that stays locked, a full disk or an I/O error raises
-  :class:`~chio_middleware.core.errors.Unavailable` (503, fail closed).
+- Waits are bounded by ``timeout`` (``store_timeout``): the per-process lock and the
+  database's write lock together. The connection never waits inside SQLite
+  (``busy_timeout`` 0): a busy database is retried with short pauses until the deadline, so
+  the async view (ASGI) can try each operation once on the event loop and, only when it
+  would wait, finish it in a worker thread: a locked database delays the requests that need
+  the store, never the event loop. A database that stays locked, a full disk or an I/O error
+  raises :class:`~chio_middleware.core.errors.Unavailable` (503, fail closed).
+- Amnesia detection: the table ``chio_epoch`` holds the store's epoch marker, read in every
+  operation's transaction (:class:`~chio_middleware.stores._common.EpochWatch`). A database
+  file deleted or replaced under a running process is noticed by its inode at the next
+  operation: the store reopens the path, finds no marker, and records that it forgot.
 - Decisions compare stored times with the caller's ``now`` only. Each operation also deletes
   at most :data:`PRUNE_BATCH` rows of its table that expired more than
   :data:`~chio_middleware.stores._common.EXPIRY_GRACE` seconds ago (through an index on the
@@ -26,26 +34,37 @@ Guarantees:
 
 Limits: one host only (SQLite locking over network file systems is unreliable and WAL needs
 shared memory); writes are serialised, a few tens of thousands per second on local disks.
-The async view is :class:`~chio_middleware.core.replay.SyncStoreAsAsync`: a transaction on a
-local file takes microseconds, far less than a thread hand-off would cost.
+The async view is :class:`AsyncSqliteView`: an uncontended transaction on a local file takes
+microseconds, far less than a thread hand-off would cost, so it runs on the loop unless it
+would wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
+from typing import TypeVar
 
 from ..core.errors import ReplayDetected, Unavailable
 from ..core.replay import DEFAULT_SUBJECT_QUOTA, TokenBucket, quota_bucket_end, quota_exceeded
-from ._common import EXPIRY_GRACE, budget_exceeded, rate_limited, refill
+from ._common import EXPIRY_GRACE, EpochWatch, budget_exceeded, new_epoch, rate_limited, refill
 
-__all__ = ["OPEN_TIMEOUT", "PRUNE_BATCH", "SqliteReplayStore"]
+__all__ = ["OPEN_TIMEOUT", "PRUNE_BATCH", "AsyncSqliteView", "SqliteReplayStore"]
+
+T = TypeVar("T")
+_Op = Callable[[sqlite3.Connection], T]
+
+
+class _WouldWait(Exception):
+    """The operation would wait (a lock, a reconnect): retry it off the event loop."""
+
 
 #: The most expired rows one operation deletes from its table.
 PRUNE_BATCH = 32
@@ -73,6 +92,10 @@ _SCHEMA = (
     " WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS chio_replay_observations_expiry"
     " ON chio_replay_observations (expires_at)",
+    # The epoch marker: one row; ``forgot_at`` is when a process noticed the store had lost
+    # the state it knew (NULL for a store that never did).
+    "CREATE TABLE IF NOT EXISTS chio_epoch (id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " epoch TEXT NOT NULL, forgot_at REAL)",
 )
 
 _RESERVE = (
@@ -116,14 +139,28 @@ class SqliteReplayStore:
         self._lock = threading.Lock()
         self._locked_for_fork = False
         self._closed = False
+        self._epoch = EpochWatch(f"sqlite:///{self.path}")
+        self._file_id: tuple[int, int] | None = None
         # A connection that could not be closed before a fork (another thread held it past
         # OPEN_TIMEOUT): the child keeps it referenced, so it is never used nor closed there.
         self._inherited: list[sqlite3.Connection] = []
+        self._view: AsyncSqliteView | None = None
         try:
             self._conn: sqlite3.Connection | None = self._connect(max(timeout, OPEN_TIMEOUT))
         except sqlite3.Error as exc:
             raise ValueError(f"cannot open the SQLite replay store {self.path!r}: {exc}") from None
         _close_around_forks(self)
+
+    @property
+    def forgotten_at(self) -> float | None:
+        """When this store was seen to have lost its state (see ``EpochWatch``), or ``None``."""
+        return self._epoch.forgotten_at
+
+    def async_view(self) -> AsyncSqliteView:
+        """The ASGI view: each operation on the loop unless it would wait (module docs)."""
+        if self._view is None:
+            self._view = AsyncSqliteView(self)
+        return self._view
 
     def _connect(self, patience: float) -> sqlite3.Connection:
         """A configured connection; opening may wait up to ``patience`` seconds for locks."""
@@ -136,12 +173,34 @@ class SqliteReplayStore:
             conn.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            marker = self._marker(conn, 0.0) if self._epoch.known is None else None
             conn.execute("COMMIT")
-            conn.execute(f"PRAGMA busy_timeout = {max(1, round(self.timeout * 1000))}")
+            # Never wait inside SQLite: _run retries a busy database until its deadline.
+            conn.execute("PRAGMA busy_timeout = 0")
+            st = os.stat(self.path)
         except BaseException:
             conn.close()
             raise
+        self._file_id = (st.st_dev, st.st_ino)
+        if marker is not None:
+            self._epoch.observe(*marker)
         return conn
+
+    def _marker(self, conn: sqlite3.Connection, now: float) -> tuple[str, float | None]:
+        """Read (or recreate) the epoch marker inside the current transaction."""
+        known = self._epoch.known
+        row = conn.execute("SELECT epoch, forgot_at FROM chio_epoch WHERE id = 1").fetchone()
+        if row is None:
+            epoch, forgot = new_epoch(), (now if known is not None else None)
+            conn.execute(
+                "INSERT INTO chio_epoch (id, epoch, forgot_at) VALUES (1, ?, ?)", (epoch, forgot)
+            )
+            return epoch, forgot
+        epoch, forgot = str(row[0]), (float(row[1]) if row[1] is not None else None)
+        if known is not None and epoch != known and forgot is None:
+            forgot = now
+            conn.execute("UPDATE chio_epoch SET forgot_at = ? WHERE id = 1", (now,))
+        return epoch, forgot
 
     def _before_fork(self) -> None:
         self._locked_for_fork = self._lock.acquire(timeout=OPEN_TIMEOUT)
@@ -162,27 +221,80 @@ class SqliteReplayStore:
             self._inherited.append(self._conn)
             self._conn = None
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction; any SQLite error becomes ``Unavailable``."""
-        if not self._lock.acquire(timeout=self.timeout):
-            raise Unavailable("replay store unavailable: SQLite store busy")
-        try:
-            if self._closed:
-                raise Unavailable("replay store unavailable: the store is closed")
-            if self._conn is None:  # closed for a fork, or after a failed rollback
-                self._conn = self._connect(self.timeout)
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+    def _connection(self, *, wait: bool) -> sqlite3.Connection:
+        """The open connection, reopened when it is gone or the file was replaced."""
+        conn = self._conn
+        if conn is not None:
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._abandon_transaction()
-            raise Unavailable(f"replay store unavailable: {exc}") from None
+                st = os.stat(self.path)
+                replaced = (st.st_dev, st.st_ino) != self._file_id
+            except FileNotFoundError:
+                replaced = True
+            if not replaced:
+                return conn
+            # The file was deleted or replaced: this connection holds what others no longer
+            # see. Reopen the path; the missing marker then tells that state was lost.
+            with suppress(sqlite3.Error):
+                conn.close()
+            self._conn = None
+        if not wait:
+            raise _WouldWait
+        self._conn = conn = self._connect(self.timeout)
+        return conn
+
+    def _run(
+        self, op: _Op[T], *, now: float | None, wait: bool = True, deadline: float | None = None
+    ) -> T:
+        """Run ``op`` in one ``BEGIN IMMEDIATE`` transaction with the epoch check (skipped
+        when ``now`` is ``None``: state that is not replay state, such as federation pins).
+
+        Waits until ``deadline`` (default: ``timeout`` from now) for the process lock and the
+        database lock, retrying a busy database with short pauses; ``wait=False`` raises
+        ``_WouldWait`` instead of waiting. Any SQLite error becomes ``Unavailable``.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
+        if wait:
+            locked = self._lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        else:
+            locked = self._lock.acquire(False)
+        if not locked:
+            if not wait:
+                raise _WouldWait
+            raise Unavailable("replay store unavailable: SQLite store busy (store_timeout)")
+        try:
+            pause = 0.0005
+            while True:
+                if self._closed:
+                    raise Unavailable("replay store unavailable: the store is closed")
+                try:
+                    conn = self._connection(wait=wait)
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        marker = self._marker(conn, now) if now is not None else None
+                        result = op(conn)
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._abandon_transaction()
+                    if not _is_busy(exc):
+                        raise Unavailable(f"replay store unavailable: {exc}") from None
+                    if not wait:
+                        raise _WouldWait from None
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise Unavailable(
+                            "replay store unavailable: the SQLite database is locked for "
+                            "longer than store_timeout"
+                        ) from None
+                    time.sleep(min(pause, left))
+                    pause = min(pause * 2, 0.005)
+                    continue
+                if marker is not None:
+                    self._epoch.observe(*marker)
+                return result
         finally:
             self._lock.release()
 
@@ -208,43 +320,69 @@ class SqliteReplayStore:
     def reserve(self, key: str, *, expires_at: float, now: float, owner: str | None = None) -> None:
         """Record ``key`` until ``expires_at``; raise ``ReplayDetected`` if it is live, and
         ``ReservationQuotaExceeded`` if ``owner`` holds ``subject_quota`` live slots."""
+        self._reserve(key, expires_at=expires_at, now=now, owner=owner)
+
+    def _reserve(
+        self,
+        key: str,
+        *,
+        expires_at: float,
+        now: float,
+        owner: str | None = None,
+        wait: bool = True,
+        deadline: float | None = None,
+    ) -> None:
         key = self.key_prefix + key
-        observed = None
-        with self._transaction() as conn:
+
+        def op(conn: sqlite3.Connection) -> tuple[bool, tuple[float, int] | None]:
             self._prune(conn, "chio_reservations", now)
             self._prune(conn, "chio_replay_observations", now)
-            cursor = conn.execute(_RESERVE, (key, expires_at, now))
-            fresh = cursor.rowcount == 1
-            if fresh:
+            if conn.execute(_RESERVE, (key, expires_at, now)).rowcount == 1:
                 if owner is not None:
                     conn.execute(_PRUNE_QUOTA, (now - EXPIRY_GRACE, PRUNE_BATCH))
-                    owner = self.key_prefix + owner
-                    held, oldest = conn.execute(_OWNED, (owner, now)).fetchone()
+                    holder = self.key_prefix + owner
+                    held, oldest = conn.execute(_OWNED, (holder, now)).fetchone()
                     if held >= self.subject_quota:  # raising rolls the reservation back
                         raise quota_exceeded(self.subject_quota, float(oldest), now)
-                    conn.execute(_COUNT, (owner, quota_bucket_end(expires_at)))
+                    conn.execute(_COUNT, (holder, quota_bucket_end(expires_at)))
                 conn.execute(
                     "INSERT OR REPLACE INTO chio_replay_observations"
                     " (key, first_used, presented, expires_at) VALUES (?, ?, 1, ?)",
                     (key, now, expires_at),
                 )
-            else:
-                observed = conn.execute(
-                    "UPDATE chio_replay_observations SET presented = presented + 1"
-                    " WHERE key = ? RETURNING first_used, presented - 1",
-                    (key,),
-                ).fetchone()
+                return True, None
+            row = conn.execute(
+                "UPDATE chio_replay_observations SET presented = presented + 1"
+                " WHERE key = ? RETURNING first_used, presented - 1",
+                (key,),
+            ).fetchone()
+            return False, None if row is None else (float(row[0]), int(row[1]))
+
+        fresh, observed = self._run(op, now=now, wait=wait, deadline=deadline)
         if not fresh:
             raise ReplayDetected(
                 "this proof or nonce was already used",
-                prior_presentations=None if observed is None else int(observed[1]),
-                first_used_at=None if observed is None else float(observed[0]),
+                prior_presentations=None if observed is None else observed[1],
+                first_used_at=None if observed is None else observed[0],
             )
 
     def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
         """Count one use of ``key`` until ``expires_at``; raise ``BudgetExceeded`` when spent."""
+        return self._consume(key, limit=limit, expires_at=expires_at, now=now)
+
+    def _consume(
+        self,
+        key: str,
+        *,
+        limit: int,
+        expires_at: float,
+        now: float,
+        wait: bool = True,
+        deadline: float | None = None,
+    ) -> int:
         key = self.key_prefix + key
-        with self._transaction() as conn:
+
+        def op(conn: sqlite3.Connection) -> tuple[int, float]:
             self._prune(conn, "chio_budgets", now)
             row = conn.execute(
                 "SELECT count, expires_at FROM chio_budgets WHERE key = ?", (key,)
@@ -257,14 +395,29 @@ class SqliteReplayStore:
                     "INSERT OR REPLACE INTO chio_budgets (key, count, expires_at) VALUES (?, ?, ?)",
                     (key, count + 1, expiry),
                 )
+            return count, expiry
+
+        count, expiry = self._run(op, now=now, wait=wait, deadline=deadline)
         if count >= limit:
             raise budget_exceeded(limit, expiry, now)
         return count + 1
 
     def take(self, key: str, *, bucket: TokenBucket, now: float) -> None:
         """Take one token from ``key``'s bucket; raise ``RateLimited`` with the wait when empty."""
+        self._take(key, bucket=bucket, now=now)
+
+    def _take(
+        self,
+        key: str,
+        *,
+        bucket: TokenBucket,
+        now: float,
+        wait: bool = True,
+        deadline: float | None = None,
+    ) -> None:
         key = self.key_prefix + key
-        with self._transaction() as conn:
+
+        def op(conn: sqlite3.Connection) -> float:
             self._prune(conn, "chio_buckets", now)
             row = conn.execute(
                 "SELECT tokens, stamp FROM chio_buckets WHERE key = ?", (key,)
@@ -277,6 +430,9 @@ class SqliteReplayStore:
                 " VALUES (?, ?, ?, ?)",
                 (key, left, now, _full_at(left, bucket, now)),
             )
+            return tokens
+
+        tokens = self._run(op, now=now, wait=wait, deadline=deadline)
         if tokens < 1.0:
             raise rate_limited(tokens, bucket)
 
@@ -287,6 +443,71 @@ class SqliteReplayStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+class AsyncSqliteView:
+    """The async (ASGI) view of a :class:`SqliteReplayStore`: same file, same answers.
+
+    Each operation first runs on the event loop without waiting; only when it would wait
+    (the database or the process lock is held, a reconnect is due) does it run again in a
+    worker thread, within the same ``store_timeout`` deadline. So a locked database delays
+    the requests that use the store, and nothing else the event loop serves.
+    """
+
+    def __init__(self, store: SqliteReplayStore) -> None:
+        self.store = store
+
+    @property
+    def forgotten_at(self) -> float | None:
+        """See :attr:`SqliteReplayStore.forgotten_at`."""
+        return self.store.forgotten_at
+
+    async def reserve(
+        self, key: str, *, expires_at: float, now: float, owner: str | None = None
+    ) -> None:
+        """See :meth:`SqliteReplayStore.reserve`."""
+        deadline = time.monotonic() + self.store.timeout
+        try:
+            self.store._reserve(key, expires_at=expires_at, now=now, owner=owner, wait=False)
+        except _WouldWait:
+            await asyncio.to_thread(
+                self.store._reserve,
+                key,
+                expires_at=expires_at,
+                now=now,
+                owner=owner,
+                deadline=deadline,
+            )
+
+    async def consume(self, key: str, *, limit: int, expires_at: float, now: float) -> int:
+        """See :meth:`SqliteReplayStore.consume`."""
+        deadline = time.monotonic() + self.store.timeout
+        try:
+            return self.store._consume(key, limit=limit, expires_at=expires_at, now=now, wait=False)
+        except _WouldWait:
+            return await asyncio.to_thread(
+                self.store._consume,
+                key,
+                limit=limit,
+                expires_at=expires_at,
+                now=now,
+                deadline=deadline,
+            )
+
+    async def take(self, key: str, *, bucket: TokenBucket, now: float) -> None:
+        """See :meth:`SqliteReplayStore.take`."""
+        deadline = time.monotonic() + self.store.timeout
+        try:
+            self.store._take(key, bucket=bucket, now=now, wait=False)
+        except _WouldWait:
+            await asyncio.to_thread(
+                self.store._take, key, bucket=bucket, now=now, deadline=deadline
+            )
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _enable_wal(conn: sqlite3.Connection, *, deadline: float) -> None:

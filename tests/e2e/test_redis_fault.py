@@ -1,4 +1,7 @@
-"""A Redis that dies mid-run: 503 with a receipt, then service resumes by itself."""
+"""A Redis that dies mid-run: 503 with a receipt, then service resumes by itself.
+
+The restarted Redis keeps nothing (no persistence): proofs signed before the restart are
+refused from then on (see test_faults.py), so the calls after it sign fresh ones."""
 
 from __future__ import annotations
 
@@ -67,9 +70,12 @@ def test_redis_outage_fails_closed_and_recovers(tmp_path: Path) -> None:
     cap = notes_capability(now)
     env = {"CHIO_REPLAY_STORE": f"redis://127.0.0.1:{port}/0", "CHIO_STORE_TIMEOUT": "0.2"}
 
-    def call() -> tuple[int, dict[str, str]]:
+    def call(issued_at: int = now) -> tuple[int, dict[str, str]]:
         return send(
-            server.url, "GET", "/notes", agent_headers("GET", "/notes", cap=cap, issued_at=now)
+            server.url,
+            "GET",
+            "/notes",
+            agent_headers("GET", "/notes", cap=cap, issued_at=issued_at),
         )
 
     with (
@@ -83,7 +89,8 @@ def test_redis_outage_fails_closed_and_recovers(tmp_path: Path) -> None:
         assert [status for status, _ in outage] == [503] * 4
         assert all(info["error"] == "chio_unavailable" and info["receipt"] for _, info in outage)
         with redis_server(port, tmp_path):
-            assert [call()[0] for _ in range(3)] == [200] * 3  # no app restart needed
+            fresh = int(time.time()) + 2  # after the restart was noticed, within the skew
+            assert [call(fresh)[0] for _ in range(3)] == [200] * 3  # no app restart needed
     receipts = [
         verify_receipt(line, trusted_keys=[KERNEL.public_key])
         for line in server.receipts.read_bytes().splitlines()

@@ -43,6 +43,7 @@ def test_environment_with_json_lists(monkeypatch: pytest.MonkeyPatch) -> None:
         ("receipt_sink", "kafka"),
         ("rate_limit", "lots"),
         ("proof_ttl", 0),
+        ("receipt_lock_timeout", 0),
         ("default_policy", "allow_all"),
         ("guards", ["no_colon"]),
         ("routes", [{"method": "BREW", "path": "/x", "tool_server": "s", "tool_name": "t"}]),

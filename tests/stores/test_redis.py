@@ -89,7 +89,9 @@ def test_keys_carry_the_prefix_and_a_safety_net_expiry(
     store.consume("cap", limit=5, expires_at=1_003_600, now=1_000_000)
     store.take("agent", bucket=TokenBucket(rate=0.001, burst=2), now=1_000_000)
     keys = sorted(client.scan_iter(match=redis_prefix + "*"))
-    assert keys == [redis_prefix + name for name in ("bucket:agent", "budget:cap", "replay:nonce")]
+    names = ("bucket:agent", "budget:cap", "epoch", "replay:nonce")
+    assert keys == [redis_prefix + name for name in names]
+    assert client.pttl(redis_prefix + "epoch") == -1  # the marker never expires
     # expiry, first use, presentations (the replay observation)
     assert client.get(redis_prefix + "replay:nonce") == "1003600.0 1000000.0 1"
     assert client.hgetall(redis_prefix + "budget:cap") == {"count": "1", "expires_at": "1003600.0"}

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from chio_middleware.core.errors import ReplayDetected, Unavailable
-from chio_middleware.core.replay import SyncStoreAsAsync, TokenBucket, as_async
+from chio_middleware.core.replay import TokenBucket, as_async
 from chio_middleware.stores import open_store
 from chio_middleware.stores._common import EXPIRY_GRACE
-from chio_middleware.stores.sqlite import PRUNE_BATCH, SqliteReplayStore
+from chio_middleware.stores.sqlite import PRUNE_BATCH, AsyncSqliteView, SqliteReplayStore
 
 from . import workers
 
@@ -42,7 +42,8 @@ def test_open_store_builds_a_sqlite_store_in_wal_mode(path: Path) -> None:
     try:
         assert isinstance(store, SqliteReplayStore)
         assert store.path == str(path) and store.timeout == 0.5
-        assert isinstance(as_async(store), SyncStoreAsAsync)  # local calls: no thread hop
+        # On the loop unless it would wait (then in a thread): see test_sqlite_waits.py.
+        assert isinstance(as_async(store), AsyncSqliteView)
         with closing(sqlite3.connect(path)) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:

@@ -23,6 +23,8 @@ from .chain import (
     Problem,
     VerifyReport,
     chain_fields,
+    edge_links,
+    order_by_chain,
     verify_log,
 )
 from .files import LogFollower, LogLine, log_files, read_log_lines, rotation_index
@@ -56,7 +58,9 @@ __all__ = [
     "ReplayedSlot",
     "VerifyReport",
     "chain_fields",
+    "edge_links",
     "log_files",
+    "order_by_chain",
     "read_log_lines",
     "rotation_index",
     "verify_log",

@@ -15,6 +15,29 @@ write left (another worker wrote or rotated). Each line is appended with one ``o
 on an ``O_APPEND`` descriptor. A process forked from one that opened the sink reopens its
 descriptors on first use, so it never shares the parent's flock.
 
+Descriptors: every descriptor the sink holds is owned by exactly one place (the current
+log, the lock file, or the list of rotated files waiting for their last fsync), and a
+reopen opens the new descriptor before it retires the old one: when the reopen fails (the
+directory was removed, made read-only, the disk is full) the sink keeps the descriptor it
+had, the record fails (503) and the next record tries again, so service resumes by itself
+as soon as the path is writable again. A number is closed once, and never used after.
+
+Bounded waits: a writer waits at most ``lock_timeout`` seconds for the thread lock and the
+``flock`` together (``receipt_lock_timeout``); past it the record raises ``SinkError`` (503),
+so a process that holds ``<path>.lock`` cannot stall the service. Under
+:func:`~chio_middleware.sinks.without_waiting` (and in :meth:`JsonlSink.try_record`) it never
+waits: it raises :class:`~chio_middleware.sinks.SinkBusy` instead, and the ASGI adapter
+then waits in a worker thread, never on the event loop.
+
+Rotation by others: a log renamed behind the sink's back (logrotate's ``create`` with
+``dateext``, a manual ``mv``) is noticed by its inode; the sink opens a new file at
+``path`` and its first line links to the last line of the renamed file, read through the
+descriptor the sink still holds on it, wherever it went. A log truncated in place
+(``copytruncate``) is noticed by its size; the next line continues from the last line this
+process wrote, so receipts lost between logrotate's copy and its truncation show as a gap in
+``verify``. A sink that starts on an empty log looks for the chain's end in ``<path>.1`` ...
+and in the newest files named ``<path>*`` (logrotate's dated files); the highest seq wins.
+
 Durability (``fsync``): ``"always"`` fsyncs before :meth:`JsonlSink.record` returns;
 ``"interval"`` (default) leaves it to a daemon thread that fsyncs at most every
 ``fsync_interval`` seconds while there are unsynced lines, so a caller (an ASGI event loop)
@@ -30,6 +53,7 @@ import atexit
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +63,7 @@ from ...core.crypto import sha256_hex
 from ...core.models import HttpReceipt
 from ...core.receipts import receipt_json
 from ...logs import get_logger
-from .. import SignReceipt, SinkError
+from .. import SignReceipt, SinkBusy, SinkError, must_not_wait
 from .chain import PREV_KEY, SEQ_KEY
 
 __all__ = ["FSYNC_POLICIES", "JsonlSink"]
@@ -48,12 +72,14 @@ FSYNC_POLICIES = ("always", "interval", "never")
 
 _log = get_logger()
 _TAIL_BLOCK = 64 * 1024
+#: Newest files named ``<log>*`` a starting sink reads for the chain's end.
+_SIBLINGS_READ = 3
 
 
 @dataclass(frozen=True, slots=True)
 class _TailState:
     seq: int
-    prev: str
+    prev: str  # the hash of the last line: the next line's chio_log_prev
     file_id: tuple[int, int, int]  # (device, inode, size) of the log after our last write
 
 
@@ -105,6 +131,7 @@ class JsonlSink:
         backups: int = 5,
         fsync: str = "interval",
         fsync_interval: float = 1.0,
+        lock_timeout: float = 1.0,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
@@ -112,11 +139,14 @@ class JsonlSink:
             raise ValueError("max_bytes and backups must not be negative")
         if not fsync_interval > 0:
             raise ValueError("fsync_interval must be positive")
+        if not lock_timeout > 0:
+            raise ValueError("lock_timeout must be a positive number of seconds")
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.backups = backups
         self.fsync = fsync
         self.fsync_interval = fsync_interval
+        self.lock_timeout = lock_timeout
         #: ``record`` waits on the disk: the ASGI adapter then runs it in a worker thread.
         self.blocking = fsync == "always"
         self._lock = threading.Lock()
@@ -124,16 +154,19 @@ class JsonlSink:
         self._dirty = False
         self._retired: list[int] = []  # descriptors of rotated files still to fsync and close
         self._state: _TailState | None = None
+        self._carry: tuple[int, str] | None = None  # last link of a file renamed behind us
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        self._fd = -1
+        self._fd = -1  # the current log; -1 when a reopen failed (retried at the next record)
         self._lock_fd = -1
+        self._lock_id = (0, 0)  # (device, inode) of the lock file _lock_fd holds
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._open_descriptors()
         except OSError as exc:
+            self._release_all()
             raise SinkError(f"cannot open receipt log {self.path}: {exc.strerror}") from exc
         atexit.register(self._flush_at_exit)
 
@@ -142,7 +175,7 @@ class JsonlSink:
     def ready(self) -> None:
         """Raise ``SinkError`` when a receipt could not be written now (before the app runs).
 
-        Catches a closed sink, a log that cannot be opened and a full disk: the failures
+        Catches a closed sink, a log directory that is gone and a full disk: the failures
         that would otherwise show only when the response starts, after the app has run.
         """
         if self._closed:
@@ -155,14 +188,37 @@ class JsonlSink:
             raise SinkError("no free space left for the receipt log")
 
     def record(self, sign: SignReceipt) -> HttpReceipt:
-        """Sign the receipt with the next chain position and append its line (module docs)."""
-        with self._lock:
+        """Sign the receipt with the next chain position and append its line (module docs).
+
+        Waits at most ``lock_timeout`` seconds for the log lock, then raises ``SinkError``;
+        under :func:`~chio_middleware.sinks.without_waiting` it never waits (``SinkBusy``).
+        """
+        if must_not_wait():
+            return self.try_record(sign)
+        return self._record(sign, wait=True)
+
+    def try_record(self, sign: SignReceipt) -> HttpReceipt:
+        """:meth:`record` without waiting: ``SinkBusy`` (nothing signed) when it would wait."""
+        if self.blocking:
+            raise SinkBusy("fsync=always waits on the disk")
+        return self._record(sign, wait=False)
+
+    def _record(self, sign: SignReceipt, *, wait: bool) -> HttpReceipt:
+        deadline = time.monotonic() + self.lock_timeout
+        locked = (
+            self._lock.acquire(timeout=self.lock_timeout) if wait else self._lock.acquire(False)
+        )
+        if not locked:
+            if not wait:
+                raise SinkBusy("another thread is writing")
+            raise SinkError(self._lock_timeout_message("another thread of this process"))
+        try:
             if self._closed:
                 raise SinkError("receipt sink is closed")
             try:
                 if self._pid != os.getpid():
                     self._reopen_after_fork()
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                self._lock_log(deadline, wait=wait)
                 try:
                     receipt = self._append(sign)
                 finally:
@@ -172,10 +228,53 @@ class JsonlSink:
                     self._dirty = False
             except OSError as exc:
                 raise SinkError(f"cannot append to {self.path}: {exc.strerror}") from exc
+        finally:
+            self._lock.release()
         if self.fsync == "interval":
             self._ensure_sync_thread()
             self._wake.set()
         return receipt
+
+    def _lock_timeout_message(self, holder: str) -> str:
+        return (
+            f"the receipt log {self.path} is locked by {holder} for longer than "
+            f"receipt_lock_timeout ({self.lock_timeout} s)"
+        )
+
+    def _lock_log(self, deadline: float, *, wait: bool) -> None:
+        """Hold the ``flock`` of the lock file ``<path>.lock`` names now, until ``deadline``."""
+        pause = 0.0002
+        while True:
+            self._ensure_lock_file()
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not wait:
+                    raise SinkBusy("another process holds the log lock") from None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SinkError(self._lock_timeout_message("another process")) from None
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, 0.002)
+                continue
+            if self._lock_id == _identity(self._lock_path):
+                return
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)  # replaced while we waited: lock the new
+
+    @property
+    def _lock_path(self) -> str:
+        return f"{self.path}.lock"
+
+    def _ensure_lock_file(self) -> None:
+        """Hold the lock file the path names (it may have been removed or replaced)."""
+        if self._lock_fd >= 0 and self._lock_id == _identity(self._lock_path):
+            return
+        new = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        old, self._lock_fd = self._lock_fd, new
+        st = os.fstat(new)
+        self._lock_id = (st.st_dev, st.st_ino)
+        if old >= 0:
+            self._release(old)
 
     def _append(self, sign: SignReceipt) -> HttpReceipt:
         st = self._current_stat()
@@ -201,40 +300,74 @@ class JsonlSink:
             self._undo_partial(size)
             raise OSError(28, "short write (disk full?)")
         self._dirty = True
+        self._carry = None
         self._state = _TailState(
             state.seq + 1, sha256_hex(line), (st.st_dev, st.st_ino, size + written)
         )
         return receipt
 
     def _current_stat(self) -> os.stat_result:
-        """The stat of ``path``, reopening when another process rotated or removed it."""
+        """The stat of ``path``, reopening when it is not the file we hold (renamed, removed,
+        or never reopened after a failure)."""
         try:
-            st = os.stat(self.path)
+            st: os.stat_result | None = os.stat(self.path)
         except FileNotFoundError:
             st = None
-        mine = os.fstat(self._fd)
-        if st is None or (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
-            self._retire(self._fd)
-            self._fd = self._open_log()
-            st = os.fstat(self._fd)
-        return st
+        if self._fd >= 0:
+            mine = os.fstat(self._fd)
+            if st is not None and (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+                return st
+        new = self._open_log()  # on failure the old descriptor stays ours, and stays open
+        old, self._fd = self._fd, new
+        if old >= 0:
+            try:  # where the chain ended, in the file that was renamed behind our back
+                self._carry = _last_link_in(old, os.fstat(old).st_size) or self._carry
+            finally:
+                self._retire(old)
+        return os.fstat(self._fd)
 
     def _read_state(self, st: os.stat_result) -> _TailState:
-        """Find the last chained line: in the current file, else in the newest backup."""
+        """Find the last chained line: in the current file, else the highest seq known."""
         link = _last_link_in(self._fd, st.st_size)
-        index = 1
-        while link is None and index <= max(self.backups, 1):
-            try:
-                fd = os.open(f"{self.path}.{index}", os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                break
-            try:
-                link = _last_link_in(fd, os.fstat(fd).st_size)
-            finally:
-                os.close(fd)
-            index += 1
+        if link is None:
+            known = [self._carry, *self._backup_links()]
+            if self._state is not None:  # truncated in place: our own last line
+                known.append((self._state.seq, self._state.prev))
+            link = max((k for k in known if k is not None), default=None)
         seq, prev = link if link is not None else (0, "")
         return _TailState(seq, prev, _file_id(st))
+
+    def _backup_links(self) -> list[tuple[int, str] | None]:
+        """The last links of ``<path>.1`` ... and of the newest other files named ``<path>*``."""
+        names = []
+        index = 1
+        while index <= max(self.backups, 1) and os.path.exists(f"{self.path}.{index}"):
+            names.append(f"{self.path}.{index}")
+            index += 1
+        try:
+            siblings = [
+                entry
+                for entry in os.scandir(self.path.parent)
+                if entry.name.startswith(self.path.name)
+                and entry.path not in names
+                and entry.name not in (self.path.name, f"{self.path.name}.lock")
+                and entry.is_file()
+            ]
+            siblings.sort(key=lambda entry: entry.stat().st_mtime, reverse=True)
+        except OSError:
+            siblings = []
+        names.extend(entry.path for entry in siblings[:_SIBLINGS_READ])
+        links = []
+        for name in names:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                links.append(_last_link_in(fd, os.fstat(fd).st_size))
+            finally:
+                self._release(fd)
+        return links
 
     def _rotate(self) -> os.stat_result:
         """Shift the backups, move the log to ``.1`` and open a fresh file."""
@@ -243,8 +376,11 @@ class JsonlSink:
             if os.path.exists(source):
                 os.replace(source, f"{self.path}.{index + 1}")
         os.replace(self.path, f"{self.path}.1")
-        self._retire(self._fd)
-        self._fd = self._open_log()
+        # If this open fails, our descriptor is the file now at ``.1``: the next record
+        # finds ``path`` missing, reopens, and links to that file's last line.
+        new = self._open_log()
+        old, self._fd = self._fd, new
+        self._retire(old)
         if self.fsync == "always":
             self._fsync_directory()
         return os.fstat(self._fd)
@@ -264,35 +400,52 @@ class JsonlSink:
         return os.open(self.path, flags, 0o644)
 
     def _open_descriptors(self) -> None:
-        self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._ensure_lock_file()
         self._fd = self._open_log()
 
     def _reopen_after_fork(self) -> None:
         """In a forked child: own descriptors (a shared flock excludes nothing), no thread."""
-        for fd in (self._fd, self._lock_fd, *self._retired):
-            os.close(fd)
-        self._retired = []
+        self._release_all()
         self._thread = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._pid = os.getpid()
-        self._open_descriptors()
+        self._open_descriptors()  # on failure: nothing held; the next record opens again
+
+    def _release_all(self) -> None:
+        """Close every descriptor held, after forgetting it (so none is closed twice)."""
+        held = [self._fd, self._lock_fd, *self._retired]
+        self._fd = self._lock_fd = -1
+        self._lock_id = (0, 0)
+        self._retired = []
+        for fd in held:
+            if fd >= 0:
+                self._release(fd)
+
+    def _release(self, fd: int) -> None:
+        """Close a descriptor no field refers to any more; the number is freed either way."""
+        try:
+            os.close(fd)
+        except OSError as exc:
+            _log.warning("chio_receipt_log_close_failed", path=str(self.path), error=exc.strerror)
 
     def _retire(self, fd: int) -> None:
-        """Hand a rotated file's descriptor to the next sync (or close it now)."""
-        if self.fsync == "always":
-            os.fsync(fd)
+        """Hand a rotated file's descriptor to the next sync (or sync and close it now)."""
         if self.fsync == "interval" and self._dirty:
             self._retired.append(fd)
-        else:
-            os.close(fd)
+            return
+        try:
+            if self.fsync == "always":
+                os.fsync(fd)
+        finally:
+            self._release(fd)
 
     def _fsync_directory(self) -> None:
         fd = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
-            os.close(fd)
+            self._release(fd)
 
     # -- durability
 
@@ -323,10 +476,10 @@ class JsonlSink:
     def _sync(self) -> None:
         """fsync what was written so far; the disk wait happens outside the lock."""
         with self._lock:
-            if self._fd < 0 or self._pid != os.getpid():
+            if self._pid != os.getpid():
                 return
-            retired, self._retired = self._retired, []
-            current = os.dup(self._fd) if self._dirty or retired else -1
+            current = os.dup(self._fd) if self._fd >= 0 and (self._dirty or self._retired) else -1
+            retired, self._retired = self._retired, []  # from here on, ours to close
             self._dirty = False
         try:
             for fd in (*retired, current):
@@ -339,7 +492,7 @@ class JsonlSink:
         finally:
             for fd in (*retired, current):
                 if fd >= 0:
-                    os.close(fd)
+                    self._release(fd)
 
     def flush(self) -> None:
         """fsync everything recorded so far, now (whatever the policy)."""
@@ -371,6 +524,14 @@ class JsonlSink:
         finally:
             with self._lock:
                 if self._pid == os.getpid():
-                    for fd in (self._fd, self._lock_fd):
-                        os.close(fd)
+                    self._release_all()
                 self._fd = self._lock_fd = -1
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, ``None`` when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino

@@ -1,0 +1,192 @@
+"""The JSONL sink and ``verify`` when other programs act on the log: logrotate (``create``
+with ``dateext``, ``copytruncate``), a manual ``mv``, a process that holds the log lock."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chio_middleware.cli.verify import group_logs
+from chio_middleware.core.models import HttpReceipt
+from chio_middleware.sinks import SinkBusy, SinkError, without_waiting
+from chio_middleware.sinks.jsonl import JsonlSink, verify_log
+from tests.cli.conftest import run
+from tests.sinks.logmaker import KERNEL, lines_of, request_signer
+
+KEYS = [KERNEL.public_key]
+
+
+def seqs(path: Path) -> list[int]:
+    return [json.loads(line)["metadata"]["chio_log_seq"] for line in lines_of(path)]
+
+
+def record(sink: JsonlSink, count: int, start: int) -> None:
+    for index in range(start, start + count):
+        sink.record(request_signer(index))
+
+
+def verified(*files: Path) -> Any:
+    """The CLI's verdict on the files given in a scrambled order."""
+    groups = group_logs([str(f) for f in reversed(files)])
+    assert list(groups.values()) == [[str(f) for f in files]], "not ordered by the chain"
+    [ordered] = groups.values()
+    return verify_log(ordered, kernel_keys=KEYS, from_start=True)
+
+
+def test_a_rename_behind_the_sinks_back_continues_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "receipts.jsonl"
+    dated = tmp_path / "receipts.jsonl-20261201"
+    sink = JsonlSink(path, fsync="never")
+    record(sink, 3, 0)
+    path.rename(dated)  # logrotate's dateext, then `create` (or nothing: the sink creates it)
+    path.touch()
+    record(sink, 2, 3)
+    sink.close()
+    assert (seqs(dated), seqs(path)) == ([1, 2, 3], [4, 5])
+    report = verified(dated, path)
+    assert report.ok, report.problems
+    result = run("verify", str(path), str(dated), "--kernel-key", KERNEL.public_key.hex)
+    assert result.status == 0, result.out
+    assert "OK: 2 file(s), 5 line(s), 5 receipt(s), seq 1-5" in result.out
+
+
+def test_every_worker_follows_a_rename_into_one_chain(tmp_path: Path) -> None:
+    path = tmp_path / "receipts.jsonl"
+    moved = tmp_path / "old-receipts.jsonl"
+    first, second = JsonlSink(path, fsync="never"), JsonlSink(path, fsync="never")
+    record(first, 2, 0)
+    record(second, 1, 2)
+    path.rename(moved)  # a manual mv, no new file
+    record(second, 1, 3)
+    record(first, 2, 4)
+    first.close()
+    second.close()
+    assert (seqs(moved), seqs(path)) == ([1, 2, 3], [4, 5, 6])
+    assert verified(moved, path).ok
+
+
+def test_copytruncate_continues_the_chain_and_shows_what_it_lost(tmp_path: Path) -> None:
+    path = tmp_path / "receipts.jsonl"
+    copy = tmp_path / "receipts.jsonl-20261201"
+    sink = JsonlSink(path, fsync="never")
+    record(sink, 3, 0)
+    shutil.copyfile(path, copy)
+    with open(path, "r+b") as handle:
+        handle.truncate(0)
+    record(sink, 2, 3)
+    assert (seqs(copy), seqs(path)) == ([1, 2, 3], [4, 5])
+    assert verified(copy, path).ok
+    # A receipt written between logrotate's copy and its truncation is lost: verify says so.
+    shutil.copyfile(path, copy := tmp_path / "receipts.jsonl-20261202")
+    record(sink, 1, 5)
+    with open(path, "r+b") as handle:
+        handle.truncate(0)
+    record(sink, 1, 6)
+    sink.close()
+    assert seqs(path) == [7]
+    files = group_logs([str(path), str(tmp_path / "receipts.jsonl-20261201"), str(copy)])
+    [ordered] = files.values()
+    report = verify_log(ordered, kernel_keys=KEYS, from_start=True)
+    assert [p.kind for p in report.problems] == ["missing"]
+    assert "seq 6 is missing" in report.problems[0].message
+
+
+def test_a_sink_starting_after_a_dated_rotation_continues_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "receipts.jsonl"
+    dated = tmp_path / "receipts.jsonl-20261201"
+    sink = JsonlSink(path, fsync="never")
+    record(sink, 3, 0)
+    sink.close()
+    path.rename(dated)
+    path.touch()  # logrotate `create`
+    sink = JsonlSink(path, fsync="never")
+    record(sink, 1, 3)
+    sink.close()
+    assert seqs(path) == [4]
+    assert verified(dated, path).ok
+
+
+def test_verify_orders_files_by_the_chain_not_by_their_names(tmp_path: Path) -> None:
+    path = tmp_path / "receipts.jsonl"
+    sink = JsonlSink(path, max_bytes=2500, backups=3, fsync="never")
+    record(sink, 8, 0)
+    sink.close()
+    one, two = Path(f"{path}.1"), Path(f"{path}.2")
+    assert one.exists() and two.exists()
+    one.rename(tmp_path / "swap")
+    two.rename(one)
+    (tmp_path / "swap").rename(two)  # .1 is now older than .2
+    [files] = group_logs([str(path)]).values()
+    assert str(one) in files and str(two) in files
+    assert files.index(str(one)) < files.index(str(two))  # by the chain, not by the names
+    firsts = [seqs(Path(f))[0] for f in files]
+    assert firsts == sorted(firsts)
+    assert verify_log(files, kernel_keys=KEYS, from_start=True).ok
+
+
+@pytest.fixture
+def lock_holder(tmp_path: Path) -> Iterator[Path]:
+    """Another process holding ``<log>.lock`` until the test ends."""
+    path = tmp_path / "receipts.jsonl"
+    JsonlSink(path, fsync="never").close()  # the lock file exists
+    code = (
+        "import fcntl, sys\n"
+        f"handle = open({str(path) + '.lock'!r}, 'a')\n"
+        "fcntl.flock(handle, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    try:
+        yield path
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=20)
+
+
+def test_a_held_log_lock_fails_the_record_after_the_deadline(lock_holder: Path) -> None:
+    sink = JsonlSink(lock_holder, fsync="never", lock_timeout=0.05)
+    signed: list[int] = []
+
+    def sign(extra: Mapping[str, Any]) -> HttpReceipt:
+        signed.append(1)
+        return request_signer(0)(extra)
+
+    with pytest.raises(SinkBusy):
+        sink.try_record(sign)  # never waits
+    with pytest.raises(SinkBusy):
+        without_waiting(sink.record, sign)  # what the ASGI adapter does on the event loop
+    with pytest.raises(SinkError, match="receipt_lock_timeout"):
+        sink.record(sign)
+    assert signed == []  # nothing was signed for a line that was never written
+    sink.close()
+
+
+def test_the_lock_file_is_recreated_when_removed(tmp_path: Path) -> None:
+    path = tmp_path / "receipts.jsonl"
+    sink = JsonlSink(path, fsync="never")
+    record(sink, 1, 0)
+    Path(f"{path}.lock").unlink()
+    other = JsonlSink(path, fsync="never")
+    record(sink, 1, 1)
+    record(other, 1, 2)
+    assert Path(f"{path}.lock").exists()
+    sink.close()
+    other.close()
+    assert seqs(path) == [1, 2, 3]
+
+
+def test_bad_lock_timeout_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lock_timeout"):
+        JsonlSink(tmp_path / "r.jsonl", lock_timeout=0)
