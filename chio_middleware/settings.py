@@ -1,21 +1,33 @@
 """ChioSettings: the one configuration object (environment prefix ``CHIO_``).
 
-Keyword arguments override the environment; list values are JSON in the environment
-(``CHIO_TRUSTED_ISSUERS='["ab12..."]'``). Everything is validated at construction, and a
-bad value raises ``pydantic.ValidationError`` naming the setting. Route bindings and
-guard settings may also come from a TOML policy file (``policy_file``); see
+Keyword arguments override the environment; list values are JSON or comma-separated in
+the environment (``CHIO_TRUSTED_ISSUERS='["ab12..."]'`` or ``CHIO_TRUSTED_ISSUERS=ab12...``).
+Everything is validated at construction, and a bad value raises
+``pydantic.ValidationError`` naming the setting; a ``CHIO_*`` variable that is no setting
+is an error too. No error ever shows an input value (a secret could be among them). Route
+bindings and guard settings may also come from a TOML policy file (``policy_file``); see
 :func:`load_policy_file`.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from ._settings_env import ChioEnvSource, check_environment, check_names, hide_secrets
 from .core.crypto import KeyFormatError, PublicKey, SigningKey
 from .core.guards import parse_rate
 from .core.replay import DEFAULT_CAPACITY, DEFAULT_SUBJECT_QUOTA
@@ -74,7 +86,9 @@ def check_federation_peers(values: dict[str, str]) -> dict[str, str]:
 class ChioSettings(BaseSettings):
     """Settings of the Chio middleware (environment prefix ``CHIO_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="CHIO_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="CHIO_", frozen=True, extra="forbid", hide_input_in_errors=True
+    )
 
     signing_key: SecretStr | None = Field(
         default=None, description="Hex Ed25519 seed of the middleware (signs receipts, nonces)."
@@ -151,6 +165,35 @@ class ChioSettings(BaseSettings):
             "fallback). Off by default: query strings land in access logs and proxies' logs."
         ),
     )
+    ignore_env: list[str] = Field(
+        default_factory=list,
+        description="CHIO_* variables (names or globs) of other tools, not settings.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment is read by :class:`ChioEnvSource` (JSON or comma lists)."""
+        env = ChioEnvSource(
+            settings_cls,
+            case_sensitive=getattr(env_settings, "case_sensitive", None),
+            env_prefix=getattr(env_settings, "env_prefix", None),
+        )
+        return init_settings, env, dotenv_settings, file_secret_settings
+
+    @model_validator(mode="after")
+    def _known_environment(self) -> ChioSettings:
+        prefix = str(self.model_config.get("env_prefix") or "")
+        check_environment(
+            os.environ, prefix=prefix, fields=type(self).model_fields, ignore=self.ignore_env
+        )
+        return self
 
     @field_validator("trusted_issuers", "trusted_kernel_keys")
     @classmethod
@@ -237,6 +280,19 @@ class ChioSettings(BaseSettings):
                 "middleware by its kernel_id"
             )
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_names(cls, data: Any) -> Any:
+        check_names(data, cls.model_fields)
+        return data
+
+    # Keep this the last model validator: pydantic nests later ones outside earlier ones, and
+    # this one must be outermost so that no other validator's error carries a secret.
+    @model_validator(mode="wrap")
+    @classmethod
+    def _secrets_hidden(cls, data: Any, handler: ModelWrapValidatorHandler[ChioSettings]) -> Any:
+        return handler(hide_secrets(data, cls.model_fields))
 
     def load_signing_key(self) -> SigningKey | None:
         """The configured signing key, or ``None`` when none is configured."""

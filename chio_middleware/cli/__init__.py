@@ -1,10 +1,12 @@
 """The ``chio-middleware`` command line: keys, development tokens, DPoP headers, receipts.
 
-Commands, each with ``--help``: ``keygen``, ``issue``, ``proof``, ``inspect``, ``verify``,
-``tail``, ``export``, ``federation``. Exit status: 0 success, 1 a check failed (a problem in
-a receipt log, a signature that does not verify, a refused handshake), 2 bad usage or
-unusable input (missing file, bad hex, a value that is not a Chio object). Written on
-argparse alone; ``python -m chio_middleware.cli`` works as well as the console script.
+``chio-middleware --version`` prints the package version. Commands, each with ``--help``:
+``keygen`` (``--public KEYFILE``: the public key of a seed), ``issue``, ``proof``,
+``inspect``, ``verify``, ``tail``, ``export``, ``federation``. Exit status: 0 success, 1 a
+check failed (a problem in a receipt log, a signature that does not verify, a refused
+handshake), 2 bad usage or unusable input (missing file, bad hex, a value that is not a
+Chio object). Written on argparse alone; ``python -m chio_middleware.cli`` works as well as
+the console script.
 """
 
 from __future__ import annotations
@@ -18,7 +20,19 @@ from contextlib import redirect_stderr, redirect_stdout
 from . import export, federation, inspection, issue, keys, proof, tail, verify
 from ._common import EXIT_USAGE, CliError, Env
 
-__all__ = ["Env", "build_parser", "main"]
+__all__ = ["Env", "build_parser", "main", "package_version"]
+
+
+def package_version() -> str:
+    """The installed distribution's version (the package's own when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("chio-middleware")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chio capability, DPoP and receipt tools for chio_middleware.",
         epilog="Run 'chio-middleware COMMAND --help' for a command's options.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (keys, issue, proof, inspection, verify, tail, export, federation):
         module.register(commands)

@@ -1,4 +1,4 @@
-"""``keygen``: a new Ed25519 key (PROTOCOL.md 1.2)."""
+"""``keygen``: a new Ed25519 key (PROTOCOL.md 1.2), or the public key of an existing one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from ..core.canonical import canonical_json
 from ..core.crypto import SigningKey
-from ._common import EXIT_OK, CliError, Env
+from ._common import EXIT_OK, CliError, Env, read_signing_key
 
 __all__ = ["register"]
 
@@ -20,6 +20,10 @@ With --out FILE the seed is written to FILE (mode 0600, one line of hex; the for
 printed, as key=value lines (seed=..., public_key=...) or with --json as one JSON object
 {"public_key": ..., "seed": ...}. The seed is a secret: keep it out of logs and shells'
 history.
+
+With --public KEYFILE no key is generated: the public key of the seed in KEYFILE (as
+--out writes it, or keygen --json's output; - reads standard input) is printed, hex, or
+with --json as {"public_key": ...}. The seed itself is never printed.
 """
 
 
@@ -31,7 +35,11 @@ def register(commands: Any) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", metavar="FILE", help="write the seed to FILE (mode 0600)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--out", metavar="FILE", help="write the seed to FILE (mode 0600)")
+    source.add_argument(
+        "--public", metavar="KEYFILE", help="print the public key of the seed in KEYFILE"
+    )
     parser.add_argument("--force", action="store_true", help="replace FILE if it exists")
     parser.add_argument("--json", action="store_true", help="print JSON instead of key=value")
     parser.set_defaults(handler=run)
@@ -56,7 +64,11 @@ def _write_secret(path: str, content: bytes, *, force: bool) -> None:
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    """Generate the key and print or write it."""
+    """Generate the key and print or write it (``--public``: print an existing key's)."""
+    if args.public:
+        public_key = read_signing_key(args.public, "--public", env).public_key.hex
+        env.out(canonical_json({"public_key": public_key}).decode() if args.json else public_key)
+        return EXIT_OK
     key = SigningKey.generate()
     public = key.public_key.hex
     if args.out:

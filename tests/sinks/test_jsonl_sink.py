@@ -355,7 +355,9 @@ def test_a_sink_opened_before_fork_is_safe_in_the_children(tmp_path: Path) -> No
     """Gunicorn's preload: the app (and its sink) exist before the workers are forked."""
     workers, count = 3, 50
     path = tmp_path / "receipts.jsonl"
-    sink = JsonlSink(path, max_bytes=30_000, backups=100)
+    # A generous lock deadline: this is about fork safety, not waits (a loaded CI machine
+    # may hold three contending writers past the 1 s default).
+    sink = JsonlSink(path, max_bytes=30_000, backups=100, lock_timeout=60)
     sink.record(request_signer(0, tag="parent-"))
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(workers)
@@ -373,3 +375,24 @@ def test_a_sink_opened_before_fork_is_safe_in_the_children(tmp_path: Path) -> No
     report = verify_log(files, kernel_keys=KEYS, from_start=True)
     assert report.ok, [str(p) for p in report.problems]
     assert report.last_seq == workers * count + 1
+
+
+def _record_once_in_child(sink: JsonlSink, done: Any) -> None:
+    try:
+        sink.record(request_signer(1, tag="child-"))
+        done.put("ok")
+    except Exception as exc:  # the report goes to the parent
+        done.put(type(exc).__name__)
+
+
+def test_a_fork_while_another_thread_holds_the_sink_lock_leaves_the_child_usable(tmp_path: Path) -> None:
+    """A fork while the fsync thread held the lock left the child's copy held forever."""
+    sink = JsonlSink(tmp_path / "receipts.jsonl", lock_timeout=0.5)
+    context = multiprocessing.get_context("fork")
+    done = context.Queue()
+    with sink._lock:  # as the fsync thread holds it while it syncs
+        child = context.Process(target=_record_once_in_child, args=(sink, done))
+        child.start()
+    child.join(60)
+    assert done.get(timeout=60) == "ok"
+    sink.close()

@@ -54,6 +54,7 @@ import fcntl
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,14 @@ def _last_link_in(fd: int, size: int) -> tuple[int, str] | None:
     return None
 
 
+_SINKS: weakref.WeakSet[JsonlSink] = weakref.WeakSet()
+
+
+def _reset_locks_in_child() -> None:
+    for sink in list(_SINKS):
+        sink._after_fork_in_child()
+
+
 class JsonlSink:
     """Appends each receipt as a chained line of canonical JSON to ``path`` (module docs)."""
 
@@ -169,6 +178,12 @@ class JsonlSink:
             self._release_all()
             raise SinkError(f"cannot open receipt log {self.path}: {exc.strerror}") from exc
         atexit.register(self._flush_at_exit)
+        _SINKS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # A fork while another thread (the fsync thread) held the lock would leave the
+        # child's copy held forever, so every receipt of that worker would time out.
+        self._lock = threading.Lock()
 
     # -- recording
 
@@ -535,3 +550,6 @@ def _identity(path: str) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
+
+
+os.register_at_fork(after_in_child=_reset_locks_in_child)
