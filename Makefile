@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint bench clean redis
+.PHONY: test demo lint bench bench-table bench-stores bench-peers bench-e2e profile clean redis
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,12 +32,42 @@ lint: $(STAMP)
 	$(BIN)/ruff check chio_middleware tests examples benchmarks
 	$(BIN)/mypy chio_middleware
 
-bench: $(STAMP)
+# Benchmarks (BENCHMARKS.md says what each prints and the figures of the last run). The
+# peers, uvloop and httptools come from the `bench` extra; the end-to-end test needs wrk.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) redis
+	$(BIN)/python benchmarks/bench_table.py
+	$(BIN)/python benchmarks/bench_stores.py
+	$(BIN)/python benchmarks/bench_peers.py
 	$(BIN)/python benchmarks/bench_core.py
 	$(BIN)/python benchmarks/bench_middleware.py
 	$(BIN)/python benchmarks/bench_receipt_modes.py
 	$(BIN)/python benchmarks/bench_store_memory.py
 	$(BIN)/python benchmarks/bench_constraints.py
+
+bench-table: $(STAMP)
+	$(BIN)/python benchmarks/bench_table.py
+
+bench-stores: $(STAMP) redis
+	$(BIN)/python benchmarks/bench_stores.py
+
+bench-peers: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench_peers.py
+
+# About four minutes: 2 servers x 3 routes x bare/chio x 3 rounds of 5 s, on 127.0.0.1.
+bench-e2e: $(BENCH_STAMP)
+	@command -v wrk >/dev/null || { echo "bench-e2e needs wrk (Debian: apt-get install wrk)"; exit 1; }
+	$(BIN)/python benchmarks/bench_e2e.py
+
+profile: $(STAMP)
+	$(BIN)/python benchmarks/profile_request.py --config defaults --top 25
+	$(BIN)/python benchmarks/profile_request.py --config benchmark
+	$(BIN)/python benchmarks/profile_request.py --config defaults --adapter wsgi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info demo-state

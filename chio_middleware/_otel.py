@@ -25,7 +25,9 @@ def _attributes(evaluation: Evaluation) -> dict[str, AttributeValue]:
         "chio.code": "none" if error is None else error.code,
         "http.route": evaluation.route_pattern,
         "http.request.method": evaluation.request.method,
-        "chio.tool": "none" if route is None else f"{route.tool_server}/{route.tool_name}",
+        "chio.tool": "none"
+        if route is None or route.unbound or route.public
+        else f"{route.tool_server}/{route.tool_name}",
     }
 
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from .core.clock import Clock
 from .core.engine import Evaluation
-from .core.errors import BadRequest, ChioError, PayloadTooLarge, log_field
+from .core.errors import BadRequest, ChioError, PayloadTooLarge, Unavailable, log_field
 from .core.federation import PeerStore
 from .core.guards import Guard
 from .core.replay import ReplayStore, as_async
@@ -29,7 +29,7 @@ from .core.routing import RouteMatch
 from .federation import async_peer_view
 from .integrations._declare import route_for
 from .integrations.coverage import starlette_coverage
-from .integrations.starlette_routing import native_route, router_of, stack_contains
+from .integrations.starlette_routing import find_router, native_route, router_of, stack_contains
 from .logs import get_logger
 from .runtime import ChioRuntime, DenialRenderer, render_with
 from .settings import ChioSettings
@@ -74,9 +74,10 @@ class ChioMiddleware:
     ) -> None:
         self.app = app
         self._startup_error: str | None = None
-        self._own_router = router_of(app)
+        self._own_router = find_router(app)
         self._routers: weakref.WeakKeyDictionary[Any, Any | None] = weakref.WeakKeyDictionary()
         self._render_denial = render_denial
+        self._coverage_refusal: str | None = None
         try:
             self.runtime = runtime or ChioRuntime(
                 settings, clock=clock, guards=guards, store=store, sink=sink, peers=peers
@@ -189,7 +190,12 @@ class ChioMiddleware:
                 return route_for(native, view.method, view.route_path or view.path, table)
 
         evaluation = engine.start(view, resolve)
+        if router is not None and not self.runtime.coverage_reported:
+            # No lifespan ran (``--lifespan off``): the start-up check happens now.
+            self._coverage_refusal = self._check_coverage(scope)
         try:
+            if self._coverage_refusal is not None:  # the reason is in the server log
+                raise Unavailable("the middleware's configuration was refused; see the log")
             if query_error is not None:
                 raise query_error
             body = await self._read_body(receive, view, evaluation.body_limit)
@@ -300,7 +306,7 @@ class ChioMiddleware:
         except Exception:
             if started:
                 raise
-            if self._router(scope) is not None and self._own_router is None:
+            if stack_contains(scope.get("app"), self):
                 # Inside a Starlette/FastAPI stack: its ServerErrorMiddleware, outside this
                 # one, renders the app's own exception handler (a 500). Record that 500 and
                 # let the exception go to it; the receipt is in the sink.

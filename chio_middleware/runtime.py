@@ -12,11 +12,15 @@ import contextlib
 import importlib
 import inspect
 import json
+import logging
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
+from . import _speedups
 from ._logging import log_failure
 from .core.clock import Clock, system_clock
 from .core.crypto import PublicKey, SigningKey
@@ -46,6 +50,8 @@ from .workers import detected_workers
 __all__ = ["DEFAULT_SHARED_STORE", "ChioRuntime", "Denial", "DenialRenderer", "render_with"]
 
 logger = get_logger()
+_STD_LOGGER = logging.getLogger(logger.name)
+_speedups.install()
 
 #: The body of the 500 answer when the application fails before it responds.
 CRASH_BODY = b'{"error":"internal_error","message":"the application failed","status":500}'
@@ -246,7 +252,7 @@ class ChioRuntime:
         return receipt
 
     def log_decision(self, evaluation: Evaluation, receipt: HttpReceipt) -> None:
-        """One log event per decision; never a key, token or signature."""
+        """One DEBUG event per decision (failures at ERROR); never a key, token or signature."""
         error = evaluation.error
         if self.telemetry is not None:
             self.telemetry.decision(evaluation, receipt)
@@ -257,7 +263,12 @@ class ChioRuntime:
                 evaluation.failure,
                 request_id=evaluation.request_id,
             )
-        logger.info(
+        # DEBUG: the signed receipt is the audit record of every decision; this line is for
+        # debugging (a line per request at INFO cost more than the signature, issue 13).
+        # Its context is not even built unless something may print it.
+        if not structlog.is_configured() and not _STD_LOGGER.isEnabledFor(logging.DEBUG):
+            return
+        logger.debug(
             "chio_decision",
             verdict="allow" if error is None else "deny",
             status=receipt.response_status,
@@ -267,7 +278,7 @@ class ChioRuntime:
             method=log_field(evaluation.request.method),
             route=log_field(evaluation.route_pattern),
             tool=None
-            if evaluation.route is None
+            if evaluation.route is None or evaluation.route.unbound or evaluation.route.public
             else log_field(f"{evaluation.route.tool_server}/{evaluation.route.tool_name}"),
             capability_id=log_field(receipt.capability_id),
             receipt_id=receipt.id,
@@ -289,6 +300,11 @@ class ChioRuntime:
         """Record the 500 receipt of an app that failed before responding (best effort)."""
         with contextlib.suppress(Unavailable):  # the sink already logged why
             self.record(evaluation, 500)
+
+    @property
+    def coverage_reported(self) -> bool:
+        """True once the route coverage was checked (lifespan, ``init_app`` or first request)."""
+        return self._coverage_reported
 
     def report_coverage(self, rows: Sequence[CoverageRow], *, again: bool = False) -> str | None:
         """Log the route coverage table once (``again``: routes were added since); return

@@ -59,6 +59,7 @@ class ChioWSGIMiddleware:
         runtime: ChioRuntime | None = None,
         render_denial: DenialRenderer | None = None,
         peers: PeerStore | None = None,
+        flask_app: Any | None = None,
     ) -> None:
         self.app = app
         self.runtime = runtime or ChioRuntime(
@@ -74,7 +75,7 @@ class ChioWSGIMiddleware:
         self.store = SyncStoreAsAsync(self.runtime.store)
         self._per_process_store = isinstance(self.runtime.store, MemoryReplayStore)
         self._loops = threading.local()
-        self._flask, self._native = _flask_router(app)
+        self._flask, self._native = _flask_router(flask_app if flask_app is not None else app)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if self.first_request_check is not None:
@@ -230,17 +231,22 @@ class ChioWSGIMiddleware:
 
 
 def _flask_router(app: Any) -> tuple[Any | None, Callable[..., NativeRoute] | None]:
-    """The Flask app behind ``app`` (``flask_app.wsgi_app``) and its router, if it is one.
+    """The Flask app behind ``app`` (``flask_app.wsgi_app``, maybe wrapped) and its router.
 
     Imported only then: Werkzeug is not a dependency of the generic WSGI adapter.
     """
-    candidate = getattr(app, "__self__", app)
-    adapter_factory = getattr(candidate, "create_url_adapter", None)
-    if not (hasattr(candidate, "url_map") and callable(adapter_factory)):
-        return None, None
-    from .integrations.flask_routing import native_route
+    node = app
+    for _ in range(32):  # through WSGI wrappers (ProxyFix, ...) that keep ``.app``
+        if node is None:
+            return None, None
+        candidate = getattr(node, "__self__", node)
+        adapter_factory = getattr(candidate, "create_url_adapter", None)
+        if hasattr(candidate, "url_map") and callable(adapter_factory):
+            from .integrations.flask_routing import native_route
 
-    return candidate, native_route
+            return candidate, native_route
+        node = getattr(node, "app", None)
+    return None, None
 
 
 class _ClosingIterator:

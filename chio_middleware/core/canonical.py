@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "canonical_json",
     "canonical_json_exact",
     "parse_json",
+    "use_fast_encoder",
 ]
 
 
@@ -76,9 +78,28 @@ def _is_fast(value: Any) -> bool:
     return t is str or t is int or t is bool or value is None
 
 
+#: An optional C encoder for the fast domain (sorted keys, compact, UTF-8), installed from
+#: outside the core by :func:`use_fast_encoder` (the middleware installs orjson when it is
+#: importable). It must give the stdlib fast path's bytes for every value it accepts; what
+#: it refuses (integers past 64 bits, lone surrogates) falls to that path, which decides.
+_accelerated: Callable[[Any], bytes] | None = None
+
+
+def use_fast_encoder(encoder: Callable[[Any], bytes] | None) -> None:
+    """Install (or, with ``None``, remove) the C encoder of the fast domain."""
+    global _accelerated
+    _accelerated = encoder
+
+
 def canonical_json(value: Any) -> bytes:
     """Return the canonical JSON bytes of ``value`` (dicts, lists, str, int, float, bool, None)."""
     if _is_fast(value):
+        accelerated = _accelerated
+        if accelerated is not None:
+            try:
+                return accelerated(value)
+            except Exception:  # noqa: S110 - outside its range: the stdlib path decides
+                pass
         try:
             return _FAST_ENCODER.encode(value).encode("utf-8")
         except (ValueError, UnicodeEncodeError) as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
 __all__ = ["Clock", "FixedClock", "system_clock", "uuid7"]
@@ -63,4 +62,7 @@ def uuid7(unix_ms: int | None = None) -> str:
     value |= (rand >> 62) << 64  # 12 bits rand_a
     value |= 0b10 << 62  # RFC 9562 variant
     value |= rand & ((1 << 62) - 1)  # 62 bits rand_b
-    return str(uuid.UUID(int=value))
+    # The canonical 8-4-4-4-12 form of ``str(uuid.UUID(int=value))``, without building a
+    # UUID object (a third of this function's cost on the request path).
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

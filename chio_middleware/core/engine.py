@@ -56,11 +56,11 @@ from .hashing import (
     anonymous_identity,
     api_key_identity,
     bearer_identity,
+    binding_json,
     body_hash,
     caller_identity_hash,
-    content_hash,
+    content_hash_from_binding,
     dpop_identity,
-    request_binding_hash,
 )
 from .inputs import ChioHeaders, read_chio_headers
 from .models import (
@@ -170,6 +170,7 @@ class Evaluation:
     #: The federation pin store's view for this request (set by ``evaluate``).
     peers: AsyncPeerStore | None = field(default=None, repr=False)
     _digest: tuple[bytes, str | None] | None = field(default=None, init=False, repr=False)
+    _binding: tuple[RequestView, bytes] | None = field(default=None, init=False, repr=False)
 
     def body_hash(self) -> str | None:
         """``body_hash`` of the request body, computed once for the binding and the receipt."""
@@ -177,6 +178,15 @@ class Evaluation:
         if self._digest is None or self._digest[0] is not body:
             self._digest = (body, body_hash(body))
         return self._digest[1]
+
+    def binding_json(self) -> bytes:
+        """Canonical JSON of the request's binding inputs, encoded once for the DPoP/nonce
+        binding hash and the receipt's ``content_hash``."""
+        request = self.request
+        if self._binding is None or self._binding[0] is not request:
+            encoded = binding_json(request.method, request.path, request.query, self.body_hash())
+            self._binding = (request, encoded)
+        return self._binding[1]
 
     @property
     def route_pattern(self) -> str:
@@ -190,7 +200,7 @@ class Evaluation:
         if subject is None and token is not None:
             subject = PublicKey.from_hex(token.subject).hex
         tool = None
-        if route is not None and not route.public:
+        if route is not None and not route.public and not route.unbound:
             tool = (route.tool_server, route.tool_name)
         return ChioContext(
             request_id=self.request_id,
@@ -325,8 +335,8 @@ class ChioEngine:
             query_capability=self.config.capability_query_param,
         )
         route = ev.route
-        if route is None or route.public:
-            await self._unbound(ev, store, headers, public=route is not None)
+        if route is None or route.public or route.unbound:
+            await self._unbound(ev, store, headers, public=route is not None and route.public)
             return
         if headers.raw_capability is None:
             raise CapabilityRequired("side-effect route requires a capability token")
@@ -409,11 +419,7 @@ class ChioEngine:
                     guard="ConstraintGuard",
                 )
         if grant.constraints:
-            ev.evidence.append(
-                GuardEvidence(
-                    guard_name="ConstraintGuard", verdict=True, details="grant constraints hold"
-                )
-            )
+            ev.evidence.append(_CONSTRAINTS_HOLD)
 
     async def _unbound(
         self,
@@ -442,17 +448,12 @@ class ChioEngine:
             if headers.nonce is not None:
                 raise NonceInvalid("an execution nonce needs a capability", step="binding")
             if safe:
-                ev.evidence.append(
-                    GuardEvidence(
-                        guard_name="DefaultPolicyGuard",
-                        verdict=True,
-                        details="public route" if public else "safe method, session-scoped allow",
-                    )
-                )
+                ev.evidence.append(_PUBLIC_ROUTE if public else _SAFE_METHOD)
                 return
             raise CapabilityRequired("side-effect route requires a capability token")
         token = await self._verify_capability(ev, headers)
-        arguments = request_arguments(request, None)
+        native = ev.route if ev.route is not None and ev.route.unbound else None
+        arguments = request_arguments(request, native)  # a framework route's path params
         grant = _unbound_grant(token, arguments.values, required=not safe)
         ev.grant = grant.grant if grant.index >= 0 else None
         ev.arguments = arguments.values
@@ -477,7 +478,7 @@ class ChioEngine:
             bound = signed.nonce.bound_to
             expected = _nonce_binding(token, bound.tool_server, bound.tool_name, action_hash)
             nonce = await self._check_nonce(ev, signed, expected)
-        route = RouteMatch(
+        route = native or RouteMatch(
             request.path, UNBOUND_TOOL_SERVER, UNBOUND_TOOL_NAME, {}, None, unbound=True
         )
         context = _guard_context(ev, route, token, grant, arguments.values, store)
@@ -545,7 +546,7 @@ class ChioEngine:
             )
             await _reserve_slot(store, "dpop_proof", key, expires_at, ev.now, owner)
             check_not_forgotten(store, proof.body.issued_at, what="DPoP proof", guard="DpopGuard")
-            ev.evidence.append(GuardEvidence(guard_name="DpopGuard", verdict=True))
+            ev.evidence.append(_DPOP_HOLDS)
         if nonce is not None:
             key = nonce_replay_key(nonce)
             await _reserve_slot(
@@ -554,7 +555,7 @@ class ChioEngine:
             check_not_forgotten(
                 store, nonce.nonce.issued_at, what="execution nonce", guard="ExecutionNonceGuard"
             )
-            ev.evidence.append(GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True))
+            ev.evidence.append(_NONCE_HOLDS)
 
     async def _verify_capability(self, ev: Evaluation, headers: ChioHeaders) -> CapabilityToken:
         assert headers.raw_capability is not None
@@ -565,13 +566,7 @@ class ChioEngine:
             await self.federation.check_issuer(token.issuer, ev.now, _pin_store(ev))
         check_token_restrictions(token)  # PROTOCOL.md 2: enforce or refuse, never ignore
         ev.capability = token
-        ev.evidence.append(
-            GuardEvidence(
-                guard_name="CapabilityGuard",
-                verdict=True,
-                details="valid capability token presented",
-            )
-        )
+        ev.evidence.append(_CAPABILITY_VALID)
         return token
 
     async def _handshake(self, ev: Evaluation, store: AsyncReplayStore) -> None:
@@ -619,7 +614,7 @@ class ChioEngine:
                 observed = ev.error.observation()
                 if observed is not None:
                     route_metadata["chio_replay"] = observed
-        if ev.route is not None and not ev.route.public:
+        if ev.route is not None and not ev.route.public and not ev.route.unbound:
             route_metadata["chio_tool_server"] = ev.route.tool_server
             route_metadata["chio_tool_name"] = ev.route.tool_name
 
@@ -638,13 +633,7 @@ class ChioEngine:
                 evidence=ev.evidence,
                 response_status=status,
                 timestamp=int(now),
-                content_hash=content_hash(
-                    request.method,
-                    request.path,
-                    request.query,
-                    ev.body_hash(),
-                    route_pattern,
-                ),
+                content_hash=content_hash_from_binding(ev.binding_json(), route_pattern),
                 policy_hash=self.policy_hash,
                 capability_id=ev.capability.id if ev.capability is not None else None,
                 metadata={**route_metadata, **extra},
@@ -712,8 +701,8 @@ def _pin_store(ev: Evaluation) -> AsyncPeerStore:
 
 
 def _action_hash(ev: Evaluation) -> str:
-    request = ev.request
-    return request_binding_hash(request.method, request.path, request.query, ev.body_hash())
+    """``request_binding_hash`` of the request (its encoding is kept for the receipt)."""
+    return sha256_hex(ev.binding_json())
 
 
 def _unbound_grant(
@@ -778,6 +767,19 @@ def _as_guard_error(error: ChioError, guard_name: str) -> ChioError:
 
 
 _ALLOW = Verdict.allow()
+# The evidence that never varies: built once (the models are frozen, so shared safely).
+_CAPABILITY_VALID = GuardEvidence(
+    guard_name="CapabilityGuard", verdict=True, details="valid capability token presented"
+)
+_CONSTRAINTS_HOLD = GuardEvidence(
+    guard_name="ConstraintGuard", verdict=True, details="grant constraints hold"
+)
+_PUBLIC_ROUTE = GuardEvidence(guard_name="DefaultPolicyGuard", verdict=True, details="public route")
+_SAFE_METHOD = GuardEvidence(
+    guard_name="DefaultPolicyGuard", verdict=True, details="safe method, session-scoped allow"
+)
+_DPOP_HOLDS = GuardEvidence(guard_name="DpopGuard", verdict=True)
+_NONCE_HOLDS = GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True)
 _ANONYMOUS_HASH = caller_identity_hash(anonymous_identity())
 
 

@@ -12,9 +12,11 @@ __all__ = [
     "anonymous_identity",
     "api_key_identity",
     "bearer_identity",
+    "binding_json",
     "body_hash",
     "caller_identity_hash",
     "content_hash",
+    "content_hash_from_binding",
     "cookie_identity",
     "dpop_identity",
     "request_binding_hash",
@@ -59,6 +61,26 @@ def content_hash(
                 "route_pattern": route_pattern,
             }
         )
+    )
+
+
+def binding_json(method: str, path: str, query: Mapping[str, str], body_hash: str | None) -> bytes:
+    """The canonical JSON that :func:`request_binding_hash` hashes (shared with the receipt's
+    ``content_hash``: one encoding of the request per request)."""
+    return canonical_json(
+        {"body_hash": body_hash, "method": method.upper(), "path": path, "query": dict(query)}
+    )
+
+
+def content_hash_from_binding(binding: bytes, route_pattern: str) -> str:
+    """:func:`content_hash` from the request's :func:`binding_json`, without re-encoding it.
+
+    ``route_pattern`` sorts after every member of the binding object (``body_hash``,
+    ``method``, ``path``, ``query``), so the content object's canonical JSON is the binding's
+    with one member appended before its closing brace.
+    """
+    return sha256_hex(
+        b"".join((binding[:-1], b',"route_pattern":', canonical_json(route_pattern), b"}"))
     )
 
 

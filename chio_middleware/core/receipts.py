@@ -65,15 +65,34 @@ def sign_receipt(
         "kernel_key": key.public_key.hex,
     }
     body = {k: v for k, v in fields.items() if v is not None}
-    body["verdict"] = verdict.to_wire()
+    body["verdict"] = verdict_wire(verdict)
     if evidence:
-        body["evidence"] = [item.to_wire() for item in evidence]
+        body["evidence"] = [evidence_wire(item) for item in evidence]
     signed = canonical_json(body)
     signature = key.sign(signed)
     # Every value was built here from typed inputs: no second validation on the hot path.
     receipt = HttpReceipt.model_construct(**fields, signature=signature)
     receipt._canonical = _with_signature(signed, signature)
     return receipt
+
+
+def verdict_wire(verdict: Verdict) -> dict[str, Any]:
+    """``verdict.to_wire()`` without pydantic's serializer (the members are plain values)."""
+    wire: dict[str, Any] = {"verdict": verdict.verdict}
+    if verdict.reason is not None:
+        wire["reason"] = verdict.reason
+    if verdict.guard is not None:
+        wire["guard"] = verdict.guard
+    if verdict.http_status is not None:
+        wire["http_status"] = verdict.http_status
+    return wire
+
+
+def evidence_wire(item: GuardEvidence) -> dict[str, Any]:
+    """``item.to_wire()`` without pydantic's serializer (one dict per guard per request)."""
+    if item.details is None:
+        return {"guard_name": item.guard_name, "verdict": item.verdict}
+    return {"guard_name": item.guard_name, "verdict": item.verdict, "details": item.details}
 
 
 def _with_signature(signed: bytes, signature: str) -> bytes:

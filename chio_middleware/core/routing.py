@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -193,7 +194,7 @@ class RouteTable:
         self.public_paths = list(public_paths)
         self._static: dict[tuple[str, str], RouteBinding] = {}
         self._templated: dict[str, list[_Compiled]] = {}
-        self._public = [_compile(_public_binding(path)) for path in self.public_paths]
+        self._public = [_compile(_public_binding(entry)) for entry in self.public_paths]
         for binding in self.bindings:
             key = (binding.method, binding.path)
             if key in seen:
@@ -245,7 +246,9 @@ class RouteTable:
 
     def is_public_template(self, template: str) -> bool:
         """True when ``template`` is one of the ``public_paths`` or matches one."""
-        if template in self.public_paths:
+        if template in self.public_paths or any(
+            entry.endswith(" " + template) for entry in self.public_paths
+        ):
             return True
         return any(compiled.match(template) is not None for compiled in self._public)
 
@@ -263,20 +266,30 @@ class RouteTable:
             if found is not None:
                 return found
         for compiled in self._public:
+            if compiled.binding.method != method:
+                continue
             found = compiled.match(path)
             if found is not None:
                 return RouteMatch(found.pattern, "", "", found.params, None, public=True)
         return None
 
 
-def _public_binding(path: str) -> RouteBinding:
-    """A public path as a binding, so its template is validated and compiled the same way."""
-    return RouteBinding(method="GET", path=path, tool_server="public", tool_name="public")
+def _public_binding(entry: str) -> RouteBinding:
+    """A ``public_paths`` entry as a binding, validated and compiled the same way.
+
+    ``"/health"`` is public for GET (and so HEAD); ``"POST /hooks/ping"`` names another
+    method: a side effect is never made public by a path alone (found by the review).
+    """
+    method, _, path = entry.strip().rpartition(" ")
+    return RouteBinding(
+        method=method.strip() or "GET", path=path, tool_server="public", tool_name="public"
+    )
 
 
 _CANONICAL_CONVERTER = {"string": "str"}
 
 
+@lru_cache(maxsize=1024)  # a pure function of the few templates an app has: once each
 def template_shape(template: str) -> str:
     """A template with each parameter replaced by its converter: ``/notes/{int}``.
 

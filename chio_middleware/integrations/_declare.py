@@ -12,8 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar, overload
 
-from ..core.errors import BadRequest
-from ..core.routing import RouteBinding, RouteMatch, RouteTable
+from ..core.errors import AccessDenied, BadRequest
+from ..core.routing import (
+    RESERVED_TOOL_TEMPLATE,
+    RouteBinding,
+    RouteMatch,
+    RouteTable,
+    template_shape,
+)
 
 __all__ = [
     "ATTRIBUTE",
@@ -28,6 +34,10 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_RESERVED = template_shape(RESERVED_TOOL_TEMPLATE)
+#: The reference's synthetic tool of unbound requests (PROTOCOL.md 5.3).
+UNBOUND_SERVER, UNBOUND_TOOL = "chio_http_authority", "authorize_http_request"
 
 #: The attribute an endpoint's declaration is stored under.
 ATTRIBUTE: Final = "__chio__"
@@ -139,7 +149,18 @@ def route_for(native: NativeRoute, method: str, path: str, table: RouteTable) ->
     (405, a slash redirect, 404) gets the settings templates' match, which can only add
     checks. ``None``: unbound.
     """
-    if native.outcome != "matched" or native.pattern is None or table.is_reserved(path):
+    if native.outcome == "uninspectable":
+        raise AccessDenied(
+            "the application dispatches this request to a route the middleware cannot "
+            "inspect; refusing",
+            guard="RouteGuard",
+        )
+    if table.is_reserved(path):
+        if native.outcome == "matched" and template_shape(native.pattern or "") != _RESERVED:
+            # The framework runs another route than the one the reserved path names.
+            raise BadRequest("the reserved /chio/tools/ path is dispatched to another route")
+        return table.match(method, path)
+    if native.outcome != "matched" or native.pattern is None:
         return table.match(method, path)
     if native.rewritten:
         names = ", ".join(repr(name[:64]) for name in native.rewritten[:4])
@@ -164,9 +185,11 @@ def route_for(native: NativeRoute, method: str, path: str, table: RouteTable) ->
     named = table.binding_for(method, native.pattern)
     if named is None:
         legacy = table.match(method, path)
-        if legacy is None or legacy.public:
+        if legacy is not None and legacy.public:
             return legacy
-        named = legacy.binding
+        named = legacy.binding if legacy is not None else None
     if named is None:
-        return None
+        # Unbound, but a route the framework dispatches: its pattern names the receipt and
+        # its path parameters are arguments the constraints and guards see (PROTOCOL.md 5.3).
+        return RouteMatch(native.pattern, UNBOUND_SERVER, UNBOUND_TOOL, params, None, unbound=True)
     return RouteMatch(native.pattern, named.tool_server, named.tool_name, params, named)

@@ -58,14 +58,19 @@ def _describe(declaration: Any, method: str, pattern: str, table: RouteTable) ->
 
 def starlette_coverage(router: Any, table: RouteTable) -> list[CoverageRow]:
     """Every route of a Starlette/FastAPI router (mounts included) and its protection."""
-    from .starlette_routing import endpoint_declaration, router_of
+    from .starlette_routing import endpoint_declaration, find_router
 
     rows: list[CoverageRow] = []
 
     def walk(routes: Iterable[Any], prefix: str, depth: int) -> None:
         for route in routes:
-            path = prefix + str(getattr(route, "path", ""))
-            inner = router_of(getattr(route, "app", None)) if hasattr(route, "routes") else None
+            contexts = getattr(route, "effective_route_contexts", None)
+            if callable(contexts) and not hasattr(route, "endpoint") and depth < 16:
+                # FastAPI's include_router entry: its routes, prefixes applied.
+                walk([_as_route(c) for c in contexts()], prefix, depth + 1)
+                continue
+            path = prefix + str(getattr(route, "path", None) or getattr(route, "path_format", ""))
+            inner = find_router(getattr(route, "app", None)) if hasattr(route, "routes") else None
             if inner is not None and depth < 16:
                 walk(inner.routes, path, depth + 1)
                 continue
@@ -73,7 +78,7 @@ def starlette_coverage(router: Any, table: RouteTable) -> list[CoverageRow]:
                 if hasattr(route, "routes"):  # a mounted app of another kind
                     rows.append(CoverageRow("*", path + "/...", "unbound (opaque mount)"))
                 continue
-            methods = getattr(route, "methods", None) or _METHODS_DEFAULT
+            methods = getattr(route, "methods", None) or _class_methods(route) or _METHODS_DEFAULT
             for method in sorted(set(methods) - _SKIPPED) or ["GET"]:
                 declared = endpoint_declaration(route, method)
                 rows.append(
@@ -82,6 +87,23 @@ def starlette_coverage(router: Any, table: RouteTable) -> list[CoverageRow]:
 
     walk(router.routes, "", 0)
     return rows
+
+
+def _class_methods(route: Any) -> tuple[str, ...]:
+    """The methods a class-based endpoint (``HTTPEndpoint``) answers: its handlers."""
+    endpoint = getattr(route, "endpoint", None)
+    if not isinstance(endpoint, type):
+        return ()
+    names = ("get", "post", "put", "patch", "delete")
+    return tuple(name.upper() for name in names if callable(getattr(endpoint, name, None)))
+
+
+def _as_route(context: Any) -> Any:
+    """A FastAPI effective route context as a route: a mount stays a mount."""
+    starlette_route = getattr(context, "starlette_route", None)
+    if starlette_route is not None and hasattr(starlette_route, "routes"):
+        return starlette_route
+    return context
 
 
 def flask_coverage(app: Any, table: RouteTable) -> list[CoverageRow]:

@@ -88,7 +88,7 @@ class Chio:
         runtime = ChioRuntime(settings, **self._options)
         self.runtime = runtime
         middleware = ChioWSGIMiddleware(
-            app.wsgi_app, runtime=runtime, render_denial=self.render_denial
+            app.wsgi_app, runtime=runtime, render_denial=self.render_denial, flask_app=app
         )
         app.wsgi_app = middleware
         app.extensions["chio"] = self

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Host, Match, Mount
 from ..core.canonical import canonical_json
 from ._declare import NativeRoute, declaration_of
 
-__all__ = ["endpoint_declaration", "native_route", "router_of", "stack_contains"]
+__all__ = ["endpoint_declaration", "find_router", "native_route", "router_of", "stack_contains"]
 
 Scope = MutableMapping[str, Any]
 _MAX_DEPTH = 16
@@ -28,6 +28,20 @@ def router_of(app: Any) -> Any | None:
     """The router of a Starlette or FastAPI app (or the router itself), else ``None``."""
     router = getattr(app, "router", app)
     return router if isinstance(getattr(router, "routes", None), list) else None
+
+
+def find_router(app: Any) -> Any | None:
+    """The router of ``app`` or of the app it wraps (``.app`` links of ASGI middleware,
+    e.g. a ``Mount(middleware=...)`` or ``ProxyHeadersMiddleware(app)``), else ``None``."""
+    node = app
+    for _ in range(32):
+        if node is None:
+            return None
+        router = router_of(node)
+        if router is not None:
+            return router
+        node = getattr(node, "app", None)
+    return None
 
 
 def stack_contains(app: Any, middleware: object) -> bool:
@@ -55,6 +69,8 @@ def _walk(router: Any, scope: dict[str, Any], prefix: str, depth: int) -> Native
     for route in routes:
         match, child = route.matches(scope)
         if match is Match.FULL:
+            if _is_included_router(route):
+                return _included(route, scope, prefix, depth)
             return _full(route, {**scope, **child}, prefix, depth)
         if match is Match.PARTIAL and partial is None:
             partial = route
@@ -65,17 +81,50 @@ def _walk(router: Any, scope: dict[str, Any], prefix: str, depth: int) -> Native
     return NativeRoute("not_found")
 
 
+def _is_included_router(route: Any) -> bool:
+    """FastAPI's ``include_router`` entry (0.16x): a route that routes with its own router."""
+    return callable(getattr(route, "_match", None)) and not hasattr(route, "endpoint")
+
+
+def _included(route: Any, scope: dict[str, Any], prefix: str, depth: int) -> NativeRoute:
+    """Descend into a FastAPI included router with FastAPI's own ``_match``."""
+    if depth > _MAX_DEPTH:
+        return NativeRoute("uninspectable")
+    match, child, inner, context = route._match(scope)
+    if match is Match.NONE or inner is None:
+        return NativeRoute("not_found")
+    merged = {**scope, **child}
+    if _is_included_router(inner):
+        return _included(inner, merged, prefix, depth + 1)
+    target = context if context is not None else inner
+    pattern = prefix + str(getattr(target, "path", None) or _path_of(inner))
+    if match is Match.PARTIAL:
+        return NativeRoute("method_not_allowed", pattern=pattern)
+    if isinstance(inner, Mount | Host):
+        return _full(inner, merged, prefix, depth + 1)
+    params = dict(merged.get("path_params", {}))
+    return NativeRoute(
+        "matched",
+        pattern=pattern,
+        params={**params, **_fastapi_header_arguments(target, merged)},
+        declaration=endpoint_declaration(target, merged.get("method", "GET")),
+        rewritten=_fastapi_rewrites(target, params, merged),
+    )
+
+
 def _full(route: BaseRoute, scope: dict[str, Any], prefix: str, depth: int) -> NativeRoute:
     if isinstance(route, Mount | Host):
-        inner = router_of(route.app)
+        inner = find_router(route.app)
         if inner is None:  # a mounted app of another kind (static files, WSGI, ...)
             return NativeRoute("opaque", pattern=prefix + _path_of(route))
         return _walk(inner, scope, prefix + _path_of(route), depth + 1)
+    if not hasattr(route, "endpoint"):  # a route class whose target cannot be inspected
+        return NativeRoute("uninspectable", pattern=prefix + _path_of(route))
     params = dict(scope.get("path_params", {}))
     return NativeRoute(
         "matched",
         pattern=prefix + _path_of(route),
-        params=params,
+        params={**params, **_fastapi_header_arguments(route, scope)},
         declaration=endpoint_declaration(route, scope.get("method", "GET")),
         rewritten=_fastapi_rewrites(route, params, scope),
     )
@@ -137,6 +186,44 @@ def _fastapi_rewrites(route: BaseRoute, params: dict[str, Any], scope: Scope) ->
             if raw != canonical:
                 problems.append(name)
     return problems
+
+
+def _fastapi_header_arguments(route: Any, scope: Scope) -> dict[str, Any]:
+    """The values of a FastAPI route's ``Header()`` and ``Cookie()`` parameters.
+
+    They are handler inputs like query parameters (found by the outside review): they
+    join the arguments under the parameter's name, as FastAPI validates them, so the
+    constraints and guards see them (a name also given elsewhere is refused, 400).
+    """
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return {}
+    headers_fields: list[Any] = []
+    cookie_fields: list[Any] = []
+    pending, seen = [dependant], 0
+    while pending and seen < 256:  # the dependant and its sub-dependencies
+        node = pending.pop()
+        seen += 1
+        headers_fields.extend(getattr(node, "header_params", ()))
+        cookie_fields.extend(getattr(node, "cookie_params", ()))
+        pending.extend(getattr(node, "dependencies", ()))
+    if not headers_fields and not cookie_fields:
+        return {}
+    from fastapi.dependencies.utils import request_params_to_args
+    from starlette.datastructures import Headers
+    from starlette.requests import cookie_parser
+
+    headers = Headers(scope=scope)
+    found: dict[str, Any] = {}
+    for fields, received in (
+        (headers_fields, headers),
+        (cookie_fields, cookie_parser(headers.get("cookie", ""))),
+    ):
+        for field in fields:
+            values, errors = request_params_to_args([field], received)
+            if not errors:
+                found.update((k, v) for k, v in values.items() if v is not None)
+    return found
 
 
 def endpoint_declaration(route: BaseRoute, method: str) -> Any:

@@ -93,10 +93,19 @@ class ReceiptSink(Protocol):
 
 
 class MemorySink:
-    """Keeps receipts in a list (tests, and apps that inspect receipts in process)."""
+    """Keeps the latest receipts in a list (tests, benchmarks, apps that inspect receipts).
 
-    def __init__(self) -> None:
+    Bounded, so a long run neither grows memory nor lengthens GC pauses: past
+    ``max_receipts`` the oldest half is dropped (``dropped`` counts them). The list is
+    never longer than ``max_receipts`` and always ends with the latest receipt.
+    """
+
+    def __init__(self, max_receipts: int = 10_000) -> None:
+        if max_receipts < 1:
+            raise ValueError("max_receipts must be at least 1")
         self.receipts: list[HttpReceipt] = []
+        self.max_receipts = max_receipts
+        self.dropped = 0
         self._lock = threading.Lock()
         self.closed = False
 
@@ -111,7 +120,12 @@ class MemorySink:
             raise SinkError("sink is closed")
         receipt = sign({})
         with self._lock:
-            self.receipts.append(receipt)
+            receipts = self.receipts
+            if len(receipts) >= self.max_receipts:
+                drop = max(1, self.max_receipts // 2)
+                del receipts[:drop]
+                self.dropped += drop
+            receipts.append(receipt)
         return receipt
 
     def flush(self) -> None:

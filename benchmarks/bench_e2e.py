@@ -1,0 +1,232 @@
+"""End-to-end load test: requests/s and p50/p99 with and without the middleware.
+
+Run: ``make bench-e2e`` (or ``.venv/bin/python benchmarks/bench_e2e.py [--duration 5
+--rounds 3 --connections 32]``). Needs ``wrk`` (Debian: ``apt-get install wrk``) and, for
+uvicorn's fast loop and parser, ``uvloop`` and ``httptools`` (the ``bench`` extra).
+
+Four servers, one worker each, on free ports of 127.0.0.1 only: uvicorn (uvloop,
+httptools, no access log) + Starlette and gunicorn (sync worker) + Flask, each bare and
+with the middleware under the defaults a user gets (JSONL sink in a temporary directory,
+fsync interval, logging unconfigured); see ``benchmarks/e2e/app.py``. For each route
+(``GET /health`` unbound, ``POST /notes`` bound and trivial, ``POST /work`` bound with
+about 1 ms of CPU in the handler) wrk runs ``--duration`` seconds with 2 threads and
+``--connections`` keep-alive connections, bare and protected alternately, ``--rounds``
+times; medians are printed. Every protected request carries its own fresh DPoP proof,
+made before the run (proof generation is not measured); a run that ran out of proofs
+reports its replays as non-2xx answers.
+
+The cap: the cryptography alone bounds the ratio at bare_time / (bare_time + floor), with
+bare_time = 1 / bare requests/s and floor = verify + sign for a bound POST (sign for the
+unbound GET), timed in this run. The whole test is bounded: rounds x 12 runs of
+``--duration`` seconds, plus start-up and proof generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import AGENT, NOTE, floor_us
+
+from chio_middleware.core.dpop import DpopBinding, create_dpop_proof
+from chio_middleware.core.encoding import encode_header_object
+from chio_middleware.core.hashing import body_hash, request_binding_hash
+from tests.middleware.harness import capability
+
+ROOT = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+ROUTES = [
+    ("GET /health (unbound)", "GET", "/health", "", None),
+    ("POST /notes (bound, trivial)", "POST", "/notes", NOTE.decode(), "write_note"),
+    ("POST /work (bound, ~1 ms handler)", "POST", "/work", NOTE.decode(), "work"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(server: str, chio: bool, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {**os.environ, "E2E_CHIO": "1" if chio else "0", "E2E_DIR": str(tmp)}
+    if server == "uvicorn + Starlette":
+        env["E2E_FRAMEWORK"] = "starlette"
+        command = [
+            str(BIN / "uvicorn"), "--app-dir", str(ROOT / "e2e"), "app:asgi",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--no-access-log", "--log-level", "warning",
+        ]
+        for module, flag in (("uvloop", ["--loop", "uvloop"]), ("httptools", ["--http", "httptools"])):
+            if _has(module):
+                command += flag
+    else:
+        env["E2E_FRAMEWORK"] = "flask"
+        command = [
+            str(BIN / "gunicorn"), "--chdir", str(ROOT / "e2e"), "--workers", "1",
+            "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "app:wsgi",
+        ]
+    process = subprocess.Popen(command, env=env, cwd=tmp)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+                if reply.status == 200:
+                    return process, port
+        except OSError:
+            time.sleep(0.1)
+    process.terminate()
+    raise SystemExit(f"{server} did not start on 127.0.0.1:{port}")
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def write_proofs(prefix: Path, path: str, tool: str, count: int, threads: int) -> None:
+    now = int(time.time())
+    cap = capability(issued_at=now - 60, expires_at=now + 3600)
+    cap_header = encode_header_object(cap.to_wire())
+    action = request_binding_hash("POST", path, {}, body_hash(NOTE))
+    binding = DpopBinding(cap.id, "srv-notes", tool, action)
+    for thread in range(threads):
+        lines = [cap_header]
+        for _ in range(count + 1):
+            proof = create_dpop_proof(AGENT, binding=binding, issued_at=now)
+            lines.append(encode_header_object(proof.to_wire()))
+        Path(f"{prefix}.{thread}").write_text("\n".join(lines) + "\n")
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def wrk(port: int, method: str, path: str, body: str, prefix: str, args: Any) -> dict[str, float]:
+    command = [
+        "wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration}s",
+        "--latency", "--timeout", "10s", "-s", str(ROOT / "e2e" / "load.lua"),
+        f"http://127.0.0.1:{port}", "--", method, path, body, prefix,
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True,
+                         timeout=args.duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    return {
+        "rps": rps, "p50": p50, "p99": p99,
+        "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "requests": float(total.group(1)) if total else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--servers", default="uvicorn + Starlette,gunicorn + Flask")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    servers = args.servers.split(",")
+    results: dict[tuple[str, str, bool], list[dict[str, float]]] = {}
+    floors = []
+    guess = {server: 4000.0 for server in servers}
+    with tempfile.TemporaryDirectory(prefix="chio-e2e-") as tmpdir:
+        tmp = Path(tmpdir)
+        for server in servers:
+            procs = {}
+            try:
+                for chio in (False, True):
+                    (tmp / str(chio)).mkdir(exist_ok=True)
+                    procs[chio] = start(server, chio, tmp / str(chio))
+                for round_ in range(args.rounds):
+                    for label, method, path, body, tool in ROUTES:
+                        order = (False, True) if round_ % 2 == 0 else (True, False)
+                        for chio in order:
+                            prefix = "-"
+                            if tool is not None:
+                                prefix = str(tmp / "proofs")
+                                # Each thread gets enough for the whole run alone: wrk's
+                                # threads do not share the load evenly.
+                                count = int(guess[server] * args.duration * 1.5) if chio else 1
+                                write_proofs(Path(prefix), path, tool, count, args.threads)
+                            run = wrk(procs[chio][1], method, path, body, prefix, args)
+                            if chio and tool is not None:
+                                guess[server] = max(guess[server] * 0.5, run["rps"])
+                            results.setdefault((server, label, chio), []).append(run)
+                            print(f"  {server:20s} {label:34s} {'chio' if chio else 'bare'} "
+                                  f"{run['rps']:9.0f} req/s p50 {run['p50']:7.2f} ms "
+                                  f"p99 {run['p99']:7.2f} ms non-2xx {run['non2xx']:.0f}",
+                                  flush=True)
+                    floors.append(floor_us(1000))
+            finally:
+                for process, _ in procs.values():
+                    process.terminate()
+                for process, _ in procs.values():
+                    process.wait(timeout=30)
+    verify = statistics.median(f[0] for f in floors)
+    sign = statistics.median(f[1] for f in floors)
+    print(f"\nfloor in this run: verify {verify:.1f} us, sign {sign:.1f} us; wrk -t{args.threads} "
+          f"-c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds, medians\n")
+    header = (f"{'server, 1 worker':20s} {'route':34s} {'req/s chio / bare':>20s} {'ratio':>6s} "
+              f"{'cap':>5s} {'of cap':>7s} {'p50 ms chio/bare':>17s} {'p99 ms chio/bare':>17s} {'p99 x':>6s}")
+    print(header)
+    print("-" * len(header))
+    verdicts = []
+    for server in servers:
+        for label, _, _, _, tool in ROUTES:
+            bare = results[(server, label, False)]
+            mine = results[(server, label, True)]
+            med = {key: (statistics.median(r[key] for r in mine), statistics.median(r[key] for r in bare))
+                   for key in ("rps", "p50", "p99")}
+            ratio = med["rps"][0] / med["rps"][1]
+            floor = (verify + sign) if tool is not None else sign
+            bare_us = 1e6 / med["rps"][1]
+            cap = bare_us / (bare_us + floor)
+            p99x = med["p99"][0] / med["p99"][1]
+            replays = sum(r["non2xx"] for r in mine)
+            print(f"{server:20s} {label:34s} {med['rps'][0]:9.0f} / {med['rps'][1]:8.0f} {ratio:6.2f} "
+                  f"{cap:5.2f} {ratio / cap:7.2f} {med['p50'][0]:8.2f}/{med['p50'][1]:8.2f} "
+                  f"{med['p99'][0]:8.2f}/{med['p99'][1]:8.2f} {p99x:6.2f}"
+                  + (f"  ({replays:.0f} non-2xx)" if replays else ""))
+            if tool == "work":
+                verdicts.append((server, label, f"ratio {ratio:.2f} (target >= 0.85)", ratio >= 0.85))
+            elif tool is not None:
+                verdicts.append((server, label, f"{ratio / cap:.2f} of the cap {cap:.2f} (target >= 0.7)",
+                                 ratio / cap >= 0.7))
+            if tool is not None:
+                verdicts.append((server, label, f"p99 {p99x:.2f}x bare (target <= 1.5x; closed loop: "
+                                 "the offered load is each side's own)", p99x <= 1.5))
+    print()
+    for server, label, text, met in verdicts:
+        print(f"target {'met' if met else 'NOT met':7s} {server:20s} {label:34s} {text}")
+
+
+if __name__ == "__main__":
+    main()

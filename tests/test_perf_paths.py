@@ -1,0 +1,162 @@
+"""The fast paths of issue 13 give exactly what the paths they replace gave.
+
+uuid7's string form, one encoding for both request hashes, the receipts' verdict and evidence wire forms built without pydantic's
+serializer, the decision log line at DEBUG, and the bounded in-memory sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+import structlog
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chio_middleware.core.canonical import canonical_json
+from chio_middleware.core.clock import uuid7
+from chio_middleware.core.crypto import sha256_hex
+from chio_middleware.core.hashing import (
+    binding_json,
+    content_hash,
+    content_hash_from_binding,
+    request_binding_hash,
+)
+from chio_middleware.core.models import GuardEvidence, Verdict
+from chio_middleware.core.receipts import (
+    evidence_wire,
+    receipt_json,
+    sign_receipt,
+    verdict_wire,
+    verify_receipt,
+)
+from chio_middleware.sinks import MemorySink
+from tests.middleware.harness import KERNEL, agent_headers, make_driver
+
+NOTE = b'{"title":"t","body":"b"}'
+
+MS = st.integers(min_value=0, max_value=2**48 - 1)
+
+
+@given(MS)
+def test_uuid7_is_a_canonical_version_7_rfc_9562_uuid_of_its_millisecond(ms: int) -> None:
+    text = uuid7(ms)
+    parsed = uuid.UUID(text)
+    assert str(parsed) == text  # lowercase 8-4-4-4-12, as str(UUID) writes it
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert parsed.int >> 80 == ms
+
+
+def test_uuid7_ids_of_one_millisecond_increase() -> None:
+    ids = [uuid7(1_760_000_000_000) for _ in range(50)]
+    assert [uuid.UUID(i).int for i in ids] == sorted({uuid.UUID(i).int for i in ids})
+
+
+TEXT = st.text(max_size=20)
+
+
+@given(
+    st.sampled_from(["allow", "deny"]),
+    st.none() | TEXT,
+    st.none() | TEXT,
+    st.none() | st.integers(min_value=100, max_value=599),
+)
+def test_verdict_wire_is_the_models_wire_form(
+    verdict: str, reason: str | None, guard: str | None, status: int | None
+) -> None:
+    model = Verdict(verdict=verdict, reason=reason, guard=guard, http_status=status)  # type: ignore[arg-type]
+    assert verdict_wire(model) == model.to_wire()
+
+
+@given(TEXT, st.booleans(), st.none() | TEXT)
+def test_evidence_wire_is_the_models_wire_form(name: str, verdict: bool, details: str | None) -> None:
+    model = GuardEvidence(guard_name=name, verdict=verdict, details=details)
+    assert evidence_wire(model) == model.to_wire()
+
+
+def test_a_receipt_signed_with_the_fast_wire_forms_verifies_and_is_its_canonical_json() -> None:
+    receipt = sign_receipt(
+        KERNEL,
+        request_id="r",
+        route_pattern="/notes",
+        method="post",
+        caller_identity_hash="00" * 32,
+        verdict=Verdict.deny("no", "DpopGuard", 401),
+        evidence=[GuardEvidence(guard_name="CapabilityGuard", verdict=True, details="ok"),
+                  GuardEvidence(guard_name="DpopGuard", verdict=False)],
+        response_status=401,
+        timestamp=1,
+        content_hash="11" * 32,
+        policy_hash="22" * 32,
+    )
+    assert verify_receipt(receipt, trusted_keys=[KERNEL.public_key]) == receipt
+    assert receipt_json(receipt) == canonical_json(receipt.to_wire())
+
+
+@pytest.mark.parametrize("adapter", ["asgi", "wsgi"])
+def test_the_decision_line_is_logged_at_debug_only(
+    adapter: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server started in process earlier in the session (logging.config with
+    # disable_existing_loggers) may have disabled the library's logger: undo that here.
+    monkeypatch.setattr(logging.getLogger("chio_middleware"), "disabled", False)
+    # structlog.testing.capture_logs leaves structlog "configured" once it has run: the
+    # library then logs through structlog, which caplog does not see.
+    structlog.reset_defaults()
+    driver = make_driver(adapter)
+    with caplog.at_level(logging.INFO, logger="chio_middleware"):
+        assert driver.request("POST", "/notes", agent_headers("POST", "/notes", NOTE), NOTE).status == 201
+    assert not [r for r in caplog.records if getattr(r, "chio_event", None) == "chio_decision"]
+    with caplog.at_level(logging.DEBUG, logger="chio_middleware"):
+        assert driver.request("POST", "/notes", agent_headers("POST", "/notes", NOTE), NOTE).status == 201
+        assert driver.request("POST", "/notes", {}, NOTE).status == 401
+    decisions = [r for r in caplog.records if getattr(r, "chio_event", None) == "chio_decision"]
+    assert [r.levelno for r in decisions] == [logging.DEBUG, logging.DEBUG]
+    assert [r.chio_context["verdict"] for r in decisions] == ["allow", "deny"]  # type: ignore[attr-defined]
+    assert driver.sink.receipts[-1].id == decisions[-1].chio_context["receipt_id"]  # type: ignore[attr-defined]
+
+
+def test_the_memory_sink_keeps_at_most_its_bound_and_always_the_latest() -> None:
+    sink = MemorySink(max_receipts=4)
+    receipts = []
+    for index in range(11):
+        receipts.append(sink.record(lambda extra, i=index: _receipt(i)))
+        assert len(sink.receipts) <= 4
+        assert sink.receipts[-1] is receipts[-1]
+    assert sink.dropped + len(sink.receipts) == 11
+    assert sink.receipts == receipts[-len(sink.receipts):]
+    with pytest.raises(ValueError, match="max_receipts"):
+        MemorySink(max_receipts=0)
+
+
+def _receipt(index: int):  # type: ignore[no-untyped-def]
+    return sign_receipt(
+        KERNEL,
+        request_id=f"r{index}",
+        route_pattern="/",
+        method="GET",
+        caller_identity_hash="00" * 32,
+        verdict=Verdict.allow(),
+        response_status=200,
+        timestamp=index,
+        content_hash="11" * 32,
+        policy_hash="22" * 32,
+    )
+
+
+@given(
+    st.sampled_from(["GET", "post", "DELETE"]),
+    st.text(max_size=30),
+    st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4),
+    st.none() | st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    st.text(max_size=30),
+)
+def test_one_encoding_gives_both_request_hashes(
+    method: str, path: str, query: dict[str, str], digest: str | None, pattern: str
+) -> None:
+    encoded = binding_json(method, path, query, digest)
+    assert sha256_hex(encoded) == request_binding_hash(method, path, query, digest)
+    assert content_hash_from_binding(encoded, pattern) == content_hash(
+        method, path, query, digest, pattern
+    )
