@@ -331,11 +331,16 @@ async def _send_whole(send: Send, status: int, headers: list[tuple[str, str]], b
 
 
 def _built_lazily_by_starlette() -> bool:
-    """True when Starlette's ``build_middleware_stack`` is constructing this middleware."""
+    """True when a Starlette app's ``build_middleware_stack`` is constructing this
+    middleware (Starlette's own or a subclass's override, as FastAPI's)."""
+    from starlette.applications import Starlette
+
     frame = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
-        if code.co_name == "build_middleware_stack" and "starlette" in code.co_filename:
+        if code.co_name == "build_middleware_stack" and isinstance(
+            frame.f_locals.get("self"), Starlette
+        ):
             return True
         frame = frame.f_back  # type: ignore[assignment]
     return False

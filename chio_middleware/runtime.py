@@ -397,7 +397,7 @@ class ChioRuntime:
                 close_peers()
 
 
-def _open_peer_store(settings: ChioSettings, workers: int) -> PeerStore:
+def _open_peer_store(settings: ChioSettings, workers: int | None) -> PeerStore:
     """The federation pin store beside the replay store (same URL, same defaulting)."""
     from .stores.peers import open_peer_store
 
@@ -444,27 +444,34 @@ def render_with(
     return kept, rendered
 
 
-def _open_store(settings: ChioSettings, workers: int) -> ReplayStore:
-    """Open the configured store; never a per-process one when several workers may run."""
+def _open_store(settings: ChioSettings, workers: int | None) -> ReplayStore:
+    """Open the configured store; never a per-process one when several workers may run
+    (``workers`` ``None``: a server whose worker count cannot be known, so maybe several).
+    Every failure names ``replay_store``."""
     from .stores import open_store
 
-    return open_store(
-        _store_url(settings, workers),
-        key_prefix=settings.store_key_prefix,
-        timeout=settings.store_timeout,
-        capacity=settings.store_capacity,
-        subject_quota=settings.store_subject_quota,
-    )
+    url = _store_url(settings, workers)
+    try:
+        return open_store(
+            url,
+            key_prefix=settings.store_key_prefix,
+            timeout=settings.store_timeout,
+            capacity=settings.store_capacity,
+            subject_quota=settings.store_subject_quota,
+        )
+    except ValueError as exc:
+        raise ValueError(f"replay_store: {exc}") from None
 
 
-def _store_url(settings: ChioSettings, workers: int) -> str:
+def _store_url(settings: ChioSettings, workers: int | None) -> str:
     """The store URL: ``replay_store``, or the shared default when workers would split it."""
     url = settings.replay_store
-    if workers > 1 and url == "memory://":
+    if (workers is None or workers > 1) and url == "memory://":
+        many = f"{workers} workers may run" if workers else "the worker count cannot be known"
         if "replay_store" in settings.model_fields_set:
             raise ValueError(
                 f"replay_store: memory:// keeps replay and budget state per process, but "
-                f"{workers} workers may run, so a proof or nonce could be used once per worker; "
+                f"{many}, so a proof or nonce could be used once per worker; "
                 f"use sqlite:///chio-state.db (one host) or redis://... (several hosts)"
             )
         url = DEFAULT_SHARED_STORE
@@ -517,6 +524,13 @@ def _log_store_ceiling(store: ReplayStore, settings: ChioSettings) -> None:
 
 
 def _open_sink(settings: ChioSettings) -> ReceiptSink:
+    try:
+        return _open_configured_sink(settings)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"receipt_sink: {exc}") from None
+
+
+def _open_configured_sink(settings: ChioSettings) -> ReceiptSink:
     if settings.receipt_sink.startswith("jsonl:"):
         return open_sink(
             settings.receipt_sink,

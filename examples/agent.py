@@ -6,7 +6,7 @@
 It makes allowed calls, a call without a capability, a call outside its grant, a replayed
 DPoP proof and a delete that needs an execution nonce (answered automatically after the
 428 challenge), prints each outcome with its receipt id, and exits 1 if any outcome is not
-the expected one. Works against the Starlette and the Flask example alike.
+the expected one. Works against the Starlette, FastAPI and Flask examples alike.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ NOTES_TOOLS = {
 
 
 def resolve_tool(method: str, path: str) -> tuple[str, str]:
-    """Which tool of srv-notes a request calls (the same bindings as examples/policy.toml)."""
+    """Which tool of srv-notes a request calls (the tools the examples declare on their routes)."""
     key = (
         (method, path) if (method, path) in NOTES_TOOLS else (method, path.rsplit("/", 1)[0] + "/*")
     )

@@ -25,7 +25,7 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
-from ..asgi import ChioMiddleware
+from ..asgi import ChioMiddleware, ChioStartupError
 from ..core.clock import Clock
 from ..core.context import ChioContext
 from ..core.guards import Guard
@@ -33,6 +33,7 @@ from ..core.replay import ReplayStore
 from ..runtime import ChioRuntime, DenialRenderer
 from ..settings import ChioSettings
 from ..sinks import ReceiptSink
+from ..workers import restarts_workers_that_fail_to_import
 from ._declare import PUBLIC, ToolDeclaration, public, tool
 
 __all__ = ["PUBLIC", "Chio", "ChioContext", "ToolDeclaration", "context_of"]
@@ -68,12 +69,41 @@ class Chio:
         sink: ReceiptSink | None = None,
         render_denial: DenialRenderer | None = None,
     ) -> None:
-        self.runtime = ChioRuntime(settings, clock=clock, guards=guards, store=store, sink=sink)
-        self.settings = self.runtime.settings
         self.render_denial = render_denial
+        self._options: dict[str, Any] = {
+            "settings": settings,
+            "clock": clock,
+            "guards": guards,
+            "store": store,
+            "sink": sink,
+        }
+        self._failure: str | None = None
+        try:
+            self._runtime: ChioRuntime | None = ChioRuntime(
+                settings, clock=clock, guards=guards, store=store, sink=sink
+            )
+        except Exception as exc:
+            if not restarts_workers_that_fail_to_import():
+                raise
+            # uvicorn --workers N restarts a worker that dies at import, forever; a worker
+            # whose lifespan start-up fails stops it: fail there (init_app), naming the
+            # setting, instead of here.
+            self._runtime = None
+            self._failure = f"chio_middleware configuration is invalid: {exc}"
+        self.settings = settings if self._runtime is None else self._runtime.settings
         if app is not None:
             self.init_app(app)
 
+    @property
+    def runtime(self) -> ChioRuntime:
+        """The engine, store and sink of this app's middleware."""
+        if self._runtime is None:
+            raise ChioStartupError(str(self._failure))
+        return self._runtime
+
     def init_app(self, app: Any) -> None:
         """Install the middleware on ``app`` (``app.add_middleware``)."""
-        app.add_middleware(ChioMiddleware, runtime=self.runtime, render_denial=self.render_denial)
+        if self._runtime is None:  # built when Starlette builds its stack: fails the lifespan
+            app.add_middleware(ChioMiddleware, **self._options, render_denial=self.render_denial)
+            return
+        app.add_middleware(ChioMiddleware, runtime=self._runtime, render_denial=self.render_denial)
