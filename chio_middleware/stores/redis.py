@@ -53,8 +53,10 @@ reservations, whereas ``noeviction`` makes writes fail, which this store turns i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -235,10 +237,19 @@ def _ttl_ms(seconds: float) -> int:
     return math.ceil(min(max(seconds, 0.0) * 1000, _MAX_TTL_MS)) + _GRACE_MS
 
 
+# Only the epoch check: a process reads the marker when it opens the store, so that a
+# worker which serves nothing before a restart still knows the epoch it must not forget.
+_EPOCH_ONLY_LUA = _EPOCH_LUA + "return {e[1], e[2]}\n"
+
+
 class _Scripts:
     """Key naming, argument building and reply reading: the logic both clients share."""
 
-    sources = (_RESERVE_LUA, _CONSUME_LUA, _TAKE_LUA)
+    sources = (_RESERVE_LUA, _CONSUME_LUA, _TAKE_LUA, _EPOCH_ONLY_LUA)
+
+    def observe_epoch(self, now: float) -> _Call[None]:
+        """The call that only reads (or creates) the epoch marker."""
+        return self._call(_EPOCH_ONLY_LUA, (), (), now, lambda _rest: None)
 
     def __init__(self, key_prefix: str, subject_quota: int, watch: EpochWatch) -> None:
         self.key_prefix = key_prefix
@@ -396,6 +407,11 @@ class RedisReplayStore:
         }
         self._view: AsyncRedisReplayStore | None = None
         self._view_lock = threading.Lock()
+        # Learn the epoch now: a worker that first reached Redis only after a restart
+        # without persistence would otherwise take the empty store for a new one and
+        # accept a proof once more (seen with two uvicorn workers). Redis down: later.
+        with contextlib.suppress(Unavailable):
+            self._run(self._scripts.observe_epoch(time.time()))
 
     def _run(self, call: _Call[_T]) -> _T:
         try:
