@@ -20,7 +20,6 @@ from ..settings import ChioSettings, load_policy_file
 __all__ = ["is_flask_app", "route_resolver"]
 
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
-_MAX_WRAPPERS = 32
 
 
 def is_flask_app(app: Any) -> bool:
@@ -30,17 +29,9 @@ def is_flask_app(app: Any) -> bool:
 
 def _starlette_router(app: Any) -> Any | None:
     """The router of a Starlette/FastAPI app, looking through ASGI wrappers (``.app``)."""
-    from ..integrations.starlette_routing import router_of
+    from ..integrations.starlette_routing import find_router
 
-    node = app
-    for _ in range(_MAX_WRAPPERS):
-        if node is None:
-            return None
-        router = router_of(node)
-        if router is not None:
-            return router
-        node = getattr(node, "app", None)
-    return None
+    return find_router(app)
 
 
 def _route_table(settings: ChioSettings | None) -> RouteTable:
