@@ -144,10 +144,13 @@ def route_for(native: NativeRoute, method: str, path: str, table: RouteTable) ->
     """The route to check for a request the framework routes as ``native`` (PROTOCOL.md 5.1).
 
     A matched route takes its endpoint's declaration, else the settings binding of its
-    exact template, else a settings template that matches the path; its pattern and path
-    parameters are the framework's. A request the framework does not dispatch to a handler
-    (405, a slash redirect, 404) gets the settings templates' match, which can only add
-    checks. ``None``: unbound.
+    template shape, else a settings template that matches the path, else it is an unbound
+    route (``unbound=True``) that keeps the framework's pattern and path parameters. A
+    request the framework does not dispatch to a handler (405, a slash redirect, 404, an
+    opaque mount) gets the settings templates' match, which can only add checks (``None``:
+    unbound). A route the middleware cannot inspect, a reserved ``/chio/tools/`` path
+    dispatched elsewhere, or a typed parameter the handler would read as another value, is
+    refused.
     """
     if native.outcome == "uninspectable":
         raise AccessDenied(
