@@ -148,6 +148,7 @@ class ChioMiddleware:
         if router is None:
             return None
         rows = starlette_coverage(router, self.runtime.engine.config.routes)
+        _warn_inner_middleware(scope.get("app"))
         return self.runtime.report_coverage(rows)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -328,6 +329,30 @@ async def _send_whole(send: Send, status: int, headers: list[tuple[str, str]], b
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _warn_inner_middleware(app: Any) -> None:
+    """Warn about middleware inside this one: it could change the route after the check.
+
+    Starlette runs ``user_middleware`` outermost first; entries after Chio's run between
+    the check and the router (a method-override middleware there would make the router
+    dispatch another route than the one checked). Install Chio innermost.
+    """
+    entries = list(getattr(app, "user_middleware", ()))
+    names = [getattr(getattr(entry, "cls", None), "__name__", "?") for entry in entries]
+    if "ChioMiddleware" not in names:
+        return
+    inner = names[names.index("ChioMiddleware") + 1 :]
+    if inner:
+        logger.warning(
+            "chio_middleware_not_innermost",
+            inner=", ".join(inner),
+            message=(
+                "these middlewares run after the Chio check and before the router; one that "
+                "changes the method, path or body makes the app act on what was not checked. "
+                "Add Chio last (innermost)."
+            ),
+        )
 
 
 def _built_lazily_by_starlette() -> bool:

@@ -308,3 +308,24 @@ def test_one_tool_over_a_read_and_a_side_effect_method_fails_start_up() -> None:
 
     with pytest.raises(ValueError, match=r"declare one tool per method: DELETE/GET /both/<note_id>"):
         chio.init_app(app)
+
+
+def test_a_middleware_inside_chio_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """The review's F3: a middleware between the check and the router can change the route."""
+    from starlette.middleware.gzip import GZipMiddleware
+
+    app = Starlette()
+    app.add_middleware(GZipMiddleware)  # added first: it ends up inside Chio
+    chio_starlette.Chio(app, settings=settings(routes=[]))
+    caplog.set_level(logging.WARNING, logger="chio_middleware")
+    with TestClient(app):
+        pass
+    assert "chio_middleware_not_innermost inner='GZipMiddleware'" in caplog.text
+
+    outer = Starlette()
+    chio_starlette.Chio(outer, settings=settings(routes=[]))
+    outer.add_middleware(GZipMiddleware)  # added after: outside Chio, harmless
+    caplog.clear()
+    with TestClient(outer):
+        pass
+    assert "chio_middleware_not_innermost" not in caplog.text
