@@ -105,7 +105,8 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[d
         finally:
             client.close()
         prefix = f"chio-test:{uuid.uuid4().hex}:"
-        yield {"replay_store": REDIS_URL, "store_key_prefix": prefix}
+        # Semantics, not deadlines: a slow first connection on a busy machine is not a 503.
+        yield {"replay_store": REDIS_URL, "store_key_prefix": prefix, "store_timeout": 5.0}
         delete_keys(REDIS_URL, prefix)
 
 

@@ -120,6 +120,10 @@ def opened(
 
     def open_(backend: str, **options: Any) -> ReplayStore:
         url, prefix = store_url(backend)
+        # These tests pin semantics, not deadlines: a generous timeout keeps a slow first
+        # connection on a busy CI machine from turning into a 503 (timeouts have their own
+        # tests in test_redis.py and test_sqlite.py).
+        options.setdefault("timeout", 5.0)
         store = open_store(url, key_prefix=prefix, **options)
         stores.append(store)
         return store
