@@ -389,7 +389,7 @@ def test_pins_in_redis_through_both_adapters() -> None:
     from chio_middleware.stores.peers import RedisPeerStore
 
     url, prefix = "redis://127.0.0.1:6379/15", f"chio-test:{uuid.uuid4().hex}:"
-    stores = [RedisPeerStore(url, key_prefix=prefix) for _ in range(2)]
+    stores = [RedisPeerStore(url, key_prefix=prefix, timeout=5.0) for _ in range(2)]
     try:
         asgi, wsgi = _driver("asgi", stores[0]), _driver("wsgi", stores[1])
         assert _list_notes(asgi).status == 401
