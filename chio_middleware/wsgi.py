@@ -27,7 +27,7 @@ from .core.guards import Guard
 from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
 from .core.request import RequestView, parse_content_length, parse_wire_query
 from .core.routing import RouteMatch
-from .integrations._declare import NativeRoute, route_for
+from .integrations._declare import NativeRoute, route_for, wrapped_apps
 from .logs import get_logger
 from .runtime import ChioRuntime, DenialRenderer, render_with
 from .settings import ChioSettings
@@ -235,17 +235,13 @@ def _flask_router(app: Any) -> tuple[Any | None, Callable[..., NativeRoute] | No
 
     Imported only then: Werkzeug is not a dependency of the generic WSGI adapter.
     """
-    node = app
-    for _ in range(32):  # through WSGI wrappers (ProxyFix, ...) that keep ``.app``
-        if node is None:
-            return None, None
+    for node in wrapped_apps(app):  # through WSGI wrappers (ProxyFix, ...)
         candidate = getattr(node, "__self__", node)
         adapter_factory = getattr(candidate, "create_url_adapter", None)
         if hasattr(candidate, "url_map") and callable(adapter_factory):
             from .integrations.flask_routing import native_route
 
             return candidate, native_route
-        node = getattr(node, "app", None)
     return None, None
 
 

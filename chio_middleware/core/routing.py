@@ -195,7 +195,10 @@ class RouteTable:
         self._static: dict[tuple[str, str], RouteBinding] = {}
         self._templated: dict[str, list[_Compiled]] = {}
         self._public = [_compile(_public_binding(entry)) for entry in self.public_paths]
+        #: (method, template shape) -> the first binding of that shape (framework routes).
+        self._by_shape: dict[tuple[str, str], RouteBinding] = {}
         for binding in self.bindings:
+            self._by_shape.setdefault((binding.method, template_shape(binding.path)), binding)
             key = (binding.method, binding.path)
             if key in seen:
                 raise ValueError(f"route {binding.method} {binding.path} is bound twice")
@@ -239,9 +242,9 @@ class RouteTable:
         method = method.upper()
         shape = template_shape(template)
         for bound_method in (method, "GET") if method == "HEAD" else (method,):
-            for binding in self.bindings:
-                if binding.method == bound_method and template_shape(binding.path) == shape:
-                    return binding
+            binding = self._by_shape.get((bound_method, shape))
+            if binding is not None:
+                return binding
         return None
 
     def is_public_template(self, template: str) -> bool:

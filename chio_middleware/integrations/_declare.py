@@ -8,10 +8,11 @@ framework resolvers read the mark of the endpoint the framework's router dispatc
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar, overload
 
+from ..core.engine import UNBOUND_TOOL_NAME, UNBOUND_TOOL_SERVER
 from ..core.errors import AccessDenied, BadRequest
 from ..core.routing import (
     RESERVED_TOOL_TEMPLATE,
@@ -31,13 +32,12 @@ __all__ = [
     "public",
     "route_for",
     "tool",
+    "wrapped_apps",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _RESERVED = template_shape(RESERVED_TOOL_TEMPLATE)
-#: The reference's synthetic tool of unbound requests (PROTOCOL.md 5.3).
-UNBOUND_SERVER, UNBOUND_TOOL = "chio_http_authority", "authorize_http_request"
 
 #: The attribute an endpoint's declaration is stored under.
 ATTRIBUTE: Final = "__chio__"
@@ -140,6 +140,17 @@ class NativeRoute:
     rewritten: list[str] | None = None
 
 
+def wrapped_apps(app: Any, limit: int = 64) -> Iterator[Any]:
+    """``app``, the app it wraps, and so on down the ``.app`` links that ASGI and WSGI
+    middleware keep (ProxyFix, ``Mount(middleware=...)``, a built middleware stack)."""
+    node = app
+    for _ in range(limit):
+        if node is None:
+            return
+        yield node
+        node = getattr(node, "app", None)
+
+
 def route_for(native: NativeRoute, method: str, path: str, table: RouteTable) -> RouteMatch | None:
     """The route to check for a request the framework routes as ``native`` (PROTOCOL.md 5.1).
 
@@ -194,5 +205,7 @@ def route_for(native: NativeRoute, method: str, path: str, table: RouteTable) ->
     if named is None:
         # Unbound, but a route the framework dispatches: its pattern names the receipt and
         # its path parameters are arguments the constraints and guards see (PROTOCOL.md 5.3).
-        return RouteMatch(native.pattern, UNBOUND_SERVER, UNBOUND_TOOL, params, None, unbound=True)
+        return RouteMatch(
+            native.pattern, UNBOUND_TOOL_SERVER, UNBOUND_TOOL_NAME, params, None, unbound=True
+        )
     return RouteMatch(native.pattern, named.tool_server, named.tool_name, params, named)

@@ -22,18 +22,14 @@ routes and blueprints are registered, so that ``unbound_routes="refuse"`` fails 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from ..core.clock import Clock
 from ..core.context import ChioContext
-from ..core.guards import Guard
-from ..core.replay import ReplayStore
-from ..runtime import ChioRuntime, DenialRenderer
+from ..runtime import ChioRuntime
 from ..settings import ChioSettings
-from ..sinks import ReceiptSink
 from ..wsgi import ChioWSGIMiddleware
-from ._declare import PUBLIC, public, tool
+from ._base import ChioIntegration
+from ._declare import PUBLIC
 from .coverage import flask_coverage
 
 __all__ = ["PUBLIC", "Chio", "ChioContext", "settings_from_config"]
@@ -51,34 +47,11 @@ def settings_from_config(config: Any) -> ChioSettings:
     return ChioSettings(**values)
 
 
-class Chio:
+class Chio(ChioIntegration):
     """The Chio extension of Flask apps (``app.extensions["chio"]``)."""
 
-    tool = staticmethod(tool)
-    public = staticmethod(public)
-
-    def __init__(
-        self,
-        app: Any | None = None,
-        *,
-        settings: ChioSettings | None = None,
-        clock: Clock | None = None,
-        guards: Sequence[Guard] = (),
-        store: ReplayStore | None = None,
-        sink: ReceiptSink | None = None,
-        render_denial: DenialRenderer | None = None,
-    ) -> None:
-        self._settings = settings
-        self._options: dict[str, Any] = {
-            "clock": clock,
-            "guards": guards,
-            "store": store,
-            "sink": sink,
-        }
-        self.render_denial = render_denial
-        self.runtime: ChioRuntime | None = None
-        if app is not None:
-            self.init_app(app)
+    def _prepare(self) -> None:
+        self.runtime: ChioRuntime | None = None  # built by init_app, from app.config too
 
     def init_app(self, app: Any) -> None:
         """Wrap ``app.wsgi_app``, expose ``g.chio``, and check the route coverage."""

@@ -20,21 +20,16 @@ The app's own router decides which route a request is (PROTOCOL.md 5.1); the sta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import HTTPConnection
 
 from ..asgi import ChioMiddleware, ChioStartupError
-from ..core.clock import Clock
 from ..core.context import ChioContext
-from ..core.guards import Guard
-from ..core.replay import ReplayStore
-from ..runtime import ChioRuntime, DenialRenderer
-from ..settings import ChioSettings
-from ..sinks import ReceiptSink
+from ..runtime import ChioRuntime
 from ..workers import restarts_workers_that_fail_to_import
-from ._declare import PUBLIC, ToolDeclaration, public, tool
+from ._base import ChioIntegration
+from ._declare import PUBLIC, ToolDeclaration
 
 __all__ = ["PUBLIC", "Chio", "ChioContext", "ToolDeclaration", "context_of"]
 
@@ -47,41 +42,19 @@ def context_of(request: HTTPConnection) -> ChioContext:
     return found
 
 
-class Chio:
+class Chio(ChioIntegration):
     """The Chio integration of one Starlette (or FastAPI) app.
 
     Building it checks every setting and opens the store and the sink, so a bad
     configuration fails at import, before a server accepts anything.
     """
 
-    tool = staticmethod(tool)
-    public = staticmethod(public)
     context = staticmethod(context_of)
 
-    def __init__(
-        self,
-        app: Any | None = None,
-        *,
-        settings: ChioSettings | None = None,
-        clock: Clock | None = None,
-        guards: Sequence[Guard] = (),
-        store: ReplayStore | None = None,
-        sink: ReceiptSink | None = None,
-        render_denial: DenialRenderer | None = None,
-    ) -> None:
-        self.render_denial = render_denial
-        self._options: dict[str, Any] = {
-            "settings": settings,
-            "clock": clock,
-            "guards": guards,
-            "store": store,
-            "sink": sink,
-        }
+    def _prepare(self) -> None:
         self._failure: str | None = None
         try:
-            self._runtime: ChioRuntime | None = ChioRuntime(
-                settings, clock=clock, guards=guards, store=store, sink=sink
-            )
+            self._runtime: ChioRuntime | None = ChioRuntime(self._settings, **self._options)
         except Exception as exc:
             if not restarts_workers_that_fail_to_import():
                 raise
@@ -90,9 +63,7 @@ class Chio:
             # setting, instead of here.
             self._runtime = None
             self._failure = f"chio_middleware configuration is invalid: {exc}"
-        self.settings = settings if self._runtime is None else self._runtime.settings
-        if app is not None:
-            self.init_app(app)
+        self.settings = self._settings if self._runtime is None else self._runtime.settings
 
     @property
     def runtime(self) -> ChioRuntime:
@@ -104,6 +75,11 @@ class Chio:
     def init_app(self, app: Any) -> None:
         """Install the middleware on ``app`` (``app.add_middleware``)."""
         if self._runtime is None:  # built when Starlette builds its stack: fails the lifespan
-            app.add_middleware(ChioMiddleware, **self._options, render_denial=self.render_denial)
+            app.add_middleware(
+                ChioMiddleware,
+                settings=self._settings,
+                **self._options,
+                render_denial=self.render_denial,
+            )
             return
         app.add_middleware(ChioMiddleware, runtime=self._runtime, render_denial=self.render_denial)

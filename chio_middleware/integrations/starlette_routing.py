@@ -16,7 +16,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Host, Match, Mount
 
 from ..core.canonical import canonical_json
-from ._declare import NativeRoute, declaration_of
+from ._declare import NativeRoute, declaration_of, wrapped_apps
 
 __all__ = ["endpoint_declaration", "find_router", "native_route", "router_of", "stack_contains"]
 
@@ -33,27 +33,17 @@ def router_of(app: Any) -> Any | None:
 def find_router(app: Any) -> Any | None:
     """The router of ``app`` or of the app it wraps (``.app`` links of ASGI middleware,
     e.g. a ``Mount(middleware=...)`` or ``ProxyHeadersMiddleware(app)``), else ``None``."""
-    node = app
-    for _ in range(32):
-        if node is None:
-            return None
+    for node in wrapped_apps(app):
         router = router_of(node)
         if router is not None:
             return router
-        node = getattr(node, "app", None)
     return None
 
 
 def stack_contains(app: Any, middleware: object) -> bool:
     """True when ``middleware`` sits in ``app``'s built middleware stack (``.app`` links)."""
-    node = getattr(app, "middleware_stack", None)
-    for _ in range(64):
-        if node is None:
-            return False
-        if node is middleware:
-            return True
-        node = getattr(node, "app", None)
-    return False
+    stack = getattr(app, "middleware_stack", None)
+    return any(node is middleware for node in wrapped_apps(stack))
 
 
 def native_route(router: Any, scope: Scope) -> NativeRoute:
