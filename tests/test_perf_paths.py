@@ -14,7 +14,8 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chio_middleware.core.canonical import canonical_json
+from chio_middleware import _speedups
+from chio_middleware.core.canonical import canonical_json, canonical_json_exact
 from chio_middleware.core.clock import uuid7
 from chio_middleware.core.crypto import sha256_hex
 from chio_middleware.core.hashing import (
@@ -23,7 +24,7 @@ from chio_middleware.core.hashing import (
     content_hash_from_binding,
     request_binding_hash,
 )
-from chio_middleware.core.models import GuardEvidence, Verdict
+from chio_middleware.core.models import GuardEvidence, HttpReceipt, Verdict
 from chio_middleware.core.receipts import (
     evidence_wire,
     receipt_json,
@@ -160,3 +161,69 @@ def test_one_encoding_gives_both_request_hashes(
     assert content_hash_from_binding(encoded, pattern) == content_hash(
         method, path, query, digest, pattern
     )
+
+
+# Metadata as sinks and the engine give it, and beyond the fast domain (floats, non-ASCII
+# and astral keys), so that both encoders of a receipt body are exercised.
+METADATA = st.none() | st.dictionaries(
+    st.text(max_size=6),
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | TEXT
+    | st.floats(allow_nan=False, allow_infinity=False),
+    max_size=4,
+)
+EVIDENCE = st.lists(
+    st.builds(GuardEvidence, guard_name=TEXT, verdict=st.booleans(), details=st.none() | TEXT),
+    max_size=4,
+)
+
+
+@given(
+    st.sampled_from([Verdict.allow(), Verdict.deny("no \u2028 \U0001f600", "DpopGuard", 401)]),
+    EVIDENCE,
+    METADATA,
+    st.none() | TEXT,
+    st.none() | TEXT,
+    TEXT,
+    st.integers(min_value=100, max_value=599),
+    st.integers(min_value=0, max_value=2**64 - 1),
+)
+def test_a_fast_built_receipt_is_the_one_pydantic_would_build(
+    verdict: Verdict,
+    evidence: list[GuardEvidence],
+    metadata: dict[str, object] | None,
+    capability_id: str | None,
+    session_id: str | None,
+    route_pattern: str,
+    status: int,
+    timestamp: int,
+) -> None:
+    assert _speedups.install()  # the body's fast encoder is orjson, as the runtime has it
+    receipt = sign_receipt(
+        KERNEL,
+        receipt_id="0192e0b4-0000-7000-8000-000000000000",
+        request_id="r",
+        route_pattern=route_pattern,
+        method="post",
+        caller_identity_hash="00" * 32,
+        verdict=verdict,
+        evidence=evidence,
+        response_status=status,
+        timestamp=timestamp,
+        content_hash="11" * 32,
+        policy_hash="22" * 32,
+        capability_id=capability_id,
+        session_id=session_id,
+        metadata=metadata,
+    )
+    fields = {name: getattr(receipt, name) for name in HttpReceipt.model_fields}
+    reference = HttpReceipt.model_construct(**fields)
+    for slot in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__"):
+        assert getattr(receipt, slot) == getattr(reference, slot)
+    assert receipt.__pydantic_private__.keys() == reference.__pydantic_private__.keys()  # type: ignore[union-attr]
+    # The signed bytes are the exact RFC 8785 encoding of the wire form, whichever encoder
+    # the body took, and the receipt validates and verifies as a parsed one would.
+    assert receipt_json(receipt) == canonical_json_exact(receipt.to_wire())
+    assert HttpReceipt.model_validate(receipt.to_wire()) == receipt
+    # (Parsed back, an integral float is an int: compare the bytes.)
+    parsed = verify_receipt(receipt_json(receipt), trusted_keys=[KERNEL.public_key])
+    assert canonical_json_exact(parsed.to_wire()) == receipt_json(receipt)

@@ -400,9 +400,12 @@ class ChioEngine:
             except Exception as exc:
                 ev.failure = exc
                 raise Unavailable(f"guard {guard.name} failed; refusing (fail closed)") from None
-            # A guard's detail may quote the request: bounded like every message.
-            details = None if detail is None else bounded(str(detail))
-            ev.evidence.append(GuardEvidence(guard_name=guard.name, verdict=True, details=details))
+            if detail is None:
+                ev.evidence.append(_pass_evidence(guard.name))
+            else:  # a guard's detail may quote the request: bounded like every message
+                ev.evidence.append(
+                    GuardEvidence(guard_name=guard.name, verdict=True, details=bounded(str(detail)))
+                )
 
     def _check_arguments_visible(
         self, ev: Evaluation, arguments: Arguments, grant: ToolGrant
@@ -781,6 +784,12 @@ _SAFE_METHOD = GuardEvidence(
 _DPOP_HOLDS = GuardEvidence(guard_name="DpopGuard", verdict=True)
 _NONCE_HOLDS = GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True)
 _ANONYMOUS_HASH = caller_identity_hash(anonymous_identity())
+
+
+@lru_cache(maxsize=256)
+def _pass_evidence(guard_name: str) -> GuardEvidence:
+    """A guard's pass without details (frozen, so one object serves every request)."""
+    return GuardEvidence(guard_name=guard_name, verdict=True)
 
 
 @lru_cache(maxsize=4096)
