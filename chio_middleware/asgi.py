@@ -15,7 +15,6 @@ import asyncio
 import sys
 import weakref
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from .core.clock import Clock
@@ -205,7 +204,7 @@ class ChioMiddleware:
         except ChioError as exc:
             engine.reject(evaluation, exc)
         else:
-            evaluation.request = replace(view, body=body)
+            evaluation.request = view.with_body(body)
             await engine.evaluate(evaluation, self.store, self.peers)
             if self.runtime.decision_mode:  # records a receipt: off the loop if it blocks
                 await self._sink_call(self.runtime.admit, evaluation)

@@ -14,7 +14,6 @@ import io
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -104,7 +103,7 @@ class ChioWSGIMiddleware:
         if error is not None:
             engine.reject(evaluation, error)
         else:
-            evaluation.request = replace(view, body=body)
+            evaluation.request = view.with_body(body)
             self._evaluate(evaluation)
             self.runtime.admit(evaluation)
         if evaluation.error is not None:

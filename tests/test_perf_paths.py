@@ -15,9 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chio_middleware import _speedups
+from chio_middleware.core import dpop
 from chio_middleware.core.canonical import canonical_json, canonical_json_exact
 from chio_middleware.core.clock import uuid7
 from chio_middleware.core.crypto import sha256_hex
+from chio_middleware.core.dpop import DpopBinding, create_dpop_proof, parse_dpop_proof
 from chio_middleware.core.hashing import (
     binding_json,
     content_hash,
@@ -227,3 +229,24 @@ def test_a_fast_built_receipt_is_the_one_pydantic_would_build(
     # (Parsed back, an integral float is an int: compare the bytes.)
     parsed = verify_receipt(receipt_json(receipt), trusted_keys=[KERNEL.public_key])
     assert canonical_json_exact(parsed.to_wire()) == receipt_json(receipt)
+
+
+@given(
+    st.text(max_size=12),
+    st.text(max_size=12),
+    st.integers(min_value=0, max_value=2**64 - 1),
+    st.booleans(),
+)
+def test_a_parsed_proofs_signed_bytes_are_its_wire_forms(
+    tool: str, nonce: str, issued_at: int, by_field_name: bool
+) -> None:
+    proof = create_dpop_proof(
+        KERNEL, binding=DpopBinding("cap", "srv", tool, "00" * 32), issued_at=issued_at, nonce=nonce
+    )
+    wire = proof.to_wire()
+    if by_field_name:  # pydantic also takes the field's own name: its wire name is signed
+        wire["body"]["schema_"] = wire["body"].pop("schema")
+    parsed = parse_dpop_proof(wire)
+    expected = canonical_json_exact(proof.body.to_wire())
+    assert dpop._signed_bytes(parsed) == expected
+    KERNEL.public_key.verify(dpop._signed_bytes(parsed), parsed.signature)

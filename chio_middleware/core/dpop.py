@@ -48,9 +48,28 @@ def parse_dpop_proof(obj: Any) -> DpopProof:
     if isinstance(obj, DpopProof):
         return obj
     try:
-        return DpopProof.model_validate(obj)
+        proof = DpopProof.model_validate(obj)
     except ValidationError:
         raise DpopInvalid("DPoP proof is malformed", step="malformed") from None
+    # Every member of the body is required, none is dropped from the wire form and unknown
+    # ones are refused: a validated body object with exactly the wire names is the body's
+    # wire form, encoded as it is (no serializer call per request).
+    body = obj.get("body") if type(obj) is dict else None
+    if type(body) is dict and body.keys() == _BODY_WIRE_NAMES:
+        proof._signed = canonical_json(body)
+    return proof
+
+
+_BODY_WIRE_NAMES = frozenset(
+    field.alias or name for name, field in DpopProofBody.model_fields.items()
+)
+
+
+def _signed_bytes(proof: DpopProof) -> bytes:
+    """The bytes the agent key signed: ``JCS(body)``."""
+    if proof._signed is None:
+        proof._signed = canonical_json(proof.body.to_wire())
+    return proof._signed
 
 
 def check_dpop_proof(
@@ -97,7 +116,7 @@ def check_dpop_proof(
         raise DpopInvalid("DPoP proof has expired", step="freshness")
     # 5. signature
     try:
-        agent_key.verify(canonical_json(body.to_wire()), proof.signature)
+        agent_key.verify(_signed_bytes(proof), proof.signature)
     except (SignatureInvalid, KeyFormatError):
         raise DpopInvalid("DPoP proof signature does not verify", step="signature") from None
     return agent_key

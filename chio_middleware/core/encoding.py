@@ -7,7 +7,6 @@ of the canonical JSON.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from typing import Any
@@ -28,27 +27,46 @@ DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 _B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+_STD_TO_URL = bytes.maketrans(b"+/", b"-_")
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+#: The characters that may end a canonical encoding whose length is 2 or 3 (mod 4): the
+#: bits past the last whole byte must be zero (RFC 4648 3.5).
+_LAST_OF_2 = frozenset(c for i, c in enumerate(_ALPHABET) if i & 0x0F == 0)
+_LAST_OF_3 = frozenset(c for i, c in enumerate(_ALPHABET) if i & 0x03 == 0)
+
+
 def b64url_encode(data: bytes) -> str:
     """base64url without padding."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(data, newline=False).translate(_STD_TO_URL).rstrip(b"=").decode(
+        "ascii"
+    )
 
 
 def b64url_decode(text: str) -> bytes:
-    """Decode base64url with or without padding; raise ``ValueError`` on anything else."""
+    """Decode base64url with or without padding; raise ``ValueError`` on anything else.
+
+    Only the canonical encoding of the bytes is accepted (no unused bits set), so one value
+    has one text.
+    """
     if not _B64URL.fullmatch(text):
         raise ValueError("not base64url")
     stripped = text.rstrip("=")
-    if len(stripped) % 4 == 1:
+    tail = len(stripped) % 4
+    if tail == 1:
         raise ValueError("impossible base64url length")
     if "=" in text and len(text) % 4:
         raise ValueError("bad base64url padding")
+    if (tail == 2 and stripped[-1] not in _LAST_OF_2) or (
+        tail == 3 and stripped[-1] not in _LAST_OF_3
+    ):
+        raise ValueError("non-canonical base64url (unused bits set)")
     try:
-        data = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+        return binascii.a2b_base64(
+            stripped.encode("ascii").translate(_URL_TO_STD) + b"=" * (-tail % 4)
+        )
     except (binascii.Error, ValueError):
         raise ValueError("not base64url") from None
-    if b64url_encode(data) != stripped:
-        raise ValueError("non-canonical base64url (unused bits set)")
-    return data
 
 
 def decode_header_object(

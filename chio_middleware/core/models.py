@@ -213,6 +213,9 @@ class DpopProof(WireModel):
     body: DpopProofBody
     signature: str = Field(repr=False)  # a repr (a traceback's locals) never shows it
 
+    #: The canonical JSON of ``body`` (the signed bytes), once computed.
+    _signed: bytes | None = PrivateAttr(default=None)
+
 
 # -- Execution nonce (PROTOCOL.md 4) --------------------------------------------------------
 

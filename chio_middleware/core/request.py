@@ -129,6 +129,20 @@ class RequestView:
     client: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
+    def with_body(self, body: bytes) -> RequestView:
+        """This request with its body (``dataclasses.replace`` without its introspection)."""
+        return RequestView(
+            self.method,
+            self.path,
+            self.query,
+            self.headers,
+            body,
+            self.raw_path,
+            self.route_path,
+            self.client,
+            self.extra,
+        )
+
     def header_values(self, name: str) -> list[bytes]:
         """All values of header ``name`` (lower-case)."""
         return [value for key, value in self.headers if key == name]

@@ -3,8 +3,15 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from chio_middleware.core.encoding import decode_header_object, encode_header_object
+from chio_middleware.core.encoding import (
+    b64url_decode,
+    b64url_encode,
+    decode_header_object,
+    encode_header_object,
+)
 from chio_middleware.core.errors import HeadersTooLarge, MalformedHeader
 from tests.vectors import cases
 
@@ -62,3 +69,34 @@ def test_size_bound_counts_bytes_not_characters() -> None:
     assert len(value) < 16384 < len(value.encode())
     with pytest.raises(HeadersTooLarge):
         decode_header_object(value)
+
+
+@given(st.binary(max_size=64))
+def test_b64url_is_the_standard_librarys_urlsafe_base64_unpadded(data: bytes) -> None:
+    text = base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    assert b64url_encode(data) == text
+    assert b64url_decode(text) == data
+    assert b64url_decode(base64.urlsafe_b64encode(data).decode("ascii")) == data  # padded
+
+
+@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=", max_size=12))
+def test_b64url_decode_accepts_exactly_the_canonical_texts(text: str) -> None:
+    stripped = text.rstrip("=")
+    padding = len(text) - len(stripped)
+    try:
+        reference = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    except ValueError:
+        reference = None
+    accept = (
+        "=" not in stripped
+        and padding <= 2
+        and (padding == 0 or len(text) % 4 == 0)
+        and len(stripped) % 4 != 1
+        and reference is not None
+        and base64.urlsafe_b64encode(reference).rstrip(b"=").decode("ascii") == stripped
+    )
+    if accept:
+        assert b64url_decode(text) == reference
+    else:
+        with pytest.raises(ValueError):
+            b64url_decode(text)

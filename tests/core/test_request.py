@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from chio_middleware.core.errors import BadRequest
-from chio_middleware.core.request import parse_query, split_target
+from chio_middleware.core.request import RequestView, parse_query, split_target
 from tests.vectors import cases
 
 
@@ -30,3 +30,23 @@ def test_split_target_edges(target: str, expected: tuple[str, dict[str, str]]) -
 def test_parse_query_refuses(query: str) -> None:
     with pytest.raises(BadRequest):
         parse_query(query)
+
+
+def test_with_body_is_dataclasses_replace() -> None:
+    import dataclasses
+
+    view = RequestView(
+        method="POST",
+        path="/a",
+        query={"q": "1"},
+        headers=[("x", b"y")],
+        body=b"old",
+        raw_path="/a",
+        route_path="/a",
+        client="1.2.3.4:5",
+        extra={"k": 1},
+    )
+    assert view.with_body(b"new") == dataclasses.replace(view, body=b"new")
+    assert [f.name for f in dataclasses.fields(RequestView)] == [
+        "method", "path", "query", "headers", "body", "raw_path", "route_path", "client", "extra"
+    ]
