@@ -246,6 +246,8 @@ class ChioEngine:
             max_delegation_depth=config.max_delegation_depth,
         )
         self.nonce_signers = (config.signing_key.public_key, *config.trusted_kernel_keys)
+        #: Tokens that passed ``check_token_restrictions``, by ``id`` (the token is held).
+        self._unrestricted: dict[int, CapabilityToken] = {}
         self._early_guards = tuple(
             g for g in config.guards if getattr(g, "before_reservation", False)
         )
@@ -567,7 +569,13 @@ class ChioEngine:
         )
         if self.federation is not None:
             await self.federation.check_issuer(token.issuer, ev.now, _pin_store(ev))
-        check_token_restrictions(token)  # PROTOCOL.md 2: enforce or refuse, never ignore
+        # PROTOCOL.md 2: enforce or refuse, never ignore. The result depends on the token
+        # alone, and the verifier hands back one object per token bytes: checked once.
+        if self._unrestricted.get(id(token)) is not token:
+            check_token_restrictions(token)
+            if len(self._unrestricted) >= _UNRESTRICTED_CACHE:
+                self._unrestricted.clear()
+            self._unrestricted[id(token)] = token  # kept alive: its id cannot be reused
         ev.capability = token
         ev.evidence.append(_CAPABILITY_VALID)
         return token
@@ -784,6 +792,8 @@ _SAFE_METHOD = GuardEvidence(
 _DPOP_HOLDS = GuardEvidence(guard_name="DpopGuard", verdict=True)
 _NONCE_HOLDS = GuardEvidence(guard_name="ExecutionNonceGuard", verdict=True)
 _ANONYMOUS_HASH = caller_identity_hash(anonymous_identity())
+#: How many tokens' restriction checks are remembered (as many as the verifier caches).
+_UNRESTRICTED_CACHE = 1024
 
 
 @lru_cache(maxsize=256)

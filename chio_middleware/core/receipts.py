@@ -96,8 +96,8 @@ def sign_receipt(
         metadata or None,
         body["kernel_key"],
         signature,
+        canonical=_with_signature(signed, signature),
     )
-    receipt._canonical = _with_signature(signed, signature)
     return receipt
 
 
@@ -140,7 +140,7 @@ _RECEIPT_FIELDS = tuple(HttpReceipt.model_fields)
 _RECEIPT_FIELDS_SET = frozenset(_RECEIPT_FIELDS)
 
 
-def _construct(*values: Any) -> HttpReceipt:
+def _construct(*values: Any, canonical: bytes | None = None) -> HttpReceipt:
     """``HttpReceipt.model_construct`` of every field, in declaration order, without its
     per-call work (defaults, aliases, private attributes: a few microseconds a receipt).
 
@@ -152,7 +152,7 @@ def _construct(*values: Any) -> HttpReceipt:
     setattr_(receipt, "__dict__", dict(zip(_RECEIPT_FIELDS, values, strict=True)))
     setattr_(receipt, "__pydantic_fields_set__", set(_RECEIPT_FIELDS_SET))
     setattr_(receipt, "__pydantic_extra__", None)
-    setattr_(receipt, "__pydantic_private__", {"_canonical": None})
+    setattr_(receipt, "__pydantic_private__", {"_canonical": canonical})
     return receipt
 
 
@@ -189,9 +189,13 @@ def _with_signature(signed: bytes, signature: str) -> bytes:
 
 def receipt_json(receipt: HttpReceipt) -> bytes:
     """The canonical JSON of the signed receipt (a sink line, the header payload)."""
-    if receipt._canonical is None:
-        receipt._canonical = canonical_json(receipt.to_wire())
-    return receipt._canonical
+    # Read from pydantic's private slot directly: the attribute goes through
+    # ``BaseModel.__getattr__``, a few microseconds, twice a request.
+    private = receipt.__pydantic_private__
+    cached = private.get("_canonical") if private is not None else None
+    if cached is None:
+        cached = receipt._canonical = canonical_json(receipt.to_wire())
+    return cached
 
 
 def parse_receipt(obj: Any) -> HttpReceipt:

@@ -136,8 +136,11 @@ def test_a_token_with_an_unenforceable_restriction_is_refused(kind: str, members
     )
     driver = make_driver(kind)
     body = b'{"path": "/workspace/a"}'
-    reply = driver.request(
-        "POST", "/files/read", agent_headers("POST", "/files/read", body, cap=token), body
-    )
-    assert_denied(reply, 401, "chio_capability_invalid")
-    assert repr(next(iter(members))) in reply.json()["message"]
+    # Every use is refused, not only the first: the verifier caches the token's signature,
+    # and the restriction check must never be remembered as passed.
+    for _ in range(3):
+        reply = driver.request(
+            "POST", "/files/read", agent_headers("POST", "/files/read", body, cap=token), body
+        )
+        assert_denied(reply, 401, "chio_capability_invalid")
+        assert repr(next(iter(members))) in reply.json()["message"]
