@@ -247,7 +247,10 @@ class JsonlSink:
             self._lock.release()
         if self.fsync == "interval":
             self._ensure_sync_thread()
-            self._wake.set()
+            # Already set: the sync thread has not cleared it yet, and its next sync (under
+            # the lock, after this write) covers this line. Setting it again costs a lock.
+            if not self._wake.is_set():
+                self._wake.set()
         return receipt
 
     def _lock_timeout_message(self, holder: str) -> str:
