@@ -159,6 +159,9 @@ def test_one_encoding_gives_both_request_hashes(
     method: str, path: str, query: dict[str, str], digest: str | None, pattern: str
 ) -> None:
     encoded = binding_json(method, path, query, digest)
+    assert encoded == canonical_json_exact(
+        {"body_hash": digest, "method": method.upper(), "path": path, "query": query}
+    )
     assert sha256_hex(encoded) == request_binding_hash(method, path, query, digest)
     assert content_hash_from_binding(encoded, pattern) == content_hash(
         method, path, query, digest, pattern

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .canonical import canonical_json
+from .canonical import canonical_json, canonical_json_of_fast
 from .crypto import sha256_hex
 
 __all__ = [
@@ -67,9 +67,16 @@ def content_hash(
 def binding_json(method: str, path: str, query: Mapping[str, str], body_hash: str | None) -> bytes:
     """The canonical JSON that :func:`request_binding_hash` hashes (shared with the receipt's
     ``content_hash``: one encoding of the request per request)."""
-    return canonical_json(
-        {"body_hash": body_hash, "method": method.upper(), "path": path, "query": dict(query)}
-    )
+    value = {"body_hash": body_hash, "method": method.upper(), "path": path, "query": dict(query)}
+    # Strings, and the query's keys checked for ASCII (client text): the fast domain
+    # without the recursive check; anything else takes canonical_json's own path.
+    if (
+        type(path) is str
+        and (body_hash is None or type(body_hash) is str)
+        and all(type(k) is str and k.isascii() and type(v) is str for k, v in query.items())
+    ):
+        return canonical_json_of_fast(value)
+    return canonical_json(value)
 
 
 def content_hash_from_binding(binding: bytes, route_pattern: str) -> str:
@@ -80,8 +87,12 @@ def content_hash_from_binding(binding: bytes, route_pattern: str) -> str:
     with one member appended before its closing brace.
     """
     return sha256_hex(
-        b"".join((binding[:-1], b',"route_pattern":', canonical_json(route_pattern), b"}"))
+        b"".join((binding[:-1], b',"route_pattern":', _json_string(route_pattern), b"}"))
     )
+
+
+def _json_string(value: str) -> bytes:
+    return canonical_json_of_fast(value) if type(value) is str else canonical_json(value)
 
 
 def caller_identity_hash(identity: Mapping[str, Any]) -> str:

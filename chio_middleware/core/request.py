@@ -67,6 +67,8 @@ def parse_wire_query(raw: str | bytes) -> dict[str, str]:
     and the frameworks read them differently (Starlette as Latin-1, Werkzeug as UTF-8),
     so no decoding of them is the one the application acts on (PROTOCOL.md 5.2).
     """
+    if not raw:
+        return {}
     text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
     if not _WIRE_QUERY.fullmatch(text):
         raise BadRequest("query string or form body must be percent-encoded printable ASCII")
