@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint bench bench-table bench-stores bench-peers bench-e2e profile clean redis
+.PHONY: test demo lint bench bench-table bench-instructions bench-stores bench-peers bench-e2e profile clean redis
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench: $(BENCH_STAMP) redis
 
 bench-table: $(STAMP)
 	$(BIN)/python benchmarks/bench_table.py
+
+# Instructions per request under callgrind (noise-free beside the timed table; ~5 min).
+bench-instructions: $(STAMP)
+	@command -v valgrind >/dev/null || { echo "bench-instructions needs valgrind (Debian: apt-get install valgrind)"; exit 1; }
+	$(BIN)/python benchmarks/bench_instructions.py
 
 bench-stores: $(STAMP) redis
 	$(BIN)/python benchmarks/bench_stores.py
