@@ -111,9 +111,83 @@ def main() -> None:
             per_op_us(lambda: canonical_json(receipt_like)),
             per_op_us(lambda: orjson.dumps(receipt_like, option=orjson.OPT_SORT_KEYS)),
         ))
+    rows.extend(_session_two_rows(receipt_like))
     print(f"{'fast path':50s} {'before us':>10s} {'after us':>9s} {'saved us':>9s}")
     for name, before, after in rows:
         print(f"{name:50s} {before:10.2f} {after:9.2f} {before - after:9.2f}")
+
+
+def old_b64url_decode(text: str) -> bytes:
+    """base64url decoding as it was: a regex over the text, then a re-encoding to refuse
+    unused bits."""
+    import base64
+    import binascii
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]*={0,2}", text):
+        raise ValueError("not base64url")
+    stripped = text.rstrip("=")
+    if len(stripped) % 4 == 1:
+        raise ValueError("impossible base64url length")
+    if "=" in text and len(text) % 4:
+        raise ValueError("bad base64url padding")
+    try:
+        data = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64url") from None
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != stripped:
+        raise ValueError("non-canonical base64url (unused bits set)")
+    return data
+
+
+def _session_two_rows(receipt_like: dict[str, object]) -> list[tuple[str, float, float]]:
+    """The fast paths of the second pass (receipt model, proof bytes, base64url, token
+    restrictions)."""
+    from chio_middleware import _speedups
+    from chio_middleware.core import receipts
+    from chio_middleware.core.canonical import canonical_json, canonical_json_of_fast
+    from chio_middleware.core.dpop import DpopBinding, create_dpop_proof, parse_dpop_proof
+    from chio_middleware.core.encoding import b64url_decode, encode_header_object
+    from chio_middleware.core.models import HttpReceipt
+    from chio_middleware.core.restrictions import check_token_restrictions
+    from tests.middleware.harness import AGENT, capability
+
+    _speedups.install()
+    rows: list[tuple[str, float, float]] = []
+    fields = {**receipt_like, "signature": "00" * 64, "session_id": None}
+    fields["verdict"] = Verdict.allow()
+    fields["evidence"] = None
+    values = [fields[name] for name in HttpReceipt.model_fields]
+    rows.append((
+        "receipt model: model_construct -> four slots",
+        per_op_us(lambda: HttpReceipt.model_construct(**fields)),  # type: ignore[arg-type]
+        per_op_us(lambda: receipts._construct(*values)),
+    ))
+    proof = create_dpop_proof(
+        AGENT, binding=DpopBinding("cap-1", "srv-notes", "write_note", "ab" * 32), issued_at=1
+    )
+    wire = proof.to_wire()
+    parsed = parse_dpop_proof(wire)
+    rows.append((
+        "DPoP signed bytes: serializer -> validated body",
+        per_op_us(lambda: canonical_json(parsed.body.to_wire())),
+        per_op_us(lambda: canonical_json_of_fast(wire["body"])),
+    ))
+    header = encode_header_object(wire)
+    assert old_b64url_decode(header) == b64url_decode(header)
+    rows.append((
+        "base64url decode of a proof header (646 chars)",
+        per_op_us(lambda: old_b64url_decode(header)),
+        per_op_us(lambda: b64url_decode(header)),
+    ))
+    token = capability()
+    held = {id(token): token}
+    rows.append((
+        "token restriction check per request -> per token",
+        per_op_us(lambda: check_token_restrictions(token)),
+        per_op_us(lambda: held.get(id(token)) is token),
+    ))
+    return rows
 
 
 if __name__ == "__main__":

@@ -15,26 +15,6 @@ __all__ = ["INSTRUMENTATION_NAME", "OtelTelemetry"]
 
 INSTRUMENTATION_NAME = "chio_middleware"
 
-try:  # the API's placeholder until an SDK's provider is set (not a public name)
-    from opentelemetry.metrics._internal import _ProxyMeterProvider
-
-    _NO_METER_PROVIDER: tuple[type, ...] = (_ProxyMeterProvider, metrics.NoOpMeterProvider)
-except ImportError:  # pragma: no cover - another API layout: always record
-    _NO_METER_PROVIDER = ()
-_NO_TRACER_PROVIDER = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-
-
-def _sdk_installed() -> bool:
-    """True once an SDK's tracer or meter provider is set. Until then every call of the API
-    is a no-op, which still cost some 15 us a request (issue 13): it is skipped. Asked on
-    every decision, so a provider set after start-up is used from then on."""
-    if not _NO_METER_PROVIDER:
-        return True
-    return not (
-        isinstance(trace.get_tracer_provider(), _NO_TRACER_PROVIDER)
-        and isinstance(metrics.get_meter_provider(), _NO_METER_PROVIDER)
-    )
-
 
 def _attributes(evaluation: Evaluation) -> dict[str, AttributeValue]:
     """The low-cardinality attributes of a decision (metrics and spans)."""
@@ -73,8 +53,6 @@ class OtelTelemetry:
 
     def decision(self, evaluation: Evaluation, receipt: HttpReceipt) -> None:
         """Count, time and trace one decision."""
-        if not _sdk_installed():
-            return
         attributes = _attributes(evaluation)
         self.decisions.add(1, attributes)
         evaluated = evaluation.evaluated or time.perf_counter()
@@ -101,6 +79,4 @@ class OtelTelemetry:
 
     def sink_failure(self, evaluation: Evaluation) -> None:
         """Count a receipt the sink could not record."""
-        if not _sdk_installed():
-            return
         self.sink_failures.add(1, _attributes(evaluation))
