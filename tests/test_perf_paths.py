@@ -253,3 +253,79 @@ def test_a_parsed_proofs_signed_bytes_are_its_wire_forms(
     expected = canonical_json_exact(proof.body.to_wire())
     assert dpop._signed_bytes(parsed) == expected
     KERNEL.public_key.verify(dpop._signed_bytes(parsed), parsed.signature)
+
+
+# -- what an outside review of these fast paths tried (each fails closed or encodes exactly)
+
+
+def test_a_copied_proof_with_another_body_is_checked_against_its_own_bytes() -> None:
+    from chio_middleware.core.dpop import check_dpop_proof
+    from chio_middleware.core.errors import DpopInvalid
+
+    signed_for = DpopBinding("cap-1", "srv", "tool", "aa" * 32)
+    parsed = parse_dpop_proof(create_dpop_proof(KERNEL, binding=signed_for, issued_at=1000).to_wire())
+    other = DpopBinding("cap-1", "srv", "delete_everything", "bb" * 32)
+    forged = parsed.model_copy(
+        update={
+            "body": parsed.body.model_copy(
+                update={"tool_name": other.tool_name, "action_hash": other.action_hash}
+            )
+        }
+    )
+    with pytest.raises(DpopInvalid) as refused:
+        check_dpop_proof(forged, subject=KERNEL.public_key.hex, expected=other, now=1000)
+    assert refused.value.step == "signature"
+    # The original still verifies, with its cached bytes.
+    check_dpop_proof(parsed, subject=KERNEL.public_key.hex, expected=signed_for, now=1000)
+
+
+def test_a_proof_body_that_cannot_be_encoded_is_malformed() -> None:
+    from chio_middleware.core.errors import DpopInvalid
+
+    wire = create_dpop_proof(
+        KERNEL, binding=DpopBinding("cap", "srv", "tool", "00" * 32), issued_at=1
+    ).to_wire()
+    wire["body"]["nonce"] = "\ud800"  # only Python can hand this over: parse_json refuses it
+    with pytest.raises(DpopInvalid) as refused:
+        parse_dpop_proof(wire)
+    assert refused.value.step == "malformed"
+
+
+def test_a_copied_receipt_is_encoded_afresh() -> None:
+    receipt = _receipt(1)
+    copy = receipt.model_copy(update={"response_status": 500})
+    assert receipt_json(copy) == canonical_json_exact(copy.to_wire()) != receipt_json(receipt)
+    assert receipt_json(receipt) == canonical_json_exact(receipt.to_wire())
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+def test_evidence_built_without_validation_takes_the_exact_encoder() -> None:
+    odd = [
+        GuardEvidence.model_construct(guard_name=1.0, verdict=True),  # type: ignore[arg-type]
+        GuardEvidence.model_construct(guard_name="g", verdict=1.0),  # type: ignore[arg-type]
+    ]
+    receipt = sign_receipt(
+        KERNEL,
+        request_id="r",
+        route_pattern="/",
+        method="GET",
+        caller_identity_hash="00" * 32,
+        verdict=Verdict.allow(),
+        evidence=odd,
+        response_status=200,
+        timestamp=1,
+        content_hash="11" * 32,
+        policy_hash="22" * 32,
+    )
+    assert receipt_json(receipt) == canonical_json_exact(receipt.to_wire())
+
+
+def test_the_binding_encodes_what_it_checked() -> None:
+    class Weird(dict):  # type: ignore[type-arg]
+        def items(self):  # type: ignore[no-untyped-def, override]
+            return [("x", "1")]
+
+    query = Weird({"x": 1.0})
+    assert binding_json("GET", "/", query, None) == canonical_json_exact(
+        {"body_hash": None, "method": "GET", "path": "/", "query": {"x": 1.0}}
+    )

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .canonical import canonical_json, canonical_json_of_fast
+from .canonical import CanonicalJsonError, canonical_json, canonical_json_of_fast
 from .crypto import KeyFormatError, PublicKey, SignatureInvalid, SigningKey, UnsupportedKeyType
 from .errors import DpopInvalid
 from .models import DPOP_SCHEMA, DpopProof, DpopProofBody
@@ -57,8 +57,14 @@ def parse_dpop_proof(obj: Any) -> DpopProof:
     body = obj.get("body") if type(obj) is dict else None
     if type(body) is dict and body.keys() == _BODY_WIRE_NAMES:
         # Validated: the wire names, strict strings and a u64, so in the fast domain. Stored
-        # in pydantic's private slot directly: its attribute protocol costs microseconds.
-        proof.__pydantic_private__["_signed"] = canonical_json_of_fast(body)  # type: ignore[index]
+        # in pydantic's private slot directly (its attribute protocol costs microseconds),
+        # with the body model it encodes: a copy of the proof with another body
+        # (``model_copy`` copies private slots) never reuses these bytes.
+        try:
+            signed = canonical_json_of_fast(body)
+        except CanonicalJsonError:  # e.g. a lone surrogate given from Python, not the wire
+            raise DpopInvalid("DPoP proof is malformed", step="malformed") from None
+        proof.__pydantic_private__["_signed"] = (proof.body, signed)  # type: ignore[index]
     return proof
 
 
@@ -70,9 +76,12 @@ _BODY_WIRE_NAMES = frozenset(
 def _signed_bytes(proof: DpopProof) -> bytes:
     """The bytes the agent key signed: ``JCS(body)``."""
     private = proof.__pydantic_private__
-    signed = private.get("_signed") if private is not None else None
-    if signed is None:
-        signed = proof._signed = canonical_json(proof.body.to_wire())
+    cached = private.get("_signed") if private is not None else None
+    if cached is not None and cached[0] is proof.body:
+        signed: bytes = cached[1]
+        return signed
+    signed = canonical_json(proof.body.to_wire())
+    proof._signed = (proof.body, signed)
     return signed
 
 

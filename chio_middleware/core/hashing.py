@@ -67,13 +67,15 @@ def content_hash(
 def binding_json(method: str, path: str, query: Mapping[str, str], body_hash: str | None) -> bytes:
     """The canonical JSON that :func:`request_binding_hash` hashes (shared with the receipt's
     ``content_hash``: one encoding of the request per request)."""
-    value = {"body_hash": body_hash, "method": method.upper(), "path": path, "query": dict(query)}
+    members = dict(query)
+    value = {"body_hash": body_hash, "method": method.upper(), "path": path, "query": members}
     # Strings, and the query's keys checked for ASCII (client text): the fast domain
-    # without the recursive check; anything else takes canonical_json's own path.
+    # without the recursive check; anything else takes canonical_json's own path. The
+    # copy is what is checked and encoded (a mapping's items() could say otherwise).
     if (
         type(path) is str
         and (body_hash is None or type(body_hash) is str)
-        and all(type(k) is str and k.isascii() and type(v) is str for k, v in query.items())
+        and all(type(k) is str and k.isascii() and type(v) is str for k, v in members.items())
     ):
         return canonical_json_of_fast(value)
     return canonical_json(value)

@@ -213,8 +213,8 @@ class DpopProof(WireModel):
     body: DpopProofBody
     signature: str = Field(repr=False)  # a repr (a traceback's locals) never shows it
 
-    #: The canonical JSON of ``body`` (the signed bytes), once computed.
-    _signed: bytes | None = PrivateAttr(default=None)
+    #: ``(body, JCS(body))``: the signed bytes of the body model they were computed from.
+    _signed: tuple[DpopProofBody, bytes] | None = PrivateAttr(default=None)
 
 
 # -- Execution nonce (PROTOCOL.md 4) --------------------------------------------------------
@@ -299,8 +299,9 @@ class HttpReceipt(WireModel):
     kernel_key: str
     signature: str
 
-    #: The canonical JSON of the whole receipt, once computed (it is immutable).
-    _canonical: bytes | None = PrivateAttr(default=None)
+    #: ``(member dict, JCS(receipt))``: the canonical JSON of the whole receipt, once
+    #: computed, with the members it encodes (a copy has other members: encoded afresh).
+    _canonical: tuple[dict[str, Any], bytes] | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         # Two receipts are the same when their wire forms are (the byte cache aside).

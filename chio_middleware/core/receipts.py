@@ -130,7 +130,12 @@ def _canonical_body(body: dict[str, Any]) -> bytes:
         and type(body.get("session_id", "")) is str
         and type(body.get("capability_id", "")) is str
         and is_fast_domain(body["verdict"])
-        and all(type(item.get("details", "")) is str for item in body.get("evidence", ()))
+        and all(
+            type(item["guard_name"]) is str
+            and type(item["verdict"]) is bool
+            and type(item.get("details", "")) is str
+            for item in body.get("evidence", ())
+        )
         and is_fast_domain(body.get("metadata"))
     )
     return canonical_json_of_fast(body) if fast else canonical_json(body)
@@ -149,10 +154,12 @@ def _construct(*values: Any, canonical: bytes | None = None) -> HttpReceipt:
     """
     receipt = HttpReceipt.__new__(HttpReceipt)
     setattr_ = object.__setattr__
-    setattr_(receipt, "__dict__", dict(zip(_RECEIPT_FIELDS, values, strict=True)))
+    members = dict(zip(_RECEIPT_FIELDS, values, strict=True))
+    setattr_(receipt, "__dict__", members)
     setattr_(receipt, "__pydantic_fields_set__", set(_RECEIPT_FIELDS_SET))
     setattr_(receipt, "__pydantic_extra__", None)
-    setattr_(receipt, "__pydantic_private__", {"_canonical": canonical})
+    cached = None if canonical is None else (members, canonical)
+    setattr_(receipt, "__pydantic_private__", {"_canonical": cached})
     return receipt
 
 
@@ -190,12 +197,17 @@ def _with_signature(signed: bytes, signature: str) -> bytes:
 def receipt_json(receipt: HttpReceipt) -> bytes:
     """The canonical JSON of the signed receipt (a sink line, the header payload)."""
     # Read from pydantic's private slot directly: the attribute goes through
-    # ``BaseModel.__getattr__``, a few microseconds, twice a request.
+    # ``BaseModel.__getattr__``, a few microseconds, twice a request. The bytes are kept
+    # with the member dict they encode: a copy (``model_copy`` copies private slots, and
+    # makes a new member dict) is encoded afresh.
     private = receipt.__pydantic_private__
     cached = private.get("_canonical") if private is not None else None
-    if cached is None:
-        cached = receipt._canonical = canonical_json(receipt.to_wire())
-    return cached
+    if cached is not None and cached[0] is receipt.__dict__:
+        encoded: bytes = cached[1]
+        return encoded
+    encoded = canonical_json(receipt.to_wire())
+    receipt._canonical = (receipt.__dict__, encoded)
+    return encoded
 
 
 def parse_receipt(obj: Any) -> HttpReceipt:
