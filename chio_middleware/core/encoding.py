@@ -23,8 +23,6 @@ __all__ = [
 
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 
-
-
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 _STD_TO_URL = bytes.maketrans(b"+/", b"-_")
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

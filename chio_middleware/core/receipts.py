@@ -149,8 +149,8 @@ def _construct(*values: Any, canonical: bytes | None = None) -> HttpReceipt:
     """``HttpReceipt.model_construct`` of every field, in declaration order, without its
     per-call work (defaults, aliases, private attributes: a few microseconds a receipt).
 
-    Sets the four slots pydantic's own ``model_construct`` sets; ``tests/core`` holds the
-    result equal to ``model_construct``'s, attribute by attribute.
+    Sets the four slots pydantic's own ``model_construct`` sets; ``tests/test_perf_paths.py``
+    holds the result equal to ``model_construct``'s, slot by slot.
     """
     receipt = HttpReceipt.__new__(HttpReceipt)
     setattr_ = object.__setattr__
