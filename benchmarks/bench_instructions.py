@@ -1,8 +1,10 @@
 """The in-process table in instructions: what a protected request executes, free of noise.
 
 Run: ``make bench-instructions`` (or ``.venv/bin/python benchmarks/bench_instructions.py
-[--n 60] [--rows post,get] [--config benchmark]``). Needs valgrind (Debian: ``apt-get
-install valgrind``).
+[--n 60] [--rows post,get] [--config benchmark] [--before REV]``). Needs valgrind (Debian:
+``apt-get install valgrind``). ``--before REV`` also counts revision ``REV`` (exported with
+``git archive``): a before/after comparison that needs no alternation, since counts do not
+move with the machine's load.
 
 Time on a shared machine moves with the other jobs (the floor itself varied 2x within a
 minute on the machine of BENCHMARKS.md); instructions executed do not. Each cell runs its
@@ -27,8 +29,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,13 +91,14 @@ ROWS = [
 ADAPTERS = ["ASGI (Starlette)", "WSGI (Flask)"]
 
 
-def instructions(script: str, n: int) -> float:
-    """Instructions per iteration of ``script``'s loop, counted by callgrind."""
+def instructions(script: str, n: int, source: Path | None = None) -> float:
+    """Instructions per iteration of ``script``'s loop, counted by callgrind (``source``:
+    another checkout's tree to measure, as ``BENCH_SOURCE`` tells the harness)."""
     with tempfile.TemporaryDirectory(prefix="chio-callgrind-") as tmp:
         out = Path(tmp) / "callgrind.out"
-        source = Path(tmp) / "cell.py"
-        source.write_text(script)
-        subprocess.run(
+        program = Path(tmp) / "cell.py"
+        program.write_text(script)
+        done = subprocess.run(
             [
                 "valgrind",
                 "--tool=callgrind",
@@ -101,25 +106,36 @@ def instructions(script: str, n: int) -> float:
                 "--toggle-collect=*qsort*",
                 f"--callgrind-out-file={out}",
                 sys.executable,
-                str(source),
+                str(program),
             ],
             cwd=ROOT,
-            check=True,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONHASHSEED": "0"},
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": "0", "BENCH_SOURCE": str(source or ROOT)},
         )
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.splitlines()[-12:])
+            raise RuntimeError(f"a callgrind cell failed (source {source or ROOT}):\n{tail}")
         for line in out.read_text().splitlines():
             if line.startswith(("summary:", "totals:")):
                 return int(line.split()[1]) / n
     raise RuntimeError("callgrind wrote no totals")
 
 
-def cell(config: str | None, adapter: str, kind: str, n: int) -> float:
+def cell(config: str | None, adapter: str, kind: str, n: int, source: Path | None = None) -> float:
     script = CELL.format(
         benchmarks=str(ROOT / "benchmarks"), config=config, adapter=adapter, kind=kind, n=n
     )
-    return instructions(script, n)
+    return instructions(script, n, source)
+
+
+def export(rev: str, into: Path) -> Path:
+    """``git archive`` of ``rev`` into ``into`` (the tree ``--before`` measures)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
 
 
 def main() -> None:
@@ -129,6 +145,7 @@ def main() -> None:
     parser.add_argument("--config", choices=["benchmark", "defaults"], default="benchmark")
     parser.add_argument("--adapters", default="asgi,wsgi")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="cells at once")
+    parser.add_argument("--before", metavar="REV", help="also count revision REV: a before/after column")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("bench_instructions needs valgrind (Debian: apt-get install valgrind)")
@@ -140,22 +157,28 @@ def main() -> None:
         for label, kind, floor in ROWS
         if kind in kinds
     ]
-    # Counts do not depend on what else runs: the cells run side by side.
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        verify_job = pool.submit(instructions, FLOOR.format(n=200, call="verify(message, signature)"), 200)
-        sign_job = pool.submit(instructions, FLOOR.format(n=200, call="sign(message)"), 200)
-        jobs = {
-            (adapter, kind, config): pool.submit(cell, config, adapter, kind, args.n)
-            for adapter, _, kind, _ in cells
-            for config in (None, args.config)
-        }
-        verify, sign = verify_job.result(), sign_job.result()
-        counts = {key: job.result() for key, job in jobs.items()}
+    with tempfile.TemporaryDirectory(prefix="chio-before-") as tmp:
+        before = export(args.before, Path(tmp)) if args.before else None
+        # Counts do not depend on what else runs: the cells run side by side.
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            verify_job = pool.submit(instructions, FLOOR.format(n=200, call="verify(message, signature)"), 200)
+            sign_job = pool.submit(instructions, FLOOR.format(n=200, call="sign(message)"), 200)
+            sources = [(None, None), ("before", before)] if before is not None else [(None, None)]
+            jobs = {
+                (adapter, kind, config, name): pool.submit(cell, config, adapter, kind, args.n, source)
+                for adapter, _, kind, _ in cells
+                for config in (None, args.config)
+                for name, source in sources
+                if config is not None or name is None
+            }
+            verify, sign = verify_job.result(), sign_job.result()
+            counts = {key: job.result() for key, job in jobs.items()}
     print(
         f"floor (raw PyNaCl, callgrind): Ed25519 verify {verify / 1e3:.0f}k instructions, "
         f"sign {sign / 1e3:.0f}k; {args.n} requests per cell, {args.config} configuration\n"
     )
-    header = f"{'adapter':17s} {'request':35s} {'bare':>9s} {'with':>9s} {'overhead':>9s} {'x floor':>8s}"
+    extra = f" {'before ' + args.before[:9]:>17s} {'change':>7s}" if args.before else ""
+    header = f"{'adapter':17s} {'request':35s} {'bare':>9s} {'with':>9s} {'overhead':>9s} {'x floor':>8s}{extra}"
     print(header)
     print("-" * len(header))
     previous = None
@@ -163,14 +186,21 @@ def main() -> None:
         if previous is not None and adapter != previous:
             print()
         previous = adapter
-        bare, protected = counts[(adapter, kind, None)], counts[(adapter, kind, args.config)]
+        bare = counts[(adapter, kind, None, None)]
+        protected = counts[(adapter, kind, args.config, None)]
         floor = nv * verify + ns * sign
         over = protected - bare
-        print(
+        line = (
             f"{adapter:17s} {label:35s} {bare / 1e3:8.0f}k {protected / 1e3:8.0f}k "
             f"{over / 1e3:8.0f}k {over / floor:7.2f}x"
         )
+        if args.before:
+            old = counts[(adapter, kind, args.config, "before")] - bare
+            line += f" {old / 1e3:8.0f}k {old / floor:6.2f}x {(over - old) / old:+7.0%}"
+        print(line)
     print()
+    if args.before:
+        print(f"before: the overhead of revision {args.before} (its own with - this tree's bare), and the change.")
     print(
         "instructions per request (callgrind, only the loop counted); overhead = with - bare,\n"
         "as a multiple of the row's floor in instructions (bound POST and denied: verify + sign;\n"
