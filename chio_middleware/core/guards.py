@@ -215,6 +215,27 @@ _SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("OpenAI API key", re.compile(r"\bsk-(?:proj-)?[A-Za-z0-9_\-]{32,}")),
 )
 
+#: For each pattern, literals of which every match contains one, and whether they are
+#: looked for in the lower-cased text. Most texts hold none, and a substring test is a
+#: fraction of a search that tries every position; ``tests/core/test_leaf_guards.py`` holds
+#: the guard equal to the searches alone. The case-insensitive pattern's literal is
+#: ``_acce``: under Unicode case folding ``a``, ``c`` and ``e`` match only their capitals
+#: (unlike ``s`` and ``k``, which also match U+017F and the Kelvin sign U+212A), and ``_``
+#: only itself, so every match holds ``_acce`` once lower-cased.
+_SECRET_LITERALS: tuple[tuple[tuple[str, ...], bool], ...] = (
+    (("-----BEGIN ",), False),
+    (("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA"), False),
+    (("_acce",), True),
+    (("AIza",), False),
+    (('"private_key_id"',), False),
+    (("gh", "github_pat_"), False),
+    (("xox",), False),
+    (("k_live_",), False),
+    (("AccountKey=",), False),
+    (("sk-",), False),
+)
+_SECRET_CHECKS = tuple(zip(_SECRET_PATTERNS, _SECRET_LITERALS, strict=True))
+
 
 class SecretLeakGuard:
     """Refuses bodies and arguments carrying private keys or well-known cloud credentials.
@@ -232,11 +253,27 @@ class SecretLeakGuard:
         """Deny (403) naming the kind of secret found; the value is never echoed."""
         # One text, one search per pattern: the pieces are joined by newlines, which no
         # pattern's credential characters span.
-        text = "\n".join(_texts_to_scan(context.request.body, context.arguments))
-        for kind, pattern in _SECRET_PATTERNS:
-            if pattern.search(text):
-                raise AccessDenied(f"request carries a secret ({kind})", guard=self.name)
+        kind = secret_kind("\n".join(_texts_to_scan(context.request.body, context.arguments)))
+        if kind is not None:
+            raise AccessDenied(f"request carries a secret ({kind})", guard=self.name)
         return None
+
+
+def secret_kind(text: str) -> str | None:
+    """The kind of the first well-known secret format found in ``text``, else ``None``."""
+    lowered = None
+    for (kind, pattern), (literals, lower) in _SECRET_CHECKS:
+        haystack = text
+        if lower:
+            haystack = lowered = text.lower() if lowered is None else lowered
+        for literal in literals:
+            if literal in haystack:
+                break
+        else:
+            continue  # no match can exist without one of these literals
+        if pattern.search(text):
+            return kind
+    return None
 
 
 _WIDE_CODECS = ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")

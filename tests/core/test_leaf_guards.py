@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chio_middleware.core.errors import AccessDenied
 from chio_middleware.core.guards import ForbiddenPathGuard, GuardContext, SecretLeakGuard
@@ -117,3 +119,44 @@ def test_secrets_in_decoded_arguments_and_clean_bodies() -> None:
     assert SecretLeakGuard().check(context({}, "h\u00e9llo".encode("utf-16"))) is None
     deep = b"[" * 100_000 + b"]" * 100_000
     assert SecretLeakGuard().check(context({}, deep)) is None  # no recursion error
+
+
+# The literal pre-check of SecretLeakGuard skips a search only when no match can exist: the
+# guard's verdict is the plain searches' on texts made of secret-shaped fragments.
+_FRAGMENTS = [
+    "-----BEGIN ", "RSA ", "PRIVATE KEY", "-----", "AKIA", "ASIA", "ANPA", "AROA",
+    "aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", "aw\u017f_secret_access_\u212aey", "= ",
+    "AIza", '"private_key_id"', ": ", '"', "ghp_", "gho_", "github_pat_", "xoxb-", "sk_live_",
+    "rk_live_", "AccountKey=", "==", "sk-", "sk-proj-", "\n", " ", "_", "-",
+]
+_RUNS = st.sampled_from(["A" * 40, "a1" * 20, "0f" * 20, "Z9" * 45, "b" * 60, "A" * 16])
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS) | _RUNS | st.text(max_size=6), max_size=12))
+def test_the_secret_pre_check_never_changes_the_verdict(pieces: list[str]) -> None:
+    from chio_middleware.core.guards import _SECRET_PATTERNS, secret_kind
+
+    text = "".join(pieces)
+    searched = next((kind for kind, pattern in _SECRET_PATTERNS if pattern.search(text)), None)
+    assert secret_kind(text) == searched
+
+
+def test_the_secret_pre_check_sees_every_kind() -> None:
+    from chio_middleware.core.guards import _SECRET_PATTERNS, secret_kind
+
+    samples = {
+        "private key": "-----BEGIN OPENSSH PRIVATE KEY-----",
+        "AWS access key id": "AKIA" + "A" * 16,
+        "AWS secret access key": "aw\u017f_secret_access_key = " + "a" * 40,  # long s folds
+        "Google API key": "AIza" + "a" * 35,
+        "GCP service account key": '"private_key_id": "' + "0f" * 20 + '"',
+        "GitHub token": "github_pat_" + "a" * 60,
+        "Slack token": "xoxb-" + "a" * 10,
+        "Stripe secret key": "rk_live_" + "a" * 20,
+        "Azure storage key": "AccountKey=" + "A" * 86 + "==",
+        "OpenAI API key": "sk-proj-" + "a" * 32,
+    }
+    assert set(samples) == {kind for kind, _ in _SECRET_PATTERNS}
+    for kind, text in samples.items():
+        assert secret_kind(text) == kind, kind
