@@ -11,8 +11,6 @@ the same request with a static and with a federated issuer, and the check on its
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
 import logging
 import sys
@@ -25,6 +23,11 @@ import nacl.signing
 import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import Call
+from _harness import asgi_caller as harness_asgi_caller
+from _harness import wsgi_caller as harness_wsgi_caller
 
 from chio_middleware import ChioSettings
 from chio_middleware.asgi import ChioMiddleware
@@ -83,67 +86,22 @@ def warm_pins() -> MemoryPeerStore:
     return peers
 
 
+def _succeeding(call: Call) -> Callable[[str, str, dict[str, str], bytes], None]:
+    """The harness's caller, with headers as a dict, asserting a success status."""
+
+    def checked(method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+        status = call(method, path, list(headers.items()), body)
+        assert status < 300, status
+
+    return checked
+
+
 def asgi_caller(app: Any) -> Callable[[str, str, dict[str, str], bytes], None]:
-    loop = asyncio.new_event_loop()
-
-    def call(method: str, path: str, headers: dict[str, str], body: bytes) -> None:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 80),
-        }
-        sent = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        loop.run_until_complete(app(scope, receive, send))
-        assert sent[0]["status"] < 300, sent
-
-    return call
+    return _succeeding(harness_asgi_caller(app))
 
 
 def wsgi_caller(app: Any) -> Callable[[str, str, dict[str, str], bytes], None]:
-    def call(method: str, path: str, headers: dict[str, str], body: bytes) -> None:
-        environ = {
-            "REQUEST_METHOD": method,
-            "PATH_INFO": path,
-            "SCRIPT_NAME": "",
-            "QUERY_STRING": "",
-            "SERVER_NAME": "bench",
-            "SERVER_PORT": "80",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.input": io.BytesIO(body),
-            "wsgi.url_scheme": "http",
-            "wsgi.errors": sys.stderr,
-            "wsgi.version": (1, 0),
-            "wsgi.multithread": False,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-            "CONTENT_LENGTH": str(len(body)),
-        }
-        for key, value in headers.items():
-            name = key.upper().replace("-", "_")
-            environ[name if name == "CONTENT_TYPE" else "HTTP_" + name] = value
-        status: list[str] = []
-        result = app(environ, lambda s, h, e=None: status.append(s))
-        b"".join(result)
-        getattr(result, "close", lambda: None)()
-        assert status[0] < "300", status
-
-    return call
+    return _succeeding(harness_wsgi_caller(app))
 
 
 def per_request_us(

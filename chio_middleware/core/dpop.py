@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from .canonical import CanonicalJsonError, canonical_json, canonical_json_of_fast
 from .crypto import KeyFormatError, PublicKey, SignatureInvalid, SigningKey, UnsupportedKeyType
 from .errors import DpopInvalid
-from .models import DPOP_SCHEMA, DpopProof, DpopProofBody
+from .models import DPOP_SCHEMA, DpopProof, DpopProofBody, cached_bytes, keep_bytes
 from .replay import ReplayStore, check_not_forgotten
 
 __all__ = [
@@ -57,14 +57,13 @@ def parse_dpop_proof(obj: Any) -> DpopProof:
     body = obj.get("body") if type(obj) is dict else None
     if type(body) is dict and body.keys() == _BODY_WIRE_NAMES:
         # Validated: the wire names, strict strings and a u64, so in the fast domain. Stored
-        # in pydantic's private slot directly (its attribute protocol costs microseconds),
-        # with the body model it encodes: a copy of the proof with another body
-        # (``model_copy`` copies private slots) never reuses these bytes.
+        # with the body model it encodes (a copy of the proof with another body never
+        # reuses them).
         try:
             signed = canonical_json_of_fast(body)
         except CanonicalJsonError:  # e.g. a lone surrogate given from Python, not the wire
             raise DpopInvalid("DPoP proof is malformed", step="malformed") from None
-        proof.__pydantic_private__["_signed"] = (proof.body, signed)  # type: ignore[index]
+        keep_bytes(proof, "_signed", proof.body, signed)
     return proof
 
 
@@ -75,13 +74,9 @@ _BODY_WIRE_NAMES = frozenset(
 
 def _signed_bytes(proof: DpopProof) -> bytes:
     """The bytes the agent key signed: ``JCS(body)``."""
-    private = proof.__pydantic_private__
-    cached = private.get("_signed") if private is not None else None
-    if cached is not None and cached[0] is proof.body:
-        signed: bytes = cached[1]
-        return signed
-    signed = canonical_json(proof.body.to_wire())
-    proof._signed = (proof.body, signed)
+    signed = cached_bytes(proof, "_signed", proof.body)
+    if signed is None:
+        signed = keep_bytes(proof, "_signed", proof.body, canonical_json(proof.body.to_wire()))
     return signed
 
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
 from .arguments import Arguments, request_arguments
 from .canonical import canonical_json
@@ -76,7 +76,7 @@ from .models import (
 from .nonce import check_execution_nonce, mint_execution_nonce, nonce_replay_key
 from .nonce import parse_execution_nonce as parse_nonce
 from .receipts import encode_receipt_header, sign_receipt
-from .replay import AsyncReplayStore, check_not_forgotten
+from .replay import AsyncReplayStore, check_not_forgotten, run_sync
 from .request import RequestView
 from .restrictions import check_token_restrictions
 from .routing import RouteMatch, RouteTable, check_canonical_path
@@ -100,19 +100,6 @@ UNBOUND_TOOL_NAME = "authorize_http_request"
 _SAFE_UNBOUND_GRANT = ToolGrant(
     server_id=UNBOUND_TOOL_SERVER, tool_name=UNBOUND_TOOL_NAME, operations=["invoke"]
 )
-
-T = TypeVar("T")
-
-
-def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine that never suspends (sync stores, sync guards) to completion."""
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        result: T = done.value
-        return result
-    coroutine.close()
-    raise RuntimeError("an async guard or store suspended on the synchronous (WSGI) path")
 
 
 @dataclass(frozen=True)
@@ -198,7 +185,7 @@ class Evaluation:
         token, route = self.capability, self.route
         subject = self.agent_key.hex if self.agent_key is not None else None
         if subject is None and token is not None:
-            subject = PublicKey.from_hex(token.subject).hex
+            subject = _subject_hex(token.subject)
         tool = None
         if route is not None and not route.public and not route.unbound:
             tool = (route.tool_server, route.tool_name)
@@ -544,7 +531,7 @@ class ChioEngine:
         Each slot counts against the capability subject's quota of live slots, so that one
         subject cannot fill the store and lock the others out (ReservationQuotaExceeded).
         """
-        owner = None if ev.capability is None else PublicKey.from_hex(ev.capability.subject).hex
+        owner = None if ev.capability is None else _subject_hex(ev.capability.subject)
         if proof is not None:
             key, expires_at = dpop_replay_slot(
                 proof, proof_ttl=self.config.proof_ttl, max_clock_skew=self.config.max_clock_skew
@@ -752,7 +739,7 @@ def _guard_context(
         capability=token,
         grant=grant.grant,
         grant_index=grant.index,
-        subject=PublicKey.from_hex(token.subject).hex,
+        subject=_subject_hex(token.subject),
         arguments=arguments,
         now=ev.now,
         store=store,
@@ -763,7 +750,7 @@ def _nonce_binding(
     token: CapabilityToken, tool_server: str, tool_name: str, action_hash: str
 ) -> NonceBinding:
     return NonceBinding(
-        subject_id=PublicKey.from_hex(token.subject).hex,
+        subject_id=_subject_hex(token.subject),
         capability_id=token.id,
         tool_server=tool_server,
         tool_name=tool_name,
@@ -800,6 +787,13 @@ _UNRESTRICTED_CACHE = 1024
 def _pass_evidence(guard_name: str) -> GuardEvidence:
     """A guard's pass without details (frozen, so one object serves every request)."""
     return GuardEvidence(guard_name=guard_name, verdict=True)
+
+
+@lru_cache(maxsize=4096)
+def _subject_hex(subject: str) -> str:
+    """The capability subject's key in its canonical hex form (asked up to four times a
+    request: the replay owner, the guard context, the nonce binding, the handler context)."""
+    return PublicKey.from_hex(subject).hex
 
 
 @lru_cache(maxsize=4096)

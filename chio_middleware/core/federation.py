@@ -32,7 +32,7 @@ from .crypto import (
 )
 from .errors import ChioError, FederationInvalid, FederationUntrusted
 from .models import U64, WireModel
-from .replay import AsyncReplayStore, ReplayStore, SyncStoreAsAsync
+from .replay import AsyncReplayStore, ReplayStore, SyncStoreAsAsync, run_sync
 
 __all__ = [
     "DEFAULT_MAX_HANDSHAKE_SKEW",
@@ -351,20 +351,15 @@ def accept_envelope_sync(
     max_skew: int = DEFAULT_MAX_HANDSHAKE_SKEW,
 ) -> FederationPeer:
     """:func:`accept_envelope` over synchronous stores (which never suspend)."""
-    coroutine = accept_envelope(
-        obj,
-        kernel_id=kernel_id,
-        now=now,
-        anchors=anchors,
-        peers=SyncPeerStoreAsAsync(peers),
-        nonces=SyncStoreAsAsync(nonces),
-        rotation_window=rotation_window,
-        max_skew=max_skew,
+    return run_sync(
+        accept_envelope(
+            obj,
+            kernel_id=kernel_id,
+            now=now,
+            anchors=anchors,
+            peers=SyncPeerStoreAsAsync(peers),
+            nonces=SyncStoreAsAsync(nonces),
+            rotation_window=rotation_window,
+            max_skew=max_skew,
+        )
     )
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        result: FederationPeer = done.value
-        return result
-    coroutine.close()
-    raise RuntimeError("a synchronous store suspended")

@@ -35,6 +35,8 @@ __all__ = [
     "SignedExecutionNonce",
     "ToolGrant",
     "Verdict",
+    "cached_bytes",
+    "keep_bytes",
 ]
 
 CAPABILITY_SCHEMA = "chio.capability.v1"
@@ -74,6 +76,32 @@ class WireModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The JSON object of this value as the signer serialised it."""
         return self.model_dump(mode="json", by_alias=True)
+
+
+def cached_bytes(model: BaseModel, name: str, owner: object) -> bytes | None:
+    """The bytes kept in ``model``'s private attribute ``name`` for ``owner``, else ``None``.
+
+    The request path keeps encodings (a receipt's canonical JSON, a proof's signed bytes) in
+    pydantic's private slot, read and written directly: the attribute protocol costs a few
+    microseconds. Each is kept with the object it encodes (``owner``), because
+    ``model_copy`` copies private slots to a copy whose members may differ.
+    """
+    private = model.__pydantic_private__
+    cached = private.get(name) if private is not None else None
+    if cached is not None and cached[0] is owner:
+        data: bytes = cached[1]
+        return data
+    return None
+
+
+def keep_bytes(model: BaseModel, name: str, owner: object, data: bytes) -> bytes:
+    """Keep ``data`` as the encoding of ``owner`` in ``model``'s private ``name``; return it."""
+    private = model.__pydantic_private__
+    if private is None:
+        setattr(model, name, (owner, data))
+    else:
+        private[name] = (owner, data)
+    return data
 
 
 class OpenWireModel(WireModel):

@@ -17,7 +17,7 @@ from .canonical import (
 from .clock import uuid7
 from .crypto import KeyFormatError, PublicKey, SignatureInvalid, SigningKey
 from .encoding import b64url_decode, b64url_encode
-from .models import GuardEvidence, HttpReceipt, Verdict
+from .models import GuardEvidence, HttpReceipt, Verdict, cached_bytes, keep_bytes
 
 __all__ = [
     "ReceiptInvalid",
@@ -195,18 +195,15 @@ def _with_signature(signed: bytes, signature: str) -> bytes:
 
 
 def receipt_json(receipt: HttpReceipt) -> bytes:
-    """The canonical JSON of the signed receipt (a sink line, the header payload)."""
-    # Read from pydantic's private slot directly: the attribute goes through
-    # ``BaseModel.__getattr__``, a few microseconds, twice a request. The bytes are kept
-    # with the member dict they encode: a copy (``model_copy`` copies private slots, and
-    # makes a new member dict) is encoded afresh.
-    private = receipt.__pydantic_private__
-    cached = private.get("_canonical") if private is not None else None
-    if cached is not None and cached[0] is receipt.__dict__:
-        encoded: bytes = cached[1]
-        return encoded
-    encoded = canonical_json(receipt.to_wire())
-    receipt._canonical = (receipt.__dict__, encoded)
+    """The canonical JSON of the signed receipt (a sink line, the header payload).
+
+    Kept with the member dict it encodes: a copy (a new member dict) is encoded afresh.
+    """
+    encoded = cached_bytes(receipt, "_canonical", receipt.__dict__)
+    if encoded is None:
+        encoded = keep_bytes(
+            receipt, "_canonical", receipt.__dict__, canonical_json(receipt.to_wire())
+        )
     return encoded
 
 

@@ -23,8 +23,9 @@ import heapq
 import math
 import secrets
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from .errors import (
     RateLimited,
@@ -53,6 +54,7 @@ __all__ = [
     "quota_exceeded",
     "rate_limited",
     "refill",
+    "run_sync",
 ]
 
 #: Live entries of the in-memory store: 1,510 DPoP requests/s sustained at the default
@@ -433,3 +435,17 @@ class MemoryReplayStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+_T = TypeVar("_T")
+
+
+def run_sync(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine that never suspends (sync stores, sync guards) to completion."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        result: _T = done.value
+        return result
+    coroutine.close()
+    raise RuntimeError("an async guard or store suspended on the synchronous path")

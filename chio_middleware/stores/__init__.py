@@ -27,7 +27,7 @@ which the middleware refuses the proofs, nonces and budgets that may have been f
 from __future__ import annotations
 
 from ..core.replay import DEFAULT_CAPACITY, DEFAULT_SUBJECT_QUOTA, MemoryReplayStore, ReplayStore
-from ._common import redact_url
+from ._common import redact_url, redis_missing
 from .sqlite import SqliteReplayStore
 
 __all__ = ["SqliteReplayStore", "open_store", "sqlite_path"]
@@ -79,12 +79,7 @@ def open_store(
         try:
             from .redis import RedisReplayStore
         except ModuleNotFoundError as exc:
-            if exc.name is None or exc.name.partition(".")[0] != "redis":
-                raise
-            raise ValueError(
-                f"the replay store {redact_url(url)!r} needs redis-py: "
-                "pip install 'chio-middleware[redis]'"
-            ) from None
+            raise redis_missing(exc, url, "replay store") from None
         return RedisReplayStore(
             url, key_prefix=key_prefix, timeout=timeout, subject_quota=subject_quota
         )

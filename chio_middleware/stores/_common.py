@@ -29,6 +29,7 @@ __all__ = [
     "new_epoch",
     "rate_limited",
     "redact_url",
+    "redis_missing",
     "refill",
 ]
 
@@ -50,6 +51,16 @@ def redact_url(url: str) -> str:
     query = "&".join(f"{item.partition('=')[0]}=***" for item in parts.query.split("&") if item)
     redacted = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else netloc + parts.path
     return redacted + (f"?{query}" if query else "")
+
+
+def redis_missing(exc: ModuleNotFoundError, url: str, what: str) -> ValueError:
+    """The error for a Redis store URL when redis-py is not installed; ``exc`` itself is
+    re-raised when the missing module is another one (a real bug, not a missing extra)."""
+    if exc.name is None or exc.name.partition(".")[0] != "redis":
+        raise exc
+    return ValueError(
+        f"the {what} {redact_url(url)!r} needs redis-py: pip install 'chio-middleware[redis]'"
+    )
 
 
 def new_epoch() -> str:

@@ -26,7 +26,7 @@ from typing import Any
 from ..core.canonical import canonical_json, parse_json
 from ..core.errors import Unavailable
 from ..core.federation import FederationPeer, MemoryPeerStore, PeerStore, parse_peer
-from ._common import redact_url
+from ._common import redact_url, redis_missing
 from .sqlite import SqliteReplayStore
 
 __all__ = ["RedisPeerStore", "SqlitePeerStore", "ThreadedPeerStore", "open_peer_store"]
@@ -189,10 +189,5 @@ def open_peer_store(url: str, *, key_prefix: str = "chio:", timeout: float = 0.2
         try:
             return RedisPeerStore(url, key_prefix=key_prefix, timeout=timeout)
         except ModuleNotFoundError as exc:
-            if exc.name is None or exc.name.partition(".")[0] != "redis":
-                raise
-            raise ValueError(
-                f"the store {redact_url(url)!r} needs redis-py: "
-                "pip install 'chio-middleware[redis]'"
-            ) from None
+            raise redis_missing(exc, url, "store") from None
     raise ValueError(f"unknown store URL {redact_url(url)!r}")
