@@ -71,7 +71,7 @@ bench-e2e: $(BENCH_STAMP)
 
 profile: $(STAMP)
 	$(BIN)/python benchmarks/profile_request.py --config defaults --top 25
-	$(BIN)/python benchmarks/profile_request.py --config benchmark
+	$(BIN)/python benchmarks/profile_request.py --config benchmark --bytecodes
 	$(BIN)/python benchmarks/profile_request.py --config defaults --adapter wsgi
 
 clean:
