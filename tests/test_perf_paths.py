@@ -6,8 +6,10 @@ serializer, the decision log line at DEBUG, and the bounded in-memory sink.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
+from typing import Any
 
 import pytest
 import structlog
@@ -15,9 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chio_middleware import _speedups
-from chio_middleware.core import dpop
+from chio_middleware.core import clock, dpop
 from chio_middleware.core.canonical import canonical_json, canonical_json_exact
-from chio_middleware.core.clock import uuid7
+from chio_middleware.core.clock import uuid7, uuid7_pair
 from chio_middleware.core.crypto import sha256_hex
 from chio_middleware.core.dpop import DpopBinding, create_dpop_proof, parse_dpop_proof
 from chio_middleware.core.hashing import (
@@ -54,6 +56,24 @@ def test_uuid7_is_a_canonical_version_7_rfc_9562_uuid_of_its_millisecond(ms: int
 def test_uuid7_ids_of_one_millisecond_increase() -> None:
     ids = [uuid7(1_760_000_000_000) for _ in range(50)]
     assert [uuid.UUID(i).int for i in ids] == sorted({uuid.UUID(i).int for i in ids})
+
+
+@given(MS, st.sampled_from([None, 0, 1, 2**62 - 1, 2**62, 2**74 - 2, 2**74 - 1]), st.booleans())
+def test_uuid7_pair_is_two_successive_uuid7_ids(ms: int, last_rand: int | None, same_ms: bool) -> None:
+    """From the same state, the pair is what two calls give, and leaves the same state."""
+    state = (ms if same_ms else ms - 1, last_rand if last_rand is not None else 12345)
+    clock._last_ms, clock._last_rand = state
+    one_by_one = (uuid7(ms), uuid7(ms))
+    after = (clock._last_ms, clock._last_rand)
+    clock._last_ms, clock._last_rand = state
+    if not same_ms:  # a new millisecond draws fresh random bits: compare their shape only
+        pair = uuid7_pair(ms)
+        first, second = (uuid.UUID(i).int for i in pair)
+        assert second == first + 1 or (first & (2**62 - 1)) == 2**62 - 1  # rand_b carried
+        assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).int >> 80 == ms for i in pair)
+        return
+    assert uuid7_pair(ms) == one_by_one
+    assert (clock._last_ms, clock._last_rand) == after
 
 
 TEXT = st.text(max_size=20)
@@ -329,3 +349,62 @@ def test_the_binding_encodes_what_it_checked() -> None:
     assert binding_json("GET", "/", query, None) == canonical_json_exact(
         {"body_hash": None, "method": "GET", "path": "/", "query": {"x": 1.0}}
     )
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+@pytest.mark.parametrize(
+    "member",
+    ["receipt_id", "request_id", "route_pattern", "caller_identity_hash", "content_hash", "policy_hash"],
+)
+def test_a_string_member_of_another_type_takes_the_exact_encoder(member: str) -> None:
+    """A Python caller's float where a string belongs: orjson would write ``1.0``, RFC 8785
+    writes ``1``; the receipt's bytes must be the exact encoding whatever it was given."""
+    assert _speedups.install()
+    arguments: dict[str, Any] = {
+        "receipt_id": "0192e0b4-0000-7000-8000-000000000000",
+        "request_id": "r",
+        "route_pattern": "/p",
+        "method": "POST",
+        "caller_identity_hash": "00" * 32,
+        "content_hash": "11" * 32,
+        "policy_hash": "22" * 32,
+    }
+    arguments[member] = 1.0
+    receipt = sign_receipt(
+        KERNEL, verdict=Verdict.allow(), evidence=[], response_status=200, timestamp=1, **arguments
+    )
+    assert receipt_json(receipt) == canonical_json_exact(receipt.to_wire())
+
+
+_HEADER_NAMES = ["x-chio-capability", "x-chio-dpop", "x-chio-execution-nonce", "content-type", "x-other"]
+
+
+@given(st.lists(st.tuples(st.sampled_from(_HEADER_NAMES), st.sampled_from([b"{}", b'{"a":1}'])), max_size=7))
+def test_the_chio_headers_are_read_in_one_pass_as_one_look_up_per_name_read_them(
+    headers: list[tuple[str, bytes]],
+) -> None:
+    """The single pass finds what a look-up per header name finds, and refuses a repeated
+    header naming the one the per-name checks named first."""
+    from chio_middleware.core.errors import BadRequest
+    from chio_middleware.core.inputs import read_chio_headers
+    from chio_middleware.core.request import RequestView
+
+    view = RequestView(method="GET", path="/", query={}, headers=headers)
+    expected: Any = {}
+    for name in _HEADER_NAMES[:3]:
+        values = [value for key, value in headers if key == name]
+        if len(values) > 1:
+            expected = f"header {name} appears more than once"
+            break
+        if values:
+            expected[name] = values[0]
+    try:
+        read = read_chio_headers(view, max_bytes=1024)
+    except BadRequest as exc:
+        assert exc.message == expected
+        return
+    assert read.raw_capability == expected.get("x-chio-capability")
+    assert (read.dpop is None) == ("x-chio-dpop" not in expected)
+    assert (read.nonce is None) == ("x-chio-execution-nonce" not in expected)
+    if read.dpop is not None:
+        assert read.dpop == json.loads(expected["x-chio-dpop"])

@@ -29,7 +29,7 @@ from typing import Any
 from .arguments import Arguments, request_arguments
 from .canonical import canonical_json
 from .capability import CapabilityVerifier
-from .clock import Clock, uuid7
+from .clock import Clock, uuid7, uuid7_pair
 from .context import ChioContext
 from .crypto import PublicKey, SigningKey, sha256_hex
 from .dpop import DpopBinding, check_dpop_proof, dpop_replay_slot, parse_dpop_proof
@@ -259,9 +259,9 @@ class ChioEngine:
         the path is canonical; without one, the route table matches the path.
         """
         now = self.clock()
-        stamp = int(now * 1000)
+        request_id, receipt_id = uuid7_pair(int(now * 1000))
         evaluation = Evaluation(
-            request=request, request_id=uuid7(stamp), receipt_id=uuid7(stamp), now=int(now)
+            request=request, request_id=request_id, receipt_id=receipt_id, now=int(now)
         )
         try:
             check_canonical_path(request.path, request.raw_path, request.route_path or request.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from pydantic import ValidationError
@@ -114,6 +115,9 @@ _STRING_MEMBERS = (
     "policy_hash",
     "kernel_key",
 )
+#: Those members' values, in one C call (a generator over them was a tenth of the receipt).
+_string_members = itemgetter(*_STRING_MEMBERS)
+_ONLY_STR = {str}
 
 
 def _canonical_body(body: dict[str, Any]) -> bytes:
@@ -124,7 +128,7 @@ def _canonical_body(body: dict[str, Any]) -> bytes:
     takes the exact encoder, as :func:`canonical_json` would.
     """
     fast = (
-        all(type(body[name]) is str for name in _STRING_MEMBERS)
+        set(map(type, _string_members(body))) == _ONLY_STR
         and type(body["response_status"]) is int
         and type(body["timestamp"]) is int
         and type(body.get("session_id", "")) is str
