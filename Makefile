@@ -49,6 +49,7 @@ bench: $(BENCH_STAMP) redis
 	$(BIN)/python benchmarks/bench_receipt_modes.py
 	$(BIN)/python benchmarks/bench_store_memory.py
 	$(BIN)/python benchmarks/bench_constraints.py
+	$(BIN)/python benchmarks/bench_offload.py
 
 bench-table: $(STAMP)
 	$(BIN)/python benchmarks/bench_table.py

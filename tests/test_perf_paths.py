@@ -6,7 +6,6 @@ serializer, the decision log line at DEBUG, and the bounded in-memory sink.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from typing import Any
@@ -351,14 +350,30 @@ def test_the_binding_encodes_what_it_checked() -> None:
     )
 
 
+class _PosingAsStr(type):
+    """A metaclass whose classes compare and hash equal to ``str`` (found by the review)."""
+
+    def __eq__(cls, other: object) -> bool:
+        return other is str
+
+    def __hash__(cls) -> int:
+        return hash(str)
+
+
+class _FloatPosingAsStr(float, metaclass=_PosingAsStr):
+    pass
+
+
 @pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+@pytest.mark.parametrize("value", [1.0, _FloatPosingAsStr(1.0)], ids=["float", "float-posing-as-str"])
 @pytest.mark.parametrize(
     "member",
     ["receipt_id", "request_id", "route_pattern", "caller_identity_hash", "content_hash", "policy_hash"],
 )
-def test_a_string_member_of_another_type_takes_the_exact_encoder(member: str) -> None:
+def test_a_string_member_of_another_type_takes_the_exact_encoder(member: str, value: float) -> None:
     """A Python caller's float where a string belongs: orjson would write ``1.0``, RFC 8785
-    writes ``1``; the receipt's bytes must be the exact encoding whatever it was given."""
+    writes ``1``; the receipt's bytes must be the exact encoding whatever it was given.
+    (``method`` is upper-cased and ``kernel_key`` comes from the key: both are always str.)"""
     assert _speedups.install()
     arguments: dict[str, Any] = {
         "receipt_id": "0192e0b4-0000-7000-8000-000000000000",
@@ -369,42 +384,8 @@ def test_a_string_member_of_another_type_takes_the_exact_encoder(member: str) ->
         "content_hash": "11" * 32,
         "policy_hash": "22" * 32,
     }
-    arguments[member] = 1.0
+    arguments[member] = value
     receipt = sign_receipt(
         KERNEL, verdict=Verdict.allow(), evidence=[], response_status=200, timestamp=1, **arguments
     )
     assert receipt_json(receipt) == canonical_json_exact(receipt.to_wire())
-
-
-_HEADER_NAMES = ["x-chio-capability", "x-chio-dpop", "x-chio-execution-nonce", "content-type", "x-other"]
-
-
-@given(st.lists(st.tuples(st.sampled_from(_HEADER_NAMES), st.sampled_from([b"{}", b'{"a":1}'])), max_size=7))
-def test_the_chio_headers_are_read_in_one_pass_as_one_look_up_per_name_read_them(
-    headers: list[tuple[str, bytes]],
-) -> None:
-    """The single pass finds what a look-up per header name finds, and refuses a repeated
-    header naming the one the per-name checks named first."""
-    from chio_middleware.core.errors import BadRequest
-    from chio_middleware.core.inputs import read_chio_headers
-    from chio_middleware.core.request import RequestView
-
-    view = RequestView(method="GET", path="/", query={}, headers=headers)
-    expected: Any = {}
-    for name in _HEADER_NAMES[:3]:
-        values = [value for key, value in headers if key == name]
-        if len(values) > 1:
-            expected = f"header {name} appears more than once"
-            break
-        if values:
-            expected[name] = values[0]
-    try:
-        read = read_chio_headers(view, max_bytes=1024)
-    except BadRequest as exc:
-        assert exc.message == expected
-        return
-    assert read.raw_capability == expected.get("x-chio-capability")
-    assert (read.dpop is None) == ("x-chio-dpop" not in expected)
-    assert (read.nonce is None) == ("x-chio-execution-nonce" not in expected)
-    if read.dpop is not None:
-        assert read.dpop == json.loads(expected["x-chio-dpop"])

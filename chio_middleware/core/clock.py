@@ -58,8 +58,9 @@ def uuid7(unix_ms: int | None = None) -> str:
 
 
 def uuid7_pair(unix_ms: int | None = None) -> tuple[str, str]:
-    """Two successive :func:`uuid7` ids (a request's and its receipt's), the second
-    greater: one clock reading and one lock for both."""
+    """Two successive :func:`uuid7` ids (a request's and its receipt's), from one clock
+    reading and one lock: the second is greater, unless the 74-bit random field wraps
+    between them, as it would between two calls."""
     first, second = _uuid7s(2, unix_ms)
     return first, second
 

@@ -26,8 +26,6 @@ CAPABILITY_HEADER = "x-chio-capability"
 DPOP_HEADER = "x-chio-dpop"
 NONCE_HEADER = "x-chio-execution-nonce"
 CAPABILITY_QUERY = "chio_capability"
-_CHIO_HEADERS = (CAPABILITY_HEADER, DPOP_HEADER, NONCE_HEADER)
-_IS_CHIO_HEADER = frozenset(_CHIO_HEADERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +58,12 @@ def read_chio_headers(
     parameter is refused (400) rather than passed to the application as an argument.
     """
     found: dict[str, bytes] = {}
-    repeated = False
-    for key, value in request.headers:  # one pass over the headers for the three names
-        if key in _IS_CHIO_HEADER:
-            repeated = repeated or key in found
-            found.setdefault(key, value)
-    if repeated:  # named in the order the checks have always taken
-        for name in _CHIO_HEADERS:
-            if len(request.header_values(name)) > 1:
-                raise BadRequest(f"header {name} appears more than once")
+    for name in (CAPABILITY_HEADER, DPOP_HEADER, NONCE_HEADER):
+        values = request.header_values(name)
+        if len(values) > 1:
+            raise BadRequest(f"header {name} appears more than once")
+        if values:
+            found[name] = values[0]
     raw_capability, source = found.get(CAPABILITY_HEADER), CAPABILITY_HEADER
     in_query = request.query.get(CAPABILITY_QUERY)
     if in_query is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from operator import itemgetter
+from operator import is_, itemgetter
 from typing import Any
 
 from pydantic import ValidationError
@@ -115,9 +115,10 @@ _STRING_MEMBERS = (
     "policy_hash",
     "kernel_key",
 )
-#: Those members' values, in one C call (a generator over them was a tenth of the receipt).
+#: Those members' values, in one C call, and their types compared by identity, as
+#: ``type(value) is str`` would (a generator over them was a tenth of the receipt's work).
 _string_members = itemgetter(*_STRING_MEMBERS)
-_ONLY_STR = {str}
+_ALL_STR = (str,) * len(_STRING_MEMBERS)
 
 
 def _canonical_body(body: dict[str, Any]) -> bytes:
@@ -128,7 +129,7 @@ def _canonical_body(body: dict[str, Any]) -> bytes:
     takes the exact encoder, as :func:`canonical_json` would.
     """
     fast = (
-        set(map(type, _string_members(body))) == _ONLY_STR
+        all(map(is_, map(type, _string_members(body)), _ALL_STR))
         and type(body["response_status"]) is int
         and type(body["timestamp"]) is int
         and type(body.get("session_id", "")) is str
