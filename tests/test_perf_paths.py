@@ -389,3 +389,58 @@ def test_a_string_member_of_another_type_takes_the_exact_encoder(member: str, va
         KERNEL, verdict=Verdict.allow(), evidence=[], response_status=200, timestamp=1, **arguments
     )
     assert receipt_json(receipt) == canonical_json_exact(receipt.to_wire())
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+@given(st.sampled_from([b"", _BOM, _BOM + _BOM, _BOM[:2], b"\xef"]), st.binary(max_size=12))
+def test_the_guard_reads_a_body_as_the_utf_8_sig_codec_does(prefix: bytes, rest: bytes) -> None:
+    from chio_middleware.core.guards import _utf8_sig
+
+    body = prefix + rest
+    assert _utf8_sig(body) == body.decode("utf-8-sig", "replace")
+
+
+@given(st.text(alphabet=st.sampled_from("ab%+2 0F\u00e9\ufeff"), max_size=12) | st.text(max_size=12))
+def test_a_text_without_percent_or_plus_is_its_own_unquote_plus(text: str) -> None:
+    """What lets SecretLeakGuard skip unquote_plus for such texts."""
+    import urllib.parse
+
+    if "%" not in text and "+" not in text:
+        assert urllib.parse.unquote_plus(text) == text
+
+
+class _AwaitableStr(str):
+    """A detail that is a str subclass and awaitable: it must still be awaited."""
+
+    def __await__(self) -> Any:
+        async def detail() -> str:
+            return "awaited detail"
+
+        return detail().__await__()
+
+
+def test_a_guards_outcome_is_awaited_unless_it_is_none_or_a_plain_str() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from chio_middleware.core.engine import ChioEngine
+
+    class Returning:
+        name = "ReturningGuard"
+
+        def __init__(self, outcome: Any) -> None:
+            self.outcome = outcome
+
+        def check(self, context: Any) -> Any:
+            return self.outcome
+
+    engine = ChioEngine.__new__(ChioEngine)  # _run_guards reads nothing of the engine
+    cases = [(None, None), ("detail", "detail"), (_AwaitableStr("x"), "awaited detail")]
+    for outcome, expected in cases:
+        ev = SimpleNamespace(evidence=[], failure=None)
+        asyncio.run(engine._run_guards(ev, None, [Returning(outcome)]))  # type: ignore[arg-type]
+        (evidence,) = ev.evidence
+        assert evidence.details == expected
+

@@ -381,7 +381,11 @@ class ChioEngine:
         for guard in guards:
             try:
                 outcome = guard.check(context)
-                detail = await outcome if inspect.isawaitable(outcome) else outcome
+                # A plain guard's pass (None) or detail (str) skips isawaitable's ABC check.
+                if outcome is None or type(outcome) is str:
+                    detail = outcome
+                else:
+                    detail = await outcome if inspect.isawaitable(outcome) else outcome
             except (AccessDenied, RateLimited) as exc:
                 raise _as_guard_error(exc, guard.name) from None
             except ChioError:

@@ -283,14 +283,15 @@ def _texts_to_scan(body: bytes, arguments: dict[str, Any]) -> Iterator[str]:
     yield from _json_texts(arguments)
     if not body:
         return
-    decoded = [body.decode("utf-8-sig", "replace")]
+    decoded = [_utf8_sig(body)]
     if b"\x00" in body:  # an ASCII secret in a wide encoding has NUL bytes
         decoded.extend(body.decode(codec, "replace") for codec in _WIDE_CODECS)
     for text in decoded:
         yield text
-        unquoted = urllib.parse.unquote_plus(text)
-        if unquoted != text:
-            yield unquoted
+        if "%" in text or "+" in text:  # else unquote_plus gives the text back as it is
+            unquoted = urllib.parse.unquote_plus(text)
+            if unquoted != text:
+                yield unquoted
         if "\\" not in text:
             continue  # without a backslash, every JSON string is verbatim in the text
         try:
@@ -298,6 +299,13 @@ def _texts_to_scan(body: bytes, arguments: dict[str, Any]) -> Iterator[str]:
         except (ValueError, RecursionError):
             continue
         yield from _json_texts(parsed)
+
+
+def _utf8_sig(body: bytes) -> str:
+    """``body.decode("utf-8-sig", "replace")`` without the codec's Python wrapper: the BOM
+    bytes decode to exactly one leading U+FEFF, and nothing else decodes to it there."""
+    text = body.decode("utf-8", "replace")
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _json_texts(value: Any) -> Iterator[str]:
