@@ -444,3 +444,24 @@ def test_a_guards_outcome_is_awaited_unless_it_is_none_or_a_plain_str() -> None:
         (evidence,) = ev.evidence
         assert evidence.details == expected
 
+
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=64), st.integers(min_value=0, max_value=63))
+def test_ed25519_through_the_bindings_is_pynacls_signing_key_and_verify_key(
+    seed: bytes, message: bytes, flip: int
+) -> None:
+    """The keys call libsodium through PyNaCl's bindings: the same signatures as
+    ``nacl.signing.SigningKey.sign``, and a signature with one bit changed is refused."""
+    import nacl.signing
+
+    from chio_middleware.core.crypto import SignatureInvalid, SigningKey
+
+    key = SigningKey(seed)
+    signature = key.sign(message)
+    assert signature == nacl.signing.SigningKey(seed).sign(message).signature.hex()
+    key.public_key.verify(message, signature)
+    raw = bytearray(bytes.fromhex(signature))
+    raw[flip] ^= 1
+    with pytest.raises(SignatureInvalid):
+        key.public_key.verify(message, raw.hex())
+    with pytest.raises(SignatureInvalid):
+        key.public_key.verify(message + b"!", signature)

@@ -11,6 +11,7 @@ import binascii
 import hashlib
 from functools import lru_cache
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -63,6 +64,11 @@ def decode_hex(value: str, *, length: int, what: str) -> bytes:
         raise KeyFormatError(f"{what} is not valid hex") from None
 
 
+_sign = nacl.bindings.crypto_sign
+_sign_open = nacl.bindings.crypto_sign_open
+_SIGNATURE_BYTES = nacl.bindings.crypto_sign_BYTES
+
+
 class PublicKey:
     """An Ed25519 public key; equal to another when the 32 raw bytes are equal."""
 
@@ -104,7 +110,9 @@ class PublicKey:
             # would let a signed object change on the wire and still verify.
             raise SignatureInvalid("signature hex must be lowercase")
         try:
-            self._verify_key.verify(message, signature)
+            # libsodium's check through PyNaCl's binding, as ``VerifyKey.verify`` makes it,
+            # without that method's encoder and argument handling (a request's Python work).
+            _sign_open(signature + message, self._raw)
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
             raise SignatureInvalid("signature does not verify") from None
 
@@ -127,13 +135,15 @@ def _public_key_from_hex(value: str) -> PublicKey:
 class SigningKey:
     """An Ed25519 private key from a 32-byte RFC 8032 seed. Never logged or printed."""
 
-    __slots__ = ("_public", "_signing_key")
+    __slots__ = ("_public", "_secret", "_signing_key")
 
     def __init__(self, seed: bytes) -> None:
         if len(seed) != 32:
             raise KeyFormatError("an Ed25519 seed is 32 bytes")
         self._signing_key = nacl.signing.SigningKey(bytes(seed))
         self._public = PublicKey(bytes(self._signing_key.verify_key))
+        #: libsodium's 64-byte secret key of the seed, for :meth:`sign`.
+        self._secret = nacl.bindings.crypto_sign_seed_keypair(bytes(seed))[1]
 
     @classmethod
     def from_seed_hex(cls, value: str) -> SigningKey:
@@ -156,7 +166,9 @@ class SigningKey:
 
     def sign(self, message: bytes) -> str:
         """Sign ``message``; return the 64-byte signature as lowercase hex."""
-        return self._signing_key.sign(message).signature.hex()
+        # ``SigningKey.sign`` without its encoders and ``SignedMessage`` (the signature is
+        # the first 64 bytes of libsodium's signed message).
+        return _sign(message, self._secret)[:_SIGNATURE_BYTES].hex()
 
     def __repr__(self) -> str:
         return f"SigningKey(public={self._public.hex!r})"
