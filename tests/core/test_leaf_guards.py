@@ -121,6 +121,21 @@ def test_secrets_in_decoded_arguments_and_clean_bodies() -> None:
     assert SecretLeakGuard().check(context({}, deep)) is None  # no recursion error
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"-----BEGIN+RSA+PRIVATE+KEY-----",  # form-encoded with + only (no %)
+        b"-----BEGIN%20RSA%20PRIVATE%20KEY-----",  # percent-encoded only
+        b"\xef\xbb\xbf-----BEGIN+PRIVATE+KEY-----",  # after a BOM
+    ],
+)
+def test_a_body_that_decodes_to_a_secret_is_refused(body: bytes) -> None:
+    """Whatever decodes the body next (a form parser reads + as a space) must not find a
+    secret the guard missed: each way of skipping the decoded text is caught here."""
+    with pytest.raises(AccessDenied):
+        SecretLeakGuard().check(context({}, body))
+
+
 # The literal pre-check of SecretLeakGuard skips a search only when no match can exist: the
 # guard's verdict is the plain searches' on texts made of secret-shaped fragments.
 _FRAGMENTS = [

@@ -150,11 +150,11 @@ class JsonlSink:
             raise ValueError("fsync_interval must be positive")
         if not lock_timeout > 0:
             raise ValueError("lock_timeout must be a positive number of seconds")
-        self.path = Path(path)
+        self._path = Path(path)
         # The names the per-receipt calls pass to ``os``, formatted once: pathlib's formatting
         # was about a quarter of the sink's own bytecodes per receipt.
-        self._name = os.fspath(self.path)
-        self._dir_name = os.fspath(self.path.parent)
+        self._name = os.fspath(self._path)
+        self._dir_name = os.fspath(self._path.parent)
         self._lock_name = f"{self._name}.lock"
         self.max_bytes = max_bytes
         self.backups = backups
@@ -184,6 +184,11 @@ class JsonlSink:
             raise SinkError(f"cannot open receipt log {self.path}: {exc.strerror}") from exc
         atexit.register(self._flush_at_exit)
         _SINKS.add(self)
+
+    @property
+    def path(self) -> Path:
+        """The log's path (fixed at construction: the names the writes use derive from it)."""
+        return self._path
 
     def _after_fork_in_child(self) -> None:
         # A fork while another thread (the fsync thread) held the lock would leave the
