@@ -72,14 +72,13 @@ _SIGNATURE_BYTES = nacl.bindings.crypto_sign_BYTES
 class PublicKey:
     """An Ed25519 public key; equal to another when the 32 raw bytes are equal."""
 
-    __slots__ = ("_hex", "_raw", "_verify_key")
+    __slots__ = ("_hex", "_raw")
 
     def __init__(self, raw: bytes) -> None:
         if len(raw) != 32:
             raise KeyFormatError("an Ed25519 public key is 32 bytes")
         self._raw = bytes(raw)
         self._hex = self._raw.hex()
-        self._verify_key = nacl.signing.VerifyKey(self._raw)
 
     @classmethod
     def from_hex(cls, value: str) -> PublicKey:
