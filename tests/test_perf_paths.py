@@ -152,19 +152,24 @@ def test_the_memory_sink_keeps_at_most_its_bound_and_always_the_latest() -> None
         MemorySink(max_receipts=0)
 
 
-def _receipt(index: int):  # type: ignore[no-untyped-def]
-    return sign_receipt(
-        KERNEL,
-        request_id=f"r{index}",
-        route_pattern="/",
-        method="GET",
-        caller_identity_hash="00" * 32,
-        verdict=Verdict.allow(),
-        response_status=200,
-        timestamp=index,
-        content_hash="11" * 32,
-        policy_hash="22" * 32,
-    )
+def _signed(**members: Any) -> HttpReceipt:
+    """A receipt of an allowed GET, with ``members`` in place of the defaults."""
+    defaults: dict[str, Any] = {
+        "request_id": "r",
+        "route_pattern": "/",
+        "method": "GET",
+        "caller_identity_hash": "00" * 32,
+        "verdict": Verdict.allow(),
+        "response_status": 200,
+        "timestamp": 1,
+        "content_hash": "11" * 32,
+        "policy_hash": "22" * 32,
+    }
+    return sign_receipt(KERNEL, **{**defaults, **members})
+
+
+def _receipt(index: int) -> HttpReceipt:
+    return _signed(request_id=f"r{index}", timestamp=index)
 
 
 @given(
@@ -323,19 +328,7 @@ def test_evidence_built_without_validation_takes_the_exact_encoder() -> None:
         GuardEvidence.model_construct(guard_name=1.0, verdict=True),  # type: ignore[arg-type]
         GuardEvidence.model_construct(guard_name="g", verdict=1.0),  # type: ignore[arg-type]
     ]
-    receipt = sign_receipt(
-        KERNEL,
-        request_id="r",
-        route_pattern="/",
-        method="GET",
-        caller_identity_hash="00" * 32,
-        verdict=Verdict.allow(),
-        evidence=odd,
-        response_status=200,
-        timestamp=1,
-        content_hash="11" * 32,
-        policy_hash="22" * 32,
-    )
+    receipt = _signed(evidence=odd)
     assert receipt_json(receipt) == canonical_json_exact(receipt.to_wire())
 
 
@@ -375,19 +368,7 @@ def test_a_string_member_of_another_type_takes_the_exact_encoder(member: str, va
     writes ``1``; the receipt's bytes must be the exact encoding whatever it was given.
     (``method`` is upper-cased and ``kernel_key`` comes from the key: both are always str.)"""
     assert _speedups.install()
-    arguments: dict[str, Any] = {
-        "receipt_id": "0192e0b4-0000-7000-8000-000000000000",
-        "request_id": "r",
-        "route_pattern": "/p",
-        "method": "POST",
-        "caller_identity_hash": "00" * 32,
-        "content_hash": "11" * 32,
-        "policy_hash": "22" * 32,
-    }
-    arguments[member] = value
-    receipt = sign_receipt(
-        KERNEL, verdict=Verdict.allow(), evidence=[], response_status=200, timestamp=1, **arguments
-    )
+    receipt = _signed(**{"receipt_id": "0192e0b4-0000-7000-8000-000000000000", member: value})
     assert receipt_json(receipt) == canonical_json_exact(receipt.to_wire())
 
 

@@ -134,15 +134,15 @@ def _public_key_from_hex(value: str) -> PublicKey:
 class SigningKey:
     """An Ed25519 private key from a 32-byte RFC 8032 seed. Never logged or printed."""
 
-    __slots__ = ("_public", "_secret", "_signing_key")
+    __slots__ = ("_public", "_secret")
 
     def __init__(self, seed: bytes) -> None:
         if len(seed) != 32:
             raise KeyFormatError("an Ed25519 seed is 32 bytes")
-        self._signing_key = nacl.signing.SigningKey(bytes(seed))
-        self._public = PublicKey(bytes(self._signing_key.verify_key))
-        #: libsodium's 64-byte secret key of the seed, for :meth:`sign`.
-        self._secret = nacl.bindings.crypto_sign_seed_keypair(bytes(seed))[1]
+        public, secret = nacl.bindings.crypto_sign_seed_keypair(bytes(seed))
+        self._public = PublicKey(public)
+        #: libsodium's 64-byte secret key: the seed, then the public key.
+        self._secret = secret
 
     @classmethod
     def from_seed_hex(cls, value: str) -> SigningKey:
@@ -161,7 +161,7 @@ class SigningKey:
 
     def seed_hex(self) -> str:
         """The seed as hex, for writing a key file. Handle as a secret."""
-        return bytes(self._signing_key).hex()
+        return self._secret[:32].hex()
 
     def sign(self, message: bytes) -> str:
         """Sign ``message``; return the 64-byte signature as lowercase hex."""
