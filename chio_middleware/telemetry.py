@@ -22,9 +22,6 @@ instrumentation-library convention: the API is a no-op until an SDK is installed
   attributes plus ``http.response.status_code``, ``chio.guard``, ``chio.receipt_id``,
   ``chio.request_id`` and ``chio.capability_id``. Never a credential: no token, proof,
   nonce, signature, key or header value is an attribute.
-
-While a global provider is still the API's stand-in (or its no-op), the signals it would
-drop are not built: see ``_otel._IDLE_METER_PROVIDERS``.
 """
 
 from __future__ import annotations

@@ -23,8 +23,6 @@ __all__ = [
 
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 
-_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
-_STD_TO_URL = bytes.maketrans(b"+/", b"-_")
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 #: The characters that may end a canonical encoding whose length is 2 or 3 (mod 4): the
 #: bits past the last whole byte must be zero (RFC 4648 3.5).
@@ -34,9 +32,10 @@ _LAST_OF_3 = frozenset(c for i, c in enumerate(_ALPHABET) if i & 0x03 == 0)
 
 def b64url_encode(data: bytes) -> str:
     """base64url without padding."""
-    return binascii.b2a_base64(data, newline=False).translate(_STD_TO_URL).rstrip(b"=").decode(
-        "ascii"
-    )
+    # Two ``replace`` calls, not ``translate``: each finds its character with memchr, where
+    # ``translate`` looks up every byte (a third of the time on a 1.3 KB receipt header).
+    encoded = binascii.b2a_base64(data, newline=False).rstrip(b"=")
+    return encoded.replace(b"+", b"-").replace(b"/", b"_").decode("ascii")
 
 
 def b64url_decode(text: str) -> bytes:
@@ -61,10 +60,8 @@ def b64url_decode(text: str) -> bytes:
     ):
         raise ValueError("non-canonical base64url (unused bits set)")
     try:
-        return binascii.a2b_base64(
-            stripped.encode("ascii").translate(_URL_TO_STD) + b"=" * (-tail % 4),
-            strict_mode=True,
-        )
+        standard = stripped.encode("ascii").replace(b"-", b"+").replace(b"_", b"/")
+        return binascii.a2b_base64(standard + b"=" * (-tail % 4), strict_mode=True)
     except (binascii.Error, ValueError):
         raise ValueError("not base64url") from None
 
