@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint bench bench-table bench-instructions bench-stores bench-peers bench-e2e profile clean redis
+.PHONY: test demo lint bench bench-table bench-instructions bench-stores bench-peers bench-e2e bench-compiled profile clean redis
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ bench-peers: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_peers.py
 
 # About four minutes: 2 servers x 3 routes x bare/chio x 3 rounds of 5 s, on 127.0.0.1.
+# The request path compiled by Cython beside it (needs a C compiler and the Python headers;
+# valgrind for the instruction columns; ~10 min).
+bench-compiled: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench_compiled.py
+
 bench-e2e: $(BENCH_STAMP)
 	@command -v wrk >/dev/null || { echo "bench-e2e needs wrk (Debian: apt-get install wrk)"; exit 1; }
 	$(BIN)/python benchmarks/bench_e2e.py
