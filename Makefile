@@ -65,12 +65,12 @@ bench-stores: $(STAMP) redis
 bench-peers: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_peers.py
 
-# About four minutes: 2 servers x 3 routes x bare/chio x 3 rounds of 5 s, on 127.0.0.1.
 # The request path compiled by Cython beside it (needs a C compiler and the Python headers;
-# valgrind for the instruction columns; ~10 min).
+# valgrind for the instruction columns; ~13 min).
 bench-compiled: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_compiled.py
 
+# About four minutes: 2 servers x 3 routes x bare/chio x 3 rounds of 5 s, on 127.0.0.1.
 bench-e2e: $(BENCH_STAMP)
 	@command -v wrk >/dev/null || { echo "bench-e2e needs wrk (Debian: apt-get install wrk)"; exit 1; }
 	$(BIN)/python benchmarks/bench_e2e.py

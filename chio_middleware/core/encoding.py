@@ -33,7 +33,8 @@ _LAST_OF_3 = frozenset(c for i, c in enumerate(_ALPHABET) if i & 0x03 == 0)
 def b64url_encode(data: bytes) -> str:
     """base64url without padding."""
     # Two ``replace`` calls, not ``translate``: each finds its character with memchr, where
-    # ``translate`` looks up every byte (a third of the time on a 1.3 KB receipt header).
+    # ``translate`` looks up every byte. On a 1.3 KB receipt header the two take a third of
+    # ``translate``'s time.
     encoded = binascii.b2a_base64(data, newline=False).rstrip(b"=")
     return encoded.replace(b"+", b"-").replace(b"/", b"_").decode("ascii")
 
