@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_instructions import ADAPTERS, ROWS, cell  # noqa: E402
-from compare import measure, ratios  # noqa: E402
+from bench_table import ROWS as TABLE_ROWS  # noqa: E402
+from compare import measure, ratios, snapshot  # noqa: E402
 
 #: The request path: what a bound POST and an unbound GET run of the package, but for the
 #: modules that define pydantic models.
@@ -89,8 +90,7 @@ command.run()
 
 def compiled_copy(into: Path) -> Path:
     """This tree's package and tests in ``into``, with :data:`MODULES` compiled in place."""
-    for part in ("chio_middleware", "tests"):
-        shutil.copytree(ROOT / part, into / part, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    snapshot(into)
     done = subprocess.run(
         [sys.executable, "-c", BUILD, *MODULES], cwd=into, capture_output=True, text=True
     )
@@ -100,6 +100,43 @@ def compiled_copy(into: Path) -> Path:
     if len(built) != len(MODULES):
         raise SystemExit(f"expected {len(MODULES)} compiled modules, found {len(built)}")
     return into
+
+
+def print_instructions(copy: Path, kinds: list[str], n: int) -> None:
+    """Instructions per request, bare and with the middleware, of this tree and ``copy``."""
+    trees = (("python", None), ("compiled", copy))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        jobs = {
+            (adapter, kind, config, name): pool.submit(cell, config, adapter, kind, n, source)
+            for adapter in ADAPTERS
+            for kind in kinds
+            for config in (None, "benchmark")
+            for name, source in trees
+        }
+        counts = {key: job.result() / 1e3 for key, job in jobs.items()}
+    header = (
+        f"{'adapter':17s} {'request':35s} {'bare py':>8s} {'bare cy':>8s} "
+        f"{'with py':>8s} {'with cy':>8s} {'change':>7s}"
+    )
+    print(header)
+    print("-" * len(header))
+    for adapter in ADAPTERS:
+        for label, kind, _ in ROWS:
+            if kind not in kinds:
+                continue
+            bare_py, bare_cy = (counts[(adapter, kind, None, name)] for name, _ in trees)
+            with_py, with_cy = (counts[(adapter, kind, "benchmark", name)] for name, _ in trees)
+            change = (with_cy - with_py) / (with_py - bare_py)
+            print(
+                f"{adapter:17s} {label:35s} {bare_py:7.0f}k {bare_cy:7.0f}k "
+                f"{with_py:7.0f}k {with_cy:7.0f}k {change:+7.1%}"
+            )
+    print(
+        "\ninstructions per request (callgrind, benchmark configuration, "
+        f"{n} requests a cell); change = (with cy - with py) / (with py - bare py):\n"
+        "the compiled copy's share of the interpreted overhead. The bare app runs none of the\n"
+        "compiled code; its count still moves with the objects the process holds.\n"
+    )
 
 
 def main() -> None:
@@ -115,57 +152,20 @@ def main() -> None:
     except ImportError:
         raise SystemExit("bench_compiled needs Cython: .venv/bin/pip install 'cython>=3.0'") from None
     kinds = args.rows.split(",")
-    rows = [(label, kind, floor) for label, kind, floor in ROWS if kind in kinds]
     with tempfile.TemporaryDirectory(prefix="chio-compiled-") as tmp:
         copy = compiled_copy(Path(tmp))
         print(f"Cython {Cython.__version__}: {len(MODULES)} modules compiled in a copy of this tree\n")
         if args.no_instructions:
-            pass
+            pass  # time only
         elif shutil.which("valgrind") is None:
             print("(no valgrind: instruction columns skipped; Debian: apt-get install valgrind)\n")
         else:
-            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-                jobs = {
-                    (adapter, kind, config, name): pool.submit(cell, config, adapter, kind, args.n, source)
-                    for adapter in ADAPTERS
-                    for _, kind, _ in rows
-                    for config in (None, "benchmark")
-                    for name, source in (("python", None), ("compiled", copy))
-                }
-                counts = {key: job.result() for key, job in jobs.items()}
-            header = (
-                f"{'adapter':17s} {'request':35s} {'bare py':>8s} {'bare cy':>8s} "
-                f"{'with py':>8s} {'with cy':>8s} {'change':>7s}"
-            )
-            print(header)
-            print("-" * len(header))
-            for adapter in ADAPTERS:
-                for label, kind, _ in rows:
-                    bare_py, bare_cy, with_py, with_cy = (
-                        counts[(adapter, kind, config, name)] / 1e3
-                        for config, name in (
-                            (None, "python"), (None, "compiled"),
-                            ("benchmark", "python"), ("benchmark", "compiled"),
-                        )
-                    )
-                    change = (with_cy - with_py) / (with_py - bare_py)
-                    print(
-                        f"{adapter:17s} {label:35s} {bare_py:7.0f}k {bare_cy:7.0f}k "
-                        f"{with_py:7.0f}k {with_cy:7.0f}k {change:+7.1%}"
-                    )
-            print(
-                "\ninstructions per request (callgrind, benchmark configuration, "
-                f"{args.n} requests a cell); change = (with cy - with py) / (with py - bare py):\n"
-                "the compiled copy's share of the interpreted overhead. The bare app runs none of the\n"
-                "compiled code; its count still moves with the objects the process holds.\n"
-            )
+            print_instructions(copy, kinds, args.n)
         samples: dict[str, list[dict[tuple[str, str, int], float]]] = {"python": [], "compiled": []}
         order = [("python", ROOT), ("compiled", copy)]
         for round_ in range(args.rounds):
             for name, source in order if round_ % 2 == 0 else order[::-1]:
                 samples[name].append(ratios(measure(source, args.timed_n)))
-    from bench_table import ROWS as TABLE_ROWS
-
     print(
         f"time: overhead as a multiple of the row's floor, median of {args.rounds} alternating "
         f"rounds x {args.timed_n} requests a cell (process CPU time)\n"

@@ -34,6 +34,14 @@ def export(rev: str, into: Path) -> Path:
     return into
 
 
+def snapshot(into: Path) -> Path:
+    """This working tree's package and tests, copied into ``into`` (editing the tree during a
+    run then changes nothing measured)."""
+    for part in ("chio_middleware", "tests"):
+        shutil.copytree(ROOT / part, into / part, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    return into
+
+
 def measure(source: Path, n: int) -> dict[str, object]:
     env = {**os.environ, "BENCH_SOURCE": str(source)}
     out = subprocess.run(
@@ -70,10 +78,8 @@ def main() -> None:
         before = export(args.before, Path(tmp) / "before")
         if args.after:
             after = export(args.after, Path(tmp) / "after")
-        else:  # a snapshot of this tree, so that editing it during the run changes nothing
-            after = Path(tmp) / "after"
-            for part in ("chio_middleware", "tests"):
-                shutil.copytree(ROOT / part, after / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            after = snapshot(Path(tmp) / "after")
         samples: dict[str, list[dict[tuple[str, str, int], float]]] = {"before": [], "after": []}
         for round_ in range(args.rounds):
             order = [("before", before), ("after", after)]
