@@ -3,7 +3,9 @@ with ``dateext``, ``copytruncate``), a manual ``mv``, a process that holds the l
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -185,6 +187,54 @@ def test_the_lock_file_is_recreated_when_removed(tmp_path: Path) -> None:
     sink.close()
     other.close()
     assert seqs(path) == [1, 2, 3]
+
+
+def test_a_record_reopens_only_what_was_renamed_replaced_or_rotated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sink tells its own files from the path's by the identities it took when it opened
+    them: steady records open nothing, and each rename, replacement or rotation makes exactly
+    the one reopen that follows the path."""
+    path = tmp_path / "receipts.jsonl"
+    lock = Path(f"{path}.lock")
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(name: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_CREAT:  # the files it writes (it also reads older logs for links)
+            opened.append(Path(name).name)
+        return real_open(name, flags, *args, **kwargs)
+
+    sink = JsonlSink(path, fsync="never")
+    monkeypatch.setattr(os, "open", counting_open)
+    record(sink, 5, 0)
+    assert opened == []
+    path.rename(tmp_path / "receipts.jsonl-20261201")
+    record(sink, 3, 5)
+    assert opened == ["receipts.jsonl"]  # once, by the first record after the rename
+
+    replacement = tmp_path / "other.lock"
+    replacement.touch()
+    os.replace(replacement, lock)
+    opened.clear()
+    record(sink, 2, 8)
+    assert opened == ["receipts.jsonl.lock"]
+    holder = real_open(lock, os.O_RDWR)  # the file the path names now is the one locked
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with pytest.raises(SinkBusy):
+            sink.try_record(request_signer(10))
+    finally:
+        os.close(holder)
+    sink.close()
+    assert seqs(path) == list(range(6, 11))
+
+    opened.clear()
+    small = JsonlSink(tmp_path / "small.jsonl", fsync="never", max_bytes=1, backups=3)
+    opened.clear()
+    record(small, 4, 0)  # every record after the first rotates: one open each, no more
+    assert opened == ["small.jsonl"] * 3
+    small.close()
 
 
 def test_bad_lock_timeout_is_refused(tmp_path: Path) -> None:

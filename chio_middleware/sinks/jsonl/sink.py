@@ -174,6 +174,7 @@ class JsonlSink:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._fd = -1  # the current log; -1 when a reopen failed (retried at the next record)
+        self._fd_id: tuple[int, int] | None = None  # (device, inode) of _fd, fixed while open
         self._lock_fd = -1
         self._lock_id = (0, 0)  # (device, inode) of the lock file _lock_fd holds
         try:
@@ -272,8 +273,13 @@ class JsonlSink:
     def _lock_log(self, deadline: float, *, wait: bool) -> None:
         """Hold the ``flock`` of the lock file ``<path>.lock`` names now, until ``deadline``."""
         pause = 0.0002
+        # A lock file we hold is locked first and checked after: the check below finds it
+        # removed or replaced, so a stat before the flock would only repeat it.
+        check = self._lock_fd < 0
         while True:
-            self._ensure_lock_file()
+            if check:
+                self._ensure_lock_file()
+            check = True
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -337,18 +343,18 @@ class JsonlSink:
             st: os.stat_result | None = os.stat(self._name)
         except FileNotFoundError:
             st = None
-        if self._fd >= 0:
-            mine = os.fstat(self._fd)
-            if st is not None and (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
-                return st
+        # An open descriptor's device and inode never change: they are taken once, when the
+        # descriptor becomes the current log, not from an fstat per receipt.
+        if self._fd >= 0 and st is not None and (st.st_dev, st.st_ino) == self._fd_id:
+            return st
         new = self._open_log()  # on failure the old descriptor stays ours, and stays open
-        old, self._fd = self._fd, new
+        old = self._adopt_log(new)
         if old >= 0:
             try:  # where the chain ended, in the file that was renamed behind our back
                 self._carry = _last_link_in(old, os.fstat(old).st_size) or self._carry
             finally:
                 self._retire(old)
-        return os.fstat(self._fd)
+        return self._log_stat()
 
     def _read_state(self, st: os.stat_result) -> _TailState:
         """Find the last chained line: in the current file, else the highest seq known."""
@@ -403,11 +409,10 @@ class JsonlSink:
         # If this open fails, our descriptor is the file now at ``.1``: the next record
         # finds ``path`` missing, reopens, and links to that file's last line.
         new = self._open_log()
-        old, self._fd = self._fd, new
-        self._retire(old)
+        self._retire(self._adopt_log(new))
         if self.fsync == "always":
             self._fsync_directory()
-        return os.fstat(self._fd)
+        return self._log_stat()
 
     def _undo_partial(self, size: int) -> None:
         """Cut a failed append back to ``size`` so no partial line stays (best effort)."""
@@ -423,9 +428,23 @@ class JsonlSink:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         return os.open(self._name, flags, 0o644)
 
+    def _adopt_log(self, new: int) -> int:
+        """Make ``new`` the current log; the descriptor it replaces is returned, to retire."""
+        old, self._fd, self._fd_id = self._fd, new, None
+        return old
+
+    def _log_stat(self) -> os.stat_result:
+        """fstat the current log, and remember its identity (see ``_current_stat``)."""
+        st = os.fstat(self._fd)
+        self._fd_id = (st.st_dev, st.st_ino)
+        return st
+
     def _open_descriptors(self) -> None:
         self._ensure_lock_file()
-        self._fd = self._open_log()
+        old = self._adopt_log(self._open_log())
+        if old >= 0:  # both callers hold none; should one not, it is not leaked
+            self._release(old)
+        self._log_stat()
 
     def _reopen_after_fork(self) -> None:
         """In a forked child: own descriptors (a shared flock excludes nothing), no thread."""
@@ -440,6 +459,7 @@ class JsonlSink:
         """Close every descriptor held, after forgetting it (so none is closed twice)."""
         held = [self._fd, self._lock_fd, *self._retired]
         self._fd = self._lock_fd = -1
+        self._fd_id = None
         self._lock_id = (0, 0)
         self._retired = []
         for fd in held:
@@ -550,6 +570,7 @@ class JsonlSink:
                 if self._pid == os.getpid():
                     self._release_all()
                 self._fd = self._lock_fd = -1
+                self._fd_id = None
 
 
 def _identity(path: str) -> tuple[int, int] | None:
