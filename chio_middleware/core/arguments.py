@@ -21,14 +21,23 @@ strict reading differs, so the application can never act on a value no constrain
 - Any other body (a JSON array, string or number, multipart, text, binary) carries
   arguments no constraint can see: it is marked ``opaque``, and the engine refuses it
   (403) wherever a constraint or an argument-reading guard applies.
+
+Path parameters (and FastAPI's ``Header()``/``Cookie()`` values) are what the framework's
+converters made of the text: strings, numbers and booleans, but also a ``UUID``, a
+``PurePath`` or any object a custom converter returns. A UUID and a path join the
+arguments as the text that names the same value (``str()``); any other type is marked
+opaque like such a body (found by an outside review: a converter returning a path object
+passed ``path_prefix`` and ``forbidden_paths`` unseen).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
+from uuid import UUID
 
 from .canonical import JsonParseError, parse_json
 from .errors import BadRequest
@@ -52,6 +61,8 @@ class Arguments:
 
     values: dict[str, Any]
     opaque_body: str | None = None
+    #: The first parameter whose value is of a type no check reads, as ``name (type)``.
+    opaque_value: str | None = None
 
 
 def request_arguments(request: RequestView, route: RouteMatch | None) -> Arguments:
@@ -61,30 +72,67 @@ def request_arguments(request: RequestView, route: RouteMatch | None) -> Argumen
     :class:`BadRequest` for a body the frameworks and the strict reader read differently.
     """
     # The reserved route's segments name the tool; they are not its arguments.
-    arguments: dict[str, Any] = {} if route is None or route.reserved else dict(route.params)
+    opaque_value = None
+    if route is None or route.reserved or not route.params:
+        arguments: dict[str, Any] = {}
+    else:
+        arguments, opaque_value = _parameters(route.params)
     _merge(arguments, ((k, v) for k, v in request.query.items() if k != CAPABILITY_QUERY))
     body = request.body
     if not body:
-        return Arguments(arguments)
+        return Arguments(arguments, opaque_value=opaque_value)
     media = media_type(request)
     value, is_json = _read_json(body)
+    opaque_body: str | None = None
     if is_json:
         if media == FORM_MEDIA_TYPE:
             raise BadRequest("a JSON body is declared as a form; send it as application/json")
         if isinstance(value, dict):
             _merge(arguments, value.items())
-            return Arguments(arguments)
-        return Arguments(arguments, opaque_body="non-object JSON")
-    if media == "application/json" or media.endswith("+json"):
+        else:
+            opaque_body = "non-object JSON"
+    elif media == "application/json" or media.endswith("+json"):
         raise BadRequest("request body is declared as JSON but is not valid JSON")
-    if media == FORM_MEDIA_TYPE:
+    elif media == FORM_MEDIA_TYPE:
         _merge(arguments, parse_wire_query(body).items())
-        return Arguments(arguments)
-    if media.startswith("multipart/"):
-        return Arguments(arguments, opaque_body="multipart")
-    # The media type is the client's text: keep it short and printable in messages.
-    shown = "".join(c for c in media[:48] if c.isprintable()) or "untyped"
-    return Arguments(arguments, opaque_body=f"{shown} body")
+    elif media.startswith("multipart/"):
+        opaque_body = "multipart"
+    else:
+        # The media type is the client's text: keep it short and printable in messages.
+        shown = "".join(c for c in media[:48] if c.isprintable()) or "untyped"
+        opaque_body = f"{shown} body"
+    return Arguments(arguments, opaque_body, opaque_value)
+
+
+class _Unreadable(Exception):
+    """A value of a type that no constraint or guard reads (its type's name)."""
+
+
+def _parameters(params: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The path parameters as arguments, and the first one no check can read."""
+    arguments: dict[str, Any] = {}
+    opaque: str | None = None
+    for name, value in params.items():
+        try:
+            arguments[name] = _checkable(value, 0)
+        except _Unreadable as exc:
+            arguments[name] = value
+            if opaque is None:
+                opaque = f"{name[:64]!r} ({exc})"
+    return arguments, opaque
+
+
+def _checkable(value: Any, depth: int) -> Any:
+    """``value`` as the JSON-shaped value the checks read; raises ``_Unreadable``."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, UUID | PurePath):  # the text that names the same value
+        return str(value)
+    if depth < 16 and isinstance(value, list | tuple):
+        return [_checkable(item, depth + 1) for item in value]
+    if depth < 16 and isinstance(value, dict) and all(type(k) is str for k in value):
+        return {k: _checkable(v, depth + 1) for k, v in value.items()}
+    raise _Unreadable(type(value).__name__[:64])
 
 
 def media_type(request: RequestView) -> str:

@@ -45,6 +45,7 @@ from typing import Any, Literal, TypeGuard
 
 import ada_url
 
+from .errors import AccessDenied
 from .linear_regex import PatternError, compile_linear
 from .models import Constraint
 
@@ -96,7 +97,12 @@ def string_leaves(value: Any, key: str | None = None) -> Iterator[Leaf]:
 
 
 def scalar_leaves(value: Any, key: str | None = None) -> Iterator[Leaf]:
-    """Every string, number and boolean leaf (the latter two as their JSON text)."""
+    """Every string, number and boolean leaf (the latter two as their JSON text).
+
+    A leaf of any other type (``null`` aside) is refused (``AccessDenied``), never skipped:
+    a check that cannot read a value must not pass it. The argument view hands over only
+    JSON values (:mod:`.arguments`); this holds for arguments built elsewhere too.
+    """
     stack: list[tuple[str | None, Any]] = [(key, value)]
     while stack:  # iterative: nesting depth is the attacker's choice
         current_key, current = stack.pop()
@@ -104,10 +110,16 @@ def scalar_leaves(value: Any, key: str | None = None) -> Iterator[Leaf]:
             yield Leaf(current_key, current)
         elif isinstance(current, bool | int | float):
             yield Leaf(current_key, _json_text(current), string=False)
-        elif isinstance(current, dict):
+        elif isinstance(current, dict) and all(type(k) is str for k in current):
             stack.extend(reversed([(k, v) for k, v in current.items()]))
         elif isinstance(current, list | tuple):
             stack.extend(reversed([(current_key, v) for v in current]))
+        elif current is not None:
+            name = type(current).__name__[:64]
+            raise AccessDenied(
+                f"argument {str(current_key)[:64]!r} is a {name}, which no check can read",
+                guard="ConstraintGuard",
+            )
 
 
 def _json_text(value: bool | int | float) -> str:

@@ -403,15 +403,22 @@ class ChioEngine:
     def _check_arguments_visible(
         self, ev: Evaluation, arguments: Arguments, grant: ToolGrant
     ) -> None:
-        """Refuse a body whose arguments no constraint or guard could see (PROTOCOL.md 5.2)."""
-        if arguments.opaque_body is not None:
+        """Refuse arguments no constraint or guard could see (PROTOCOL.md 5.2): a body not
+        read as arguments, or a parameter value of a type no check reads."""
+        if arguments.opaque_body is not None or arguments.opaque_value is not None:
             readers = [g.name for g in self.config.guards if getattr(g, "reads_arguments", True)]
             if grant.constraints or readers:
                 checks = ["the grant's constraints"] if grant.constraints else []
                 checks.extend(readers)
+                if arguments.opaque_body is not None:
+                    raise AccessDenied(
+                        f"a {arguments.opaque_body} carries arguments that cannot be checked "
+                        f"({', '.join(checks)}); send a JSON object or a form",
+                        guard="ConstraintGuard",
+                    )
                 raise AccessDenied(
-                    f"a {arguments.opaque_body} carries arguments that cannot be checked "
-                    f"({', '.join(checks)}); send a JSON object or a form",
+                    f"parameter {arguments.opaque_value} reaches the handler as a value "
+                    f"that cannot be checked ({', '.join(checks)})",
                     guard="ConstraintGuard",
                 )
         if grant.constraints:
