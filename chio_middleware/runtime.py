@@ -41,6 +41,7 @@ from .core.replay import MemoryReplayStore, ReplayStore
 from .core.routing import RouteTable
 from .federation import federation_config
 from .integrations.coverage import (
+    CONFLICT,
     CoverageRow,
     mixed_declarations,
     orphan_bindings,
@@ -325,6 +326,14 @@ class ChioRuntime:
             unbound=len(missing),
             table="\n" + render_coverage(rows),
         )
+        conflicts = [f"{r.method} {r.pattern}" for r in rows if r.binding.startswith(CONFLICT)]
+        if conflicts:
+            named = ", ".join(conflicts)
+            logger.error("chio_route_declared_twice", routes=named)
+            return (
+                f"these routes are declared as more than one tool (an APIRouter's "
+                f"Depends(tool(...)) and the route's own?); declare each once: {named}"
+            )
         mixed = mixed_declarations(rows)
         if mixed:
             named = ", ".join(mixed)

@@ -25,6 +25,7 @@ from ..core.routing import (
 __all__ = [
     "ATTRIBUTE",
     "PUBLIC",
+    "Conflict",
     "NativeRoute",
     "Public",
     "ToolDeclaration",
@@ -111,6 +112,34 @@ def _mark(endpoint: Any, declaration: ToolDeclaration | Public) -> None:
     setattr(endpoint, ATTRIBUTE, declaration)
 
 
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Several declarations that disagree on one route (e.g. an ``APIRouter``'s
+    ``Depends(tool(...))`` and the route's own): refused, at start-up and per request."""
+
+    declarations: tuple[ToolDeclaration | Public, ...]
+
+    def __str__(self) -> str:
+        return " and ".join(
+            "public"
+            if isinstance(d, Public)
+            else f"tool {d.tool_server}/{d.tool_name}" + (" (nonce)" if d.require_nonce else "")
+            for d in self.declarations
+        )
+
+
+def one_declaration(
+    found: list[ToolDeclaration | Public],
+) -> ToolDeclaration | Public | Conflict | None:
+    """The declaration ``found`` agrees on, ``None`` for none, or their ``Conflict``."""
+    distinct = list(dict.fromkeys(found))
+    if not distinct:
+        return None
+    if len(distinct) == 1:
+        return distinct[0]
+    return Conflict(tuple(distinct))
+
+
 def declaration_of(*candidates: Any) -> ToolDeclaration | Public | None:
     """The first declaration found on ``candidates`` (an endpoint, its method handler...)."""
     for candidate in candidates:
@@ -135,7 +164,7 @@ class NativeRoute:
     outcome: str
     pattern: str | None = None
     params: dict[str, Any] | None = None
-    declaration: ToolDeclaration | Public | None = None
+    declaration: ToolDeclaration | Public | Conflict | None = None
     #: Parameters the framework will hand over as another value than their text.
     rewritten: list[str] | None = None
 
@@ -184,6 +213,12 @@ def route_for(native: NativeRoute, method: str, path: str, table: RouteTable) ->
         )
     params = dict(native.params or {})
     declared = native.declaration
+    if isinstance(declared, Conflict):  # start-up refuses it too; routes added since
+        raise AccessDenied(
+            f"the route {native.pattern[:96]!r} is declared as {str(declared)[:160]}; "
+            "declare it once",
+            guard="RouteGuard",
+        )
     if isinstance(declared, Public):
         return RouteMatch(native.pattern, "", "", params, None, public=True)
     if isinstance(declared, ToolDeclaration):

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.routing import RouteBinding, RouteTable, template_shape
-from ._declare import Public, ToolDeclaration
+from ._declare import Conflict, Public, ToolDeclaration
 
 __all__ = [
+    "CONFLICT",
     "CoverageRow",
     "flask_coverage",
     "mixed_declarations",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 _METHODS_DEFAULT = ("GET",)
+#: The start of a row whose route is declared as two tools (a start-up failure).
+CONFLICT = "conflict: "
 _SKIPPED = frozenset({"HEAD", "OPTIONS"})
 
 
@@ -43,6 +46,8 @@ class CoverageRow:
 
 
 def _describe(declaration: Any, method: str, pattern: str, table: RouteTable) -> str:
+    if isinstance(declaration, Conflict):
+        return f"{CONFLICT}{declaration}"
     if isinstance(declaration, Public):
         return "public"
     if isinstance(declaration, ToolDeclaration):

@@ -16,7 +16,15 @@ from typing import Any
 from starlette.routing import BaseRoute, Host, Match, Mount
 
 from ..core.canonical import canonical_json
-from ._declare import NativeRoute, declaration_of, wrapped_apps
+from ._declare import (
+    Conflict,
+    NativeRoute,
+    Public,
+    ToolDeclaration,
+    declaration_of,
+    one_declaration,
+    wrapped_apps,
+)
 
 __all__ = ["endpoint_declaration", "find_router", "native_route", "router_of", "stack_contains"]
 
@@ -216,11 +224,16 @@ def _fastapi_header_arguments(route: Any, scope: Scope) -> dict[str, Any]:
     return found
 
 
-def endpoint_declaration(route: BaseRoute, method: str) -> Any:
+def endpoint_declaration(
+    route: BaseRoute, method: str
+) -> ToolDeclaration | Public | Conflict | None:
     """The ``@chio.tool``/``@chio.public`` mark of a route's endpoint, if any.
 
-    Looked up on the endpoint, on a class-based endpoint's method handler, and on the
-    route's (and its ``APIRouter``'s) FastAPI dependencies, in that order.
+    The mark on a class-based endpoint's method handler, else on the endpoint, wins.
+    Otherwise every FastAPI dependency of the route counts (its ``APIRouter``'s and its
+    own, and theirs): one declaration, however often it is given, is the route's; two
+    that disagree are a :class:`Conflict`, refused (found by an outside review: the
+    router's tool was taken and the route's own ``nonce=True`` tool ignored).
     """
     endpoint = getattr(route, "endpoint", None)
     handler = None
@@ -228,20 +241,23 @@ def endpoint_declaration(route: BaseRoute, method: str) -> Any:
         handler = getattr(endpoint, method.lower(), None)
         if handler is None and method.upper() == "HEAD":
             handler = getattr(endpoint, "get", None)
-    dependencies = [getattr(d, "dependency", None) for d in getattr(route, "dependencies", ())]
-    found = declaration_of(handler, endpoint, *dependencies)
-    if found is None:
-        found = _from_dependant(getattr(route, "dependant", None), 0)
-    return found
+    found = declaration_of(handler, endpoint)
+    if found is not None:
+        return found
+    declared: list[ToolDeclaration | Public] = []
+    for dependency in getattr(route, "dependencies", ()):
+        mark = declaration_of(getattr(dependency, "dependency", None))
+        if mark is not None:
+            declared.append(mark)
+    _from_dependant(getattr(route, "dependant", None), 0, declared)
+    return one_declaration(declared)
 
 
-def _from_dependant(dependant: Any, depth: int) -> Any:
+def _from_dependant(dependant: Any, depth: int, declared: list[ToolDeclaration | Public]) -> None:
     if dependant is None or depth > _MAX_DEPTH:
-        return None
+        return
     for sub in getattr(dependant, "dependencies", ()):
-        found = declaration_of(getattr(sub, "call", None))
-        if found is None:
-            found = _from_dependant(sub, depth + 1)
-        if found is not None:
-            return found
-    return None
+        mark = declaration_of(getattr(sub, "call", None))
+        if mark is not None:
+            declared.append(mark)
+        _from_dependant(sub, depth + 1, declared)
