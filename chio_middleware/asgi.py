@@ -26,8 +26,9 @@ from .core.replay import ReplayStore, as_async
 from .core.request import RequestView, parse_content_length, parse_wire_query
 from .core.routing import RouteMatch
 from .federation import async_peer_view
-from .integrations._declare import route_for
+from .integrations._declare import route_for, wrapped_apps
 from .integrations.coverage import starlette_coverage
+from .integrations.dispatch import ASGI_CHECKED, asgi_inputs, install_asgi_check
 from .integrations.starlette_routing import find_router, native_route, router_of, stack_contains
 from .logs import get_logger
 from .runtime import ChioRuntime, DenialRenderer, render_with
@@ -74,6 +75,12 @@ class ChioMiddleware:
         self.app = app
         self._startup_error: str | None = None
         self._own_router = find_router(app)
+        # FastAPI sets scope["root_path"] to its root_path when called; wrapped from
+        # outside, this middleware runs first and must route on the scope FastAPI will.
+        self._root_path = _fastapi_root_path(app, self._own_router)
+        self._checked_routers: set[int] = set()
+        if self._own_router is not None:
+            self._install_dispatch_check(self._own_router)
         self._routers: weakref.WeakKeyDictionary[Any, Any | None] = weakref.WeakKeyDictionary()
         self._render_denial = render_denial
         self._coverage_refusal: str | None = None
@@ -175,10 +182,26 @@ class ChioMiddleware:
             return self._routers[app]
         except KeyError:
             router = self._routers[app] = router_of(app) if stack_contains(app, self) else None
+            if router is not None:
+                self._install_dispatch_check(router)
             return router
+
+    def _install_dispatch_check(self, router: Any) -> None:
+        """The router's entry compares the request with the one checked (``dispatch``)."""
+        if install_asgi_check(router):
+            self._checked_routers.add(id(router))
+        else:
+            logger.warning(
+                "chio_dispatch_check_unavailable",
+                router=type(router).__name__,
+                message="a middleware between Chio and this router could change the "
+                "route dispatched after the check; install Chio innermost",
+            )
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         engine = self.runtime.engine
+        if self._root_path:
+            scope["root_path"] = self._root_path  # what FastAPI.__call__ does, first
         view, query_error = _request_view(scope)
         router = self._router(scope)
         resolve = None
@@ -216,6 +239,8 @@ class ChioMiddleware:
         if evaluation.answer is not None:  # the federation handshake: answered here
             await _send_whole(send, *await self._sink_call(self.runtime.render_answer, evaluation))
             return
+        if router is not None and id(router) in self._checked_routers:
+            scope[ASGI_CHECKED] = asgi_inputs(scope)
         await self._call_app(scope, receive, evaluation, send)
 
     async def _read_body(self, receive: Receive, view: RequestView, limit: int | None) -> bytes:
@@ -328,6 +353,19 @@ async def _send_whole(send: Send, status: int, headers: list[tuple[str, str]], b
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _fastapi_root_path(app: Any, router: Any) -> str:
+    """The ``root_path`` a FastAPI app between this middleware and ``router`` will set."""
+    if router is None:
+        return ""
+    for node in wrapped_apps(app):
+        if node is router:
+            return ""
+        root_path = getattr(node, "root_path", None)
+        if getattr(node, "router", None) is router and isinstance(root_path, str):
+            return root_path
+    return ""
 
 
 def _warn_inner_middleware(app: Any) -> None:

@@ -27,6 +27,7 @@ from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
 from .core.request import RequestView, parse_content_length, parse_wire_query
 from .core.routing import RouteMatch
 from .integrations._declare import NativeRoute, route_for, wrapped_apps
+from .integrations.dispatch import WSGI_CHECKED, install_flask_check, wsgi_inputs
 from .logs import get_logger
 from .runtime import ChioRuntime, DenialRenderer, render_with
 from .settings import ChioSettings
@@ -75,6 +76,8 @@ class ChioWSGIMiddleware:
         self._per_process_store = isinstance(self.runtime.store, MemoryReplayStore)
         self._loops = threading.local()
         self._flask, self._native = _flask_router(flask_app if flask_app is not None else app)
+        if self._flask is not None:  # Flask's routing, checked again where Flask dispatches
+            install_flask_check(self._flask)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if self.first_request_check is not None:
@@ -125,6 +128,8 @@ class ChioWSGIMiddleware:
         environ["chio"] = context
         environ["chio.request_id"] = evaluation.request_id
         environ["chio.capability_id"] = context.capability_id
+        if self._flask is not None:
+            environ[WSGI_CHECKED] = wsgi_inputs(environ)
         return self._call_app(environ, start_response, evaluation)
 
     def _run_first_request_check(self) -> None:

@@ -1,0 +1,158 @@
+"""Where the framework dispatches: the request must still be the one that was checked.
+
+The middleware checks the route and arguments the framework's router would find for the
+request as the middleware received it (PROTOCOL.md 5.1-5.2). Whatever runs between the
+middleware and the router can change that request: a ``ProxyFix`` that takes the host
+from ``X-Forwarded-Host`` (Flask's ``host_matching``, Starlette's ``Host`` routes), a
+method-override middleware, a prefix fix that moves ``SCRIPT_NAME``. The router then
+dispatches a route nobody checked (found by outside reviews, for Flask and for ASGI apps
+wrapped from outside).
+
+So the middleware records the inputs that decide the route and the arguments, and a hook
+at the router's own entry compares them with what the router is about to dispatch on:
+Starlette's ``Router.app`` (wrapped in place, innermost, below the router's own
+middleware) and Flask's first ``before_request`` function (after URL matching, before the
+view). A difference refuses the request (503, ``chio_unavailable``: the middleware cannot
+vouch for it) and logs which input changed; the view never runs. Installing the
+middleware innermost is the cure the log names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ..logs import get_logger
+
+__all__ = [
+    "ASGI_CHECKED",
+    "WSGI_CHECKED",
+    "asgi_inputs",
+    "install_asgi_check",
+    "install_flask_check",
+    "wsgi_inputs",
+]
+
+logger = get_logger()
+
+Scope = MutableMapping[str, Any]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+#: The scope / environ key under which the middleware leaves the inputs it checked.
+ASGI_CHECKED = "chio.checked_request"
+WSGI_CHECKED = "chio.checked_request"
+
+_ASGI_NAMES = ("method", "path", "root_path", "query_string", "headers")
+#: What Werkzeug's URL map and Flask's request parsing read (the host for host matching,
+#: the script root and path for the rule, the method, the query and the body's type).
+_WSGI_KEYS = (
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "HTTP_HOST",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "CONTENT_TYPE",
+)
+
+
+def _message(changed: list[str]) -> str:
+    return (
+        f"the request's {', '.join(changed)} changed between the Chio check and the "
+        "router, so the route or arguments dispatched are not the ones checked; refusing. "
+        "Install the Chio middleware innermost (after ProxyFix and any middleware that "
+        "rewrites the request)."
+    )
+
+
+# -- ASGI (Starlette, FastAPI) ---------------------------------------------------------------
+
+
+def asgi_inputs(scope: Scope) -> tuple[Any, ...]:
+    """What Starlette's router and the argument view read from an HTTP scope."""
+    return (
+        scope.get("method"),
+        scope.get("path"),
+        scope.get("root_path", ""),
+        scope.get("query_string", b""),
+        tuple(scope.get("headers", ())),  # a copy: MutableHeaders edits the list in place
+    )
+
+
+class _RouterEntryCheck:
+    """Wraps ``Router.app``: refuses a request whose inputs changed since the check."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app  # the ``.app`` link keeps the router findable through this wrapper
+
+    async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
+        expected = scope.get(ASGI_CHECKED)
+        if expected is not None and scope.get("type") == "http":
+            found = asgi_inputs(scope)
+            if found != expected:
+                pairs = zip(_ASGI_NAMES, found, expected, strict=True)
+                changed = [name for name, now, then in pairs if now != then]
+                logger.error("chio_request_changed_before_routing", changed=", ".join(changed))
+                body = json.dumps(
+                    {"error": "chio_unavailable", "message": _message(changed), "status": 503}
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 503,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def install_asgi_check(router: Any) -> bool:
+    """Put the entry check at ``router``'s dispatch (once); ``False`` when it cannot."""
+    target = getattr(router, "app", None)
+    holder: Any = router
+    attribute = "middleware_stack"
+    node = getattr(router, attribute, None)
+    for _ in range(64):  # down the router's own middleware to its dispatch method
+        if node is None:
+            return False
+        if isinstance(node, _RouterEntryCheck):  # installed already
+            return True
+        if node == target:
+            setattr(holder, attribute, _RouterEntryCheck(node))
+            return True
+        holder, attribute, node = node, "app", getattr(node, "app", None)
+    return False
+
+
+# -- WSGI (Flask) ----------------------------------------------------------------------------
+
+
+def wsgi_inputs(environ: MutableMapping[str, Any]) -> tuple[Any, ...]:
+    """What Werkzeug's URL map and Flask's request read from a WSGI environ."""
+    return tuple(environ.get(key) for key in _WSGI_KEYS)
+
+
+def _flask_entry_check() -> None:
+    from flask import abort, request
+
+    environ = request.environ
+    expected = environ.get(WSGI_CHECKED)
+    if expected is None:
+        return
+    found = wsgi_inputs(environ)
+    if found != expected:
+        pairs = zip(_WSGI_KEYS, found, expected, strict=True)
+        changed = [key for key, now, then in pairs if now != then]
+        logger.error("chio_request_changed_before_routing", changed=", ".join(changed))
+        abort(503, description=_message(changed))
+
+
+def install_flask_check(app: Any) -> None:
+    """Run the entry check first among ``app``'s ``before_request`` functions (once)."""
+    functions = app.before_request_funcs.setdefault(None, [])
+    if _flask_entry_check not in functions:
+        functions.insert(0, _flask_entry_check)
