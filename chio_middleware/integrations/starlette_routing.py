@@ -10,7 +10,12 @@ path parameters are the converted values that endpoint receives (PROTOCOL.md 5.1
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
+import uuid
 from collections.abc import Iterable, MutableMapping
+from pathlib import PurePath
 from typing import Any
 
 from starlette.routing import BaseRoute, Host, Match, Mount
@@ -146,9 +151,11 @@ def _fastapi_rewrites(route: BaseRoute, params: dict[str, Any], scope: Scope) ->
 
     FastAPI validates ``id: int`` from ``"7 "`` or ``"+7"`` to ``7`` and ``flag: bool`` from
     ``"yes"`` to ``True`` after the router, so the handler reads another value than the
-    constraints saw (found by the differential suite). Each int, float or bool parameter
-    is validated with FastAPI's own ``request_params_to_args``; where the raw text is not
-    the canonical JSON text of the value the handler gets, the request is refused.
+    constraints saw (found by the differential suite). Every path and query parameter of
+    the route and of its dependencies (an outside review found those skipped), a query
+    parameter model's fields and list items included, is validated with FastAPI's own
+    ``request_params_to_args``; where the raw text is not the canonical text of the value
+    the handler gets (:func:`_same_text`), the request is refused.
     """
     dependant = getattr(route, "dependant", None)
     if dependant is None:
@@ -161,29 +168,89 @@ def _fastapi_rewrites(route: BaseRoute, params: dict[str, Any], scope: Scope) ->
     query = QueryParams(scope.get("query_string", b""))
     raw_path = {k: str(v) for k, v in params.items()}
     problems: list[str] = []
-    sources: list[tuple[Any, Any]] = [
-        (getattr(dependant, "path_params", ()), raw_path),
-        (getattr(dependant, "query_params", ()), query),
-    ]
-    for fields, received in sources:
-        for field in fields:
-            name = str(getattr(field, "alias", None) or getattr(field, "name", ""))
-            raw = received.get(name)
-            if raw is None:
-                continue
-            values, errors = request_params_to_args([field], received)
-            if errors or not values:
-                continue  # FastAPI answers 422 itself; no handler runs
-            value = next(iter(values.values()))
-            if isinstance(value, bool):
-                canonical = "true" if value else "false"
-            elif isinstance(value, int | float):
-                canonical = canonical_json(value).decode("ascii")
-            else:
-                continue
-            if raw != canonical:
-                problems.append(name)
+    for node in _dependants(dependant):
+        sources: list[tuple[Any, Any]] = [
+            (getattr(node, "path_params", ()), raw_path),
+            (getattr(node, "query_params", ()), query),
+        ]
+        for fields, received in sources:
+            for field in fields:
+                values, errors = request_params_to_args([field], received)
+                if errors or not values:
+                    continue  # FastAPI answers 422 itself; no handler runs
+                value = next(iter(values.values()))
+                problems.extend(_rewritten(field, value, received))
     return problems
+
+
+def _dependants(dependant: Any) -> list[Any]:
+    """The dependant and its sub-dependencies, each once (FastAPI reuses them)."""
+    found: list[Any] = []
+    pending = [dependant]
+    while pending and len(found) < 256:
+        node = pending.pop()
+        if any(node is seen for seen in found):
+            continue
+        found.append(node)
+        pending.extend(getattr(node, "dependencies", ()))
+    return found
+
+
+def _rewritten(field: Any, value: Any, received: Any) -> list[str]:
+    """The names under which the client's text is not the value the handler reads."""
+    from fastapi.dependencies import utils
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):  # a Query() model: each of its fields
+        names: list[str] = []
+        for sub in utils.get_cached_model_fields(type(value)):  # type: ignore[attr-defined]
+            name = _request_name(utils, sub, received)
+            if name in received and not _same_text(_raw(received, name), getattr(value, sub.name)):
+                names.append(name)
+        return names
+    name = _request_name(utils, field, received)
+    if name not in received:
+        return []
+    return [] if _same_text(_raw(received, name), value) else [name]
+
+
+def _request_name(utils: Any, field: Any, received: Any) -> str:
+    """The key FastAPI reads ``field`` from (its first alias the request holds)."""
+    aliases = utils._get_param_aliases(field)
+    return str(next((pair for pair in aliases if pair[1] in received), aliases[0])[1])
+
+
+def _raw(received: Any, name: str) -> Any:
+    values = received.getlist(name) if hasattr(received, "getlist") else [received[name]]
+    return values[0] if len(values) == 1 else values
+
+
+def _same_text(raw: Any, value: Any) -> bool:
+    """True when ``value`` is what the text ``raw`` (or list of texts) says, exactly."""
+    return bool(_same(raw, value))
+
+
+def _same(raw: Any, value: Any) -> Any:
+    if isinstance(value, list | tuple | set | frozenset):
+        items = raw if isinstance(raw, list) else [raw]
+        if isinstance(value, set | frozenset) or len(items) != len(value):
+            return False
+        return all(_same(text, item) for text, item in zip(items, value, strict=True))
+    if isinstance(raw, list):
+        return False
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, bool):
+        return raw == ("true" if value else "false")
+    if isinstance(value, int | float):
+        return raw == canonical_json(value).decode("ascii")
+    if isinstance(value, str):
+        return raw == value
+    if isinstance(value, datetime.date | datetime.time):
+        return raw == value.isoformat()
+    if isinstance(value, uuid.UUID | decimal.Decimal | PurePath):
+        return raw == str(value)
+    return False  # a type whose text cannot be compared: refused, never skipped
 
 
 def _fastapi_header_arguments(route: Any, scope: Scope) -> dict[str, Any]:
