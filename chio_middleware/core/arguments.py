@@ -87,14 +87,20 @@ def request_arguments(request: RequestView, route: RouteMatch | None) -> Argumen
     if is_json:
         if media == FORM_MEDIA_TYPE:
             raise BadRequest("a JSON body is declared as a form; send it as application/json")
-        if isinstance(value, dict):
+        if route is not None and route.raw_body is not None:  # the handler reads the bytes
+            opaque_body = route.raw_body
+        elif isinstance(value, dict):
             _merge(arguments, value.items())
         else:
             opaque_body = "non-object JSON"
     elif media == "application/json" or media.endswith("+json"):
         raise BadRequest("request body is declared as JSON but is not valid JSON")
     elif media == FORM_MEDIA_TYPE:
-        _merge(arguments, parse_wire_query(body).items())
+        fields = parse_wire_query(body)  # refused when malformed, whoever reads it
+        if route is not None and route.raw_body is not None:
+            opaque_body = route.raw_body
+        else:
+            _merge(arguments, fields.items())
     elif media.startswith("multipart/"):
         opaque_body = "multipart"
     else:

@@ -145,6 +145,9 @@ class RouteMatch:
     unbound: bool = False
     #: A route declared public (``public_paths``, ``@chio.public``): no capability needed.
     public: bool = False
+    #: Why the framework hands this route's body to the handler as bytes, not as the
+    #: members a JSON object would give (``None``: it reads it as the argument view does).
+    raw_body: str | None = None
 
     @property
     def reserved(self) -> bool:

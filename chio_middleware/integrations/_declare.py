@@ -7,6 +7,7 @@ framework resolvers read the mark of the endpoint the framework's router dispatc
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -167,6 +168,8 @@ class NativeRoute:
     declaration: ToolDeclaration | Public | Conflict | None = None
     #: Parameters the framework will hand over as another value than their text.
     rewritten: list[str] | None = None
+    #: Why the handler gets the body as bytes (FastAPI, a non-JSON Content-Type), if so.
+    raw_body: str | None = None
 
 
 def wrapped_apps(app: Any, limit: int = 64) -> Iterator[Any]:
@@ -181,6 +184,15 @@ def wrapped_apps(app: Any, limit: int = 64) -> Iterator[Any]:
 
 
 def route_for(native: NativeRoute, method: str, path: str, table: RouteTable) -> RouteMatch | None:
+    """The route to check for a request the framework routes as ``native`` (:func:`_route`);
+    a body the handler reads as bytes is marked so (``RouteMatch.raw_body``)."""
+    match = _route(native, method, path, table)
+    if match is not None and native.raw_body is not None and native.outcome == "matched":
+        return dataclasses.replace(match, raw_body=native.raw_body)
+    return match
+
+
+def _route(native: NativeRoute, method: str, path: str, table: RouteTable) -> RouteMatch | None:
     """The route to check for a request the framework routes as ``native`` (PROTOCOL.md 5.1).
 
     A matched route takes its endpoint's declaration, else the settings binding of its

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import email.message
 import enum
 import uuid
 from collections.abc import Iterable, MutableMapping
@@ -112,6 +113,7 @@ def _included(route: Any, scope: dict[str, Any], prefix: str, depth: int) -> Nat
         params={**params, **_fastapi_header_arguments(target, merged)},
         declaration=endpoint_declaration(target, merged.get("method", "GET")),
         rewritten=_fastapi_rewrites(target, params, merged),
+        raw_body=_fastapi_raw_body(target, merged),
     )
 
 
@@ -130,6 +132,7 @@ def _full(route: BaseRoute, scope: dict[str, Any], prefix: str, depth: int) -> N
         params={**params, **_fastapi_header_arguments(route, scope)},
         declaration=endpoint_declaration(route, scope.get("method", "GET")),
         rewritten=_fastapi_rewrites(route, params, scope),
+        raw_body=_fastapi_raw_body(route, scope),
     )
 
 
@@ -251,6 +254,39 @@ def _same(raw: Any, value: Any) -> Any:
     if isinstance(value, uuid.UUID | decimal.Decimal | PurePath):
         return raw == str(value)
     return False  # a type whose text cannot be compared: refused, never skipped
+
+
+def _fastapi_raw_body(route: Any, scope: Scope) -> str | None:
+    """Why FastAPI will hand this route's body field the raw bytes, or ``None``.
+
+    FastAPI's request handler decodes the body as JSON only when the Content-Type is
+    ``application/json`` or ``application/*+json`` (parsed by ``email.message``, as it
+    does), or absent when the route's ``strict_content_type`` is off; otherwise a body field
+    gets the bytes (a single ``str`` or ``bytes`` ``Body()`` takes them whole). The argument
+    view would have read a JSON object's members the handler never sees (found by an
+    outside review: a path under /workspace/ checked, the whole text written to).
+    """
+    body_field = getattr(route, "body_field", None)
+    if body_field is None or not hasattr(route, "dependant"):
+        return None
+    from fastapi import params as fastapi_params
+    from starlette.datastructures import Headers
+
+    if isinstance(getattr(body_field, "field_info", None), fastapi_params.Form):
+        return None  # FastAPI reads a form: never more than the argument view read
+    content_type = Headers(scope=scope).get("content-type")
+    if not content_type:
+        strict = getattr(route, "strict_content_type", False)  # before 0.12x: JSON
+        if not getattr(strict, "value", strict):
+            return None
+        return "body without a Content-Type (FastAPI hands it over as bytes)"
+    message = email.message.Message()
+    message["content-type"] = content_type
+    if message.get_content_maintype() == "application":
+        subtype = message.get_content_subtype()
+        if subtype == "json" or subtype.endswith("+json"):
+            return None
+    return "non-JSON body (FastAPI hands it over as bytes)"
 
 
 def _fastapi_header_arguments(route: Any, scope: Scope) -> dict[str, Any]:
