@@ -341,6 +341,13 @@ class ChioMiddleware:
                 send, *await self._sink_call(self.runtime.render_crash, evaluation)
             )
             raise
+        if not started:
+            # The app returned without a response, having maybe acted: the server would
+            # answer 500 with no receipt; answer it here, with the receipt (outside review).
+            logger.error("chio_app_returned_without_response", request_id=evaluation.request_id)
+            await _send_whole(
+                send, *await self._sink_call(self.runtime.render_crash, evaluation)
+            )
 
 
 async def _send_whole(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:

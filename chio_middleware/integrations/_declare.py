@@ -8,6 +8,7 @@ framework resolvers read the mark of the endpoint the framework's router dispatc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -142,13 +143,21 @@ def one_declaration(
 
 
 def declaration_of(*candidates: Any) -> ToolDeclaration | Public | None:
-    """The first declaration found on ``candidates`` (an endpoint, its method handler...)."""
+    """The first declaration found on ``candidates`` (an endpoint, its method handler...).
+
+    A ``functools.partial`` of a declared function is that function's endpoint (the
+    frameworks call through it; found by an outside review: the route ran as unbound).
+    """
     for candidate in candidates:
-        if isinstance(candidate, ToolDeclaration | Public):
-            return candidate
-        found = getattr(candidate, ATTRIBUTE, None)
-        if isinstance(found, ToolDeclaration | Public):
-            return found
+        for _ in range(16):
+            if isinstance(candidate, ToolDeclaration | Public):
+                return candidate
+            found = getattr(candidate, ATTRIBUTE, None)
+            if isinstance(found, ToolDeclaration | Public):
+                return found
+            if not isinstance(candidate, functools.partial):
+                break
+            candidate = candidate.func
     return None
 
 

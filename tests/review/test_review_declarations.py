@@ -139,3 +139,40 @@ def test_a_conflict_met_per_request_is_refused() -> None:
     )
     with pytest.raises(AccessDenied, match="declare it once"):
         route_for(native, "DELETE", "/notes/7", RouteTable([]))
+
+
+def test_a_partial_of_a_declared_endpoint_is_that_endpoint() -> None:
+    import functools
+
+    import flask
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from chio_middleware.integrations.flask import Chio as FlaskChio
+    from chio_middleware.integrations.starlette import Chio as StarletteChio
+
+    @tool("srv-files", "read_file")
+    async def read(request: Request, root: str) -> JSONResponse:
+        ran.append(("starlette", root))
+        return JSONResponse({"ok": True})
+
+    ran.clear()
+    app = Starlette(routes=[Route("/files/read", functools.partial(read, root="/srv"))])
+    StarletteChio(app, settings=settings(routes=[], unbound_routes="refuse"), clock=FixedClock(NOW))
+    with TestClient(app) as client:  # start-up sees the route as declared, not unbound
+        assert client.get("/files/read?path=/etc/shadow").status_code == 401
+
+    @tool("srv-files", "read_file")
+    def flask_read(root: str) -> Any:
+        ran.append(("flask", root))
+        return {"ok": True}
+
+    flask_app = flask.Flask(__name__)
+    view = functools.partial(flask_read, root="/srv")
+    view.__name__ = "read"  # type: ignore[attr-defined]  # Flask names the endpoint after it
+    flask_app.add_url_rule("/files/read", view_func=view)
+    FlaskChio(flask_app, settings=settings(routes=[], unbound_routes="refuse"), clock=FixedClock(NOW))
+    assert flask_app.test_client().get("/files/read?path=/etc/shadow").status_code == 401
+    assert ran == []
