@@ -5,10 +5,12 @@ the members of the body, a name given in two of them being a malformed request. 
 is read the way the most lenient mainstream framework reads it, and refused where the
 strict reading differs, so the application can never act on a value no constraint saw:
 
-- Starlette's ``request.json()``, FastAPI and Flask's ``get_json(force=True)`` all call
-  ``json.loads`` on the raw bytes, whatever the Content-Type says: a UTF-8 BOM is
-  dropped, UTF-16/32 is detected, duplicate keys keep the last value, ``NaN`` and
-  ``1e400`` (infinity) are numbers. A body that reads as JSON that way must read the same
+- Starlette's ``request.json()`` and Flask's ``get_json(force=True)`` call ``json.loads``
+  on the raw bytes, whatever the Content-Type says: a UTF-8 BOM is dropped, UTF-16/32 is
+  detected, duplicate keys keep the last value, ``NaN`` and ``1e400`` (infinity) are
+  numbers. (A FastAPI body field decodes JSON only for a JSON Content-Type and gets the
+  bytes otherwise: the resolver marks such a route's body raw, ``RouteMatch.raw_body``,
+  and it is opaque here.) A body that reads as JSON that way must read the same
   under :func:`~chio_middleware.core.canonical.parse_json` (UTF-8, no BOM, no duplicates,
   finite numbers), else 400.
 - The media type is compared after the frameworks' own trimming (``str.strip()``, which
