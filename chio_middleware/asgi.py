@@ -28,8 +28,14 @@ from .core.routing import RouteMatch
 from .federation import async_peer_view
 from .integrations._declare import route_for, wrapped_apps
 from .integrations.coverage import starlette_coverage
-from .integrations.dispatch import ASGI_CHECKED, asgi_inputs, install_asgi_check
-from .integrations.starlette_routing import find_router, native_route, router_of, stack_contains
+from .integrations.dispatch import ASGI_CHECKED, asgi_expectations, install_asgi_check
+from .integrations.starlette_routing import (
+    find_router,
+    native_route,
+    router_of,
+    stack_contains,
+    sub_routers,
+)
 from .logs import get_logger
 from .runtime import ChioRuntime, DenialRenderer, render_with
 from .settings import ChioSettings
@@ -187,8 +193,10 @@ class ChioMiddleware:
             return router
 
     def _install_dispatch_check(self, router: Any) -> None:
-        """The router's entry compares the request with the one checked (``dispatch``)."""
-        if install_asgi_check(router):
+        """Each router's entry compares the request with the one checked (``dispatch``);
+        the top router's and every mounted one's (the walk goes through them all)."""
+        installed = [install_asgi_check(node) for node in sub_routers(router)]
+        if all(installed):
             self._checked_routers.add(id(router))
         else:
             logger.warning(
@@ -205,11 +213,13 @@ class ChioMiddleware:
         view, query_error = _request_view(scope)
         router = self._router(scope)
         resolve = None
+        walked: list[Any] = []
         if router is not None:
             table = engine.config.routes
 
             def resolve() -> RouteMatch | None:
                 native = native_route(router, scope)
+                walked.append(native)
                 return route_for(native, view.method, view.route_path or view.path, table)
 
         evaluation = engine.start(view, resolve)
@@ -239,8 +249,8 @@ class ChioMiddleware:
         if evaluation.answer is not None:  # the federation handshake: answered here
             await _send_whole(send, *await self._sink_call(self.runtime.render_answer, evaluation))
             return
-        if router is not None and id(router) in self._checked_routers:
-            scope[ASGI_CHECKED] = asgi_inputs(scope)
+        if walked and id(router) in self._checked_routers:
+            scope[ASGI_CHECKED] = asgi_expectations(walked[0].trail, walked[0].header_names)
         await self._call_app(scope, receive, evaluation, send)
 
     async def _read_body(self, receive: Receive, view: RequestView, limit: int | None) -> bytes:

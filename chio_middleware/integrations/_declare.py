@@ -179,6 +179,10 @@ class NativeRoute:
     rewritten: list[str] | None = None
     #: Why the handler gets the body as bytes (FastAPI, a non-JSON Content-Type), if so.
     raw_body: str | None = None
+    #: The routers walked to the route, each with the scope it dispatches on (ASGI).
+    trail: tuple[tuple[Any, Any], ...] = ()
+    #: Request headers the handler reads as arguments (FastAPI ``Header()``), lowercase.
+    header_names: tuple[str, ...] = ()
 
 
 def wrapped_apps(app: Any, limit: int = 64) -> Iterator[Any]:

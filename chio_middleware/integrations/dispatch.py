@@ -11,10 +11,15 @@ wrapped from outside).
 So the middleware records the inputs that decide the route and the arguments, and a hook
 at the router's own entry compares them with what the router is about to dispatch on:
 Starlette's ``Router.app`` (wrapped in place, innermost, below the router's own
-middleware) and Flask's first ``before_request`` function (after URL matching, before the
-view). A difference refuses the request (503, ``chio_unavailable``: the middleware cannot
-vouch for it) and logs which input changed; the view never runs. Installing the
-middleware innermost is the cure the log names.
+middleware; on every router the walk can descend into, so a mount's or a sub-app's own
+middleware is covered too, each compared with the scope the walk routed that router on,
+and a router the walk did not pass through refused) and Flask's first ``before_request``
+function (after URL matching, before the view). The headers compared are those that decide
+the route or the arguments: ``host``, ``content-type``, ``content-length``,
+``transfer-encoding``, ``cookie`` and the route's FastAPI ``Header()`` names; a middleware
+that adds a request id passes. A difference refuses the request (503,
+``chio_unavailable``: the middleware cannot vouch for it) and logs which input changed;
+the view never runs. Installing the middleware innermost is the cure the log names.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from ..logs import get_logger
 
 __all__ = [
     "ASGI_CHECKED",
+    "ROUTED_HEADERS",
     "WSGI_CHECKED",
+    "asgi_expectations",
     "asgi_inputs",
     "install_asgi_check",
     "install_flask_check",
@@ -44,6 +51,11 @@ ASGI_CHECKED = "chio.checked_request"
 WSGI_CHECKED = "chio.checked_request"
 
 _ASGI_NAMES = ("method", "path", "root_path", "query_string", "headers")
+#: The headers that decide a Starlette route (``Host``) or the arguments (the body's type
+#: and framing, the cookies FastAPI's ``Cookie()`` reads).
+ROUTED_HEADERS = frozenset(
+    {"host", "content-type", "content-length", "transfer-encoding", "cookie"}
+)
 #: What Werkzeug's URL map and Flask's request parsing read (the host for host matching,
 #: the script root and path for the rule, the method, the query and the body's type).
 _WSGI_KEYS = (
@@ -70,42 +82,65 @@ def _message(changed: list[str]) -> str:
 # -- ASGI (Starlette, FastAPI) ---------------------------------------------------------------
 
 
-def asgi_inputs(scope: Scope) -> tuple[Any, ...]:
-    """What Starlette's router and the argument view read from an HTTP scope."""
+def asgi_inputs(scope: Scope, names: frozenset[str]) -> tuple[Any, ...]:
+    """What Starlette's router and the argument view read from an HTTP scope: the method,
+    path, root path, query and the values of the headers ``names`` (lowercase), in order."""
+    headers = tuple(
+        (key, value)
+        for key, value in scope.get("headers", ())
+        if key.decode("latin-1").lower() in names
+    )  # a copy: MutableHeaders edits the list in place
     return (
         scope.get("method"),
         scope.get("path"),
         scope.get("root_path", ""),
         scope.get("query_string", b""),
-        tuple(scope.get("headers", ())),  # a copy: MutableHeaders edits the list in place
+        headers,
     )
+
+
+def asgi_expectations(
+    trail: tuple[tuple[Any, Any], ...], header_names: tuple[str, ...]
+) -> tuple[frozenset[str], dict[int, tuple[Any, ...]]]:
+    """For each router walked, the inputs it must dispatch on (stored in the scope)."""
+    names = ROUTED_HEADERS.union(header_names) if header_names else ROUTED_HEADERS
+    return names, {id(router): asgi_inputs(scope, names) for router, scope in trail}
+
+
+async def _refuse(send: Send, changed: list[str]) -> None:
+    logger.error("chio_request_changed_before_routing", changed=", ".join(changed))
+    body = json.dumps(
+        {"error": "chio_unavailable", "message": _message(changed), "status": 503}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class _RouterEntryCheck:
     """Wraps ``Router.app``: refuses a request whose inputs changed since the check."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, router: Any) -> None:
         self.app = app  # the ``.app`` link keeps the router findable through this wrapper
+        self._router_id = id(router)
 
     async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
-        expected = scope.get(ASGI_CHECKED)
-        if expected is not None and scope.get("type") == "http":
-            found = asgi_inputs(scope)
+        checked = scope.get(ASGI_CHECKED)
+        if checked is not None and scope.get("type") == "http":
+            names, levels = checked
+            expected = levels.get(self._router_id)
+            if expected is None:  # routed to a router the check's walk did not reach
+                await _refuse(send, ["route (it reached a router the check did not walk)"])
+                return
+            found = asgi_inputs(scope, names)
             if found != expected:
                 pairs = zip(_ASGI_NAMES, found, expected, strict=True)
-                changed = [name for name, now, then in pairs if now != then]
-                logger.error("chio_request_changed_before_routing", changed=", ".join(changed))
-                body = json.dumps(
-                    {"error": "chio_unavailable", "message": _message(changed), "status": 503}
-                ).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 503,
-                        "headers": [(b"content-type", b"application/json")],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await _refuse(send, [name for name, now, then in pairs if now != then])
                 return
         await self.app(scope, receive, send)
 
@@ -122,7 +157,7 @@ def install_asgi_check(router: Any) -> bool:
         if isinstance(node, _RouterEntryCheck):  # installed already
             return True
         if node == target:
-            setattr(holder, attribute, _RouterEntryCheck(node))
+            setattr(holder, attribute, _RouterEntryCheck(node, router))
             return True
         holder, attribute, node = node, "app", getattr(node, "app", None)
     return False

@@ -10,12 +10,13 @@ path parameters are the converted values that endpoint receives (PROTOCOL.md 5.1
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import decimal
 import email.message
 import enum
 import uuid
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from pathlib import PurePath
 from typing import Any
 
@@ -61,21 +62,30 @@ def stack_contains(app: Any, middleware: object) -> bool:
 
 
 def native_route(router: Any, scope: Scope) -> NativeRoute:
-    """What ``router`` does with the HTTP request ``scope`` (the scope is not changed)."""
-    return _walk(router, dict(scope), "", 0)
+    """What ``router`` does with the HTTP request ``scope`` (the scope is not changed).
+
+    ``trail`` names each router walked and the scope it dispatches on, for the check at
+    each router's entry (:mod:`.dispatch`).
+    """
+    trail: list[tuple[Any, Any]] = []
+    native = _walk(router, dict(scope), "", 0, trail)
+    return dataclasses.replace(native, trail=tuple(trail))
 
 
-def _walk(router: Any, scope: dict[str, Any], prefix: str, depth: int) -> NativeRoute:
+def _walk(
+    router: Any, scope: dict[str, Any], prefix: str, depth: int, trail: list[tuple[Any, Any]]
+) -> NativeRoute:
     if depth > _MAX_DEPTH:
         return NativeRoute("opaque")
+    trail.append((router, scope))
     routes: Iterable[BaseRoute] = router.routes
     partial: BaseRoute | None = None
     for route in routes:
         match, child = route.matches(scope)
         if match is Match.FULL:
             if _is_included_router(route):
-                return _included(route, scope, prefix, depth)
-            return _full(route, {**scope, **child}, prefix, depth)
+                return _included(route, scope, prefix, depth, trail)
+            return _full(route, {**scope, **child}, prefix, depth, trail)
         if match is Match.PARTIAL and partial is None:
             partial = route
     if partial is not None:
@@ -90,7 +100,9 @@ def _is_included_router(route: Any) -> bool:
     return callable(getattr(route, "_match", None)) and not hasattr(route, "endpoint")
 
 
-def _included(route: Any, scope: dict[str, Any], prefix: str, depth: int) -> NativeRoute:
+def _included(
+    route: Any, scope: dict[str, Any], prefix: str, depth: int, trail: list[tuple[Any, Any]]
+) -> NativeRoute:
     """Descend into a FastAPI included router with FastAPI's own ``_match``."""
     if depth > _MAX_DEPTH:
         return NativeRoute("uninspectable")
@@ -99,13 +111,13 @@ def _included(route: Any, scope: dict[str, Any], prefix: str, depth: int) -> Nat
         return NativeRoute("not_found")
     merged = {**scope, **child}
     if _is_included_router(inner):
-        return _included(inner, merged, prefix, depth + 1)
+        return _included(inner, merged, prefix, depth + 1, trail)
     target = context if context is not None else inner
     pattern = prefix + str(getattr(target, "path", None) or _path_of(inner))
     if match is Match.PARTIAL:
         return NativeRoute("method_not_allowed", pattern=pattern)
     if isinstance(inner, Mount | Host):
-        return _full(inner, merged, prefix, depth + 1)
+        return _full(inner, merged, prefix, depth + 1, trail)
     params = dict(merged.get("path_params", {}))
     return NativeRoute(
         "matched",
@@ -114,15 +126,18 @@ def _included(route: Any, scope: dict[str, Any], prefix: str, depth: int) -> Nat
         declaration=endpoint_declaration(target, merged.get("method", "GET")),
         rewritten=_fastapi_rewrites(target, params, merged),
         raw_body=_fastapi_raw_body(target, merged),
+        header_names=_fastapi_header_names(target),
     )
 
 
-def _full(route: BaseRoute, scope: dict[str, Any], prefix: str, depth: int) -> NativeRoute:
+def _full(
+    route: BaseRoute, scope: dict[str, Any], prefix: str, depth: int, trail: list[tuple[Any, Any]]
+) -> NativeRoute:
     if isinstance(route, Mount | Host):
         inner = find_router(route.app)
         if inner is None:  # a mounted app of another kind (static files, WSGI, ...)
             return NativeRoute("opaque", pattern=prefix + _path_of(route))
-        return _walk(inner, scope, prefix + _path_of(route), depth + 1)
+        return _walk(inner, scope, prefix + _path_of(route), depth + 1, trail)
     if not hasattr(route, "endpoint"):  # a route class whose target cannot be inspected
         return NativeRoute("uninspectable", pattern=prefix + _path_of(route))
     params = dict(scope.get("path_params", {}))
@@ -133,6 +148,7 @@ def _full(route: BaseRoute, scope: dict[str, Any], prefix: str, depth: int) -> N
         declaration=endpoint_declaration(route, scope.get("method", "GET")),
         rewritten=_fastapi_rewrites(route, params, scope),
         raw_body=_fastapi_raw_body(route, scope),
+        header_names=_fastapi_header_names(route),
     )
 
 
@@ -287,6 +303,37 @@ def _fastapi_raw_body(route: Any, scope: Scope) -> str | None:
         if subtype == "json" or subtype.endswith("+json"):
             return None
     return "non-JSON body (FastAPI hands it over as bytes)"
+
+
+def _fastapi_header_names(route: Any) -> tuple[str, ...]:
+    """The request headers a FastAPI route's ``Header()`` parameters read, lowercase (both
+    spellings of a name whose underscores FastAPI may convert)."""
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return ()
+    names: set[str] = set()
+    for node in _dependants(dependant):
+        for field in getattr(node, "header_params", ()):
+            alias = str(getattr(field, "alias", None) or getattr(field, "name", "")).lower()
+            names.update((alias, alias.replace("_", "-")))
+    return tuple(sorted(names))
+
+
+def sub_routers(router: Any, depth: int = 0) -> Iterator[Any]:
+    """``router`` and every router the walk can descend into (mounts, hosts, sub-apps)."""
+    if depth > _MAX_DEPTH:
+        return
+    yield router
+    for route in getattr(router, "routes", ()):
+        candidates: list[Any] = [route]
+        contexts = getattr(route, "effective_route_contexts", None)
+        if callable(contexts) and not hasattr(route, "endpoint"):
+            candidates = [getattr(c, "starlette_route", c) for c in contexts()]
+        for candidate in candidates:
+            if isinstance(candidate, Mount | Host):
+                inner = find_router(candidate.app)
+                if inner is not None:
+                    yield from sub_routers(inner, depth + 1)
 
 
 def _fastapi_header_arguments(route: Any, scope: Scope) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def _set_header(name: bytes, value: bytes) -> Callable[[dict[str, Any]], None]:
 
 
 def _header_in_place(scope: dict[str, Any]) -> None:  # as MutableHeaders does
-    scope["headers"].append((b"x-target", b"/etc/shadow"))
+    scope["headers"].append((b"cookie", b"target=/etc/shadow"))
 
 
 ASGI_REWRITERS: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -77,6 +77,7 @@ ASGI_REWRITERS: dict[str, Callable[[dict[str, Any]], None]] = {
 
 def _noop(scope: dict[str, Any]) -> None:
     scope.setdefault("state", {})["seen"] = True  # what session/auth middleware add
+    scope["headers"] = [*scope["headers"], (b"x-request-id", b"42")]  # a request-id one
 
 
 async def _public_notes(request: Request) -> JSONResponse:
@@ -167,6 +168,8 @@ def test_an_asgi_request_changed_after_the_check_is_refused(build: str, changed:
     response = client.get("/notes", headers={"host": "www.example.com"})  # public: no credential
     assert response.status_code == 503, (response.status_code, response.text)
     assert response.json()["error"] == "chio_unavailable"
+    named = {"host header": "headers", "header in place": "headers"}.get(changed, changed)
+    assert f"request's {named}" in response.json()["message"]
     assert ran == []
 
 
@@ -285,3 +288,77 @@ def test_proxyfix_for_the_client_and_scheme_passes() -> None:
     response = app.test_client().get("/notes", headers={**FORWARDED, "x-forwarded-proto": "https"})
     assert response.status_code == 200, response.get_data()
     assert ran == ["public_notes"]
+
+
+# -- a mount's or a sub-app's own middleware, and FastAPI Header() arguments -----------------
+
+
+class _Override:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"x-http-method-override":
+                    scope = {**scope, "method": value.decode().upper()}
+        await self.app(scope, receive, send)
+
+
+def _sub_routes() -> list[Any]:
+    return [Route("/notes", public(_public_notes), methods=["GET"]), Route("/notes", _purge, methods=["DELETE"])]
+
+
+def _mount_with_middleware() -> Any:
+    from starlette.routing import Mount
+
+    app = Starlette(routes=[Mount("/api", routes=_sub_routes(), middleware=[Middleware(_Override)])])
+    return ChioMiddleware(app, settings=settings(routes=[]), clock=FixedClock(NOW))
+
+
+def _fastapi_sub_app() -> Any:
+    sub = FastAPI()
+    sub.router.routes.extend(_sub_routes())
+    sub.add_middleware(_Override)
+    app = FastAPI()
+    app.mount("/api", sub)
+    FastAPIChio(app, settings=settings(routes=[]), clock=FixedClock(NOW))
+    return app
+
+
+@pytest.mark.parametrize("build", [_mount_with_middleware, _fastapi_sub_app])
+def test_a_mounted_apps_own_middleware_cannot_change_the_route(build: Callable[[], Any]) -> None:
+    ran.clear()
+    client = TestClient(build(), raise_server_exceptions=False)
+    assert client.get("/api/notes").status_code == 200  # nothing changed: the public GET
+    assert ran == ["public_notes"]
+    ran.clear()
+    response = client.get("/api/notes", headers={"x-http-method-override": "DELETE"})
+    assert response.status_code == 503, response.text
+    assert "method" in response.json()["message"]
+    assert ran == []
+
+
+def test_a_header_the_handler_reads_cannot_be_added_after_the_check() -> None:
+    from typing import Annotated
+
+    from fastapi import Header
+
+    ran.clear()
+    app = FastAPI()
+
+    @app.get("/files/read")
+    @public
+    async def read(x_target: Annotated[str, Header()] = "/workspace/a") -> dict[str, Any]:
+        ran.append(x_target)
+        return {"ok": True}
+
+    app.add_middleware(_asgi_rewriter(_set_header(b"x-target", b"/etc/shadow")))
+    client = TestClient(
+        ChioMiddleware(app, settings=settings(routes=[]), clock=FixedClock(NOW)),
+        raise_server_exceptions=False,
+    )
+    response = client.get("/files/read")
+    assert response.status_code == 503, response.text
+    assert "headers" in response.json()["message"]
+    assert ran == []
