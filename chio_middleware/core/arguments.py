@@ -41,6 +41,8 @@ from pathlib import PurePath
 from typing import Any
 from uuid import UUID
 
+from pydantic import BaseModel
+
 from .canonical import JsonParseError, parse_json
 from .errors import BadRequest
 from .inputs import CAPABILITY_QUERY
@@ -65,6 +67,8 @@ class Arguments:
     opaque_body: str | None = None
     #: The first parameter whose value is of a type no check reads, as ``name (type)``.
     opaque_value: str | None = None
+    #: Parameters the handler reads as another value than the text checked (FastAPI).
+    rewritten: tuple[str, ...] = ()
 
 
 def request_arguments(request: RequestView, route: RouteMatch | None) -> Arguments:
@@ -81,8 +85,9 @@ def request_arguments(request: RequestView, route: RouteMatch | None) -> Argumen
         arguments, opaque_value = _parameters(route.params)
     _merge(arguments, ((k, v) for k, v in request.query.items() if k != CAPABILITY_QUERY))
     body = request.body
+    rewritten = () if route is None else route.rewritten
     if not body:
-        return Arguments(arguments, opaque_value=opaque_value)
+        return Arguments(arguments, None, opaque_value, rewritten)
     media = media_type(request)
     value, is_json = _read_json(body)
     opaque_body: str | None = None
@@ -109,7 +114,7 @@ def request_arguments(request: RequestView, route: RouteMatch | None) -> Argumen
         # The media type is the client's text: keep it short and printable in messages.
         shown = "".join(c for c in media[:48] if c.isprintable()) or "untyped"
         opaque_body = f"{shown} body"
-    return Arguments(arguments, opaque_body, opaque_value)
+    return Arguments(arguments, opaque_body, opaque_value, rewritten)
 
 
 class _Unreadable(Exception):
@@ -140,6 +145,8 @@ def _checkable(value: Any, depth: int) -> Any:
         return [_checkable(item, depth + 1) for item in value]
     if depth < 16 and isinstance(value, dict) and all(type(k) is str for k in value):
         return {k: _checkable(v, depth + 1) for k, v in value.items()}
+    if depth < 16 and isinstance(value, BaseModel):  # a FastAPI Header()/Cookie() model
+        return _checkable(value.model_dump(), depth + 1)  # its fields, as the handler reads
     raise _Unreadable(type(value).__name__[:64])
 
 

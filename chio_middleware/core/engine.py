@@ -36,6 +36,7 @@ from .dpop import DpopBinding, check_dpop_proof, dpop_replay_slot, parse_dpop_pr
 from .encoding import encode_header_object
 from .errors import (
     AccessDenied,
+    BadRequest,
     CapabilityRequired,
     ChioError,
     DpopInvalid,
@@ -405,11 +406,21 @@ class ChioEngine:
     ) -> None:
         """Refuse arguments no constraint or guard could see (PROTOCOL.md 5.2): a body not
         read as arguments, or a parameter value of a type no check reads."""
-        if arguments.opaque_body is not None or arguments.opaque_value is not None:
+        if (
+            arguments.opaque_body is not None
+            or arguments.opaque_value is not None
+            or arguments.rewritten
+        ):
             readers = [g.name for g in self.config.guards if getattr(g, "reads_arguments", True)]
             if grant.constraints or readers:
                 checks = ["the grant's constraints"] if grant.constraints else []
                 checks.extend(readers)
+                if arguments.rewritten:
+                    names = ", ".join(repr(name[:64]) for name in arguments.rewritten[:4])
+                    raise BadRequest(
+                        f"parameter {names} would reach the handler as another value than "
+                        "its text; send the canonical form (e.g. 7, not ' 7'; true, not 'yes')"
+                    )
                 if arguments.opaque_body is not None:
                     raise AccessDenied(
                         f"a {arguments.opaque_body} carries arguments that cannot be checked "

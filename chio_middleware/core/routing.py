@@ -148,6 +148,9 @@ class RouteMatch:
     #: Why the framework hands this route's body to the handler as bytes, not as the
     #: members a JSON object would give (``None``: it reads it as the argument view does).
     raw_body: str | None = None
+    #: Parameters the framework hands over as another value than their text (FastAPI's
+    #: typed ones): refused wherever a constraint or an argument-reading guard applies.
+    rewritten: tuple[str, ...] = ()
 
     @property
     def reserved(self) -> bool:

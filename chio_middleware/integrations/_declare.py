@@ -200,8 +200,10 @@ def route_for(native: NativeRoute, method: str, path: str, table: RouteTable) ->
     """The route to check for a request the framework routes as ``native`` (:func:`_route`);
     a body the handler reads as bytes is marked so (``RouteMatch.raw_body``)."""
     match = _route(native, method, path, table)
-    if match is not None and native.raw_body is not None and native.outcome == "matched":
-        return dataclasses.replace(match, raw_body=native.raw_body)
+    if match is not None and native.outcome == "matched" and (native.raw_body or native.rewritten):
+        return dataclasses.replace(
+            match, raw_body=native.raw_body, rewritten=tuple(native.rewritten or ())
+        )
     return match
 
 
@@ -230,12 +232,6 @@ def _route(native: NativeRoute, method: str, path: str, table: RouteTable) -> Ro
         return table.match(method, path)
     if native.outcome != "matched" or native.pattern is None:
         return table.match(method, path)
-    if native.rewritten:
-        names = ", ".join(repr(name[:64]) for name in native.rewritten[:4])
-        raise BadRequest(
-            f"parameter {names} would reach the handler as another value than its text; "
-            "send the canonical form (e.g. 7, not ' 7'; true, not 'yes')"
-        )
     params = dict(native.params or {})
     declared = native.declaration
     if isinstance(declared, Conflict):  # start-up refuses it too; routes added since

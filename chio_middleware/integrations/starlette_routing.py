@@ -118,16 +118,7 @@ def _included(
         return NativeRoute("method_not_allowed", pattern=pattern)
     if isinstance(inner, Mount | Host):
         return _full(inner, merged, prefix, depth + 1, trail)
-    params = dict(merged.get("path_params", {}))
-    return NativeRoute(
-        "matched",
-        pattern=pattern,
-        params={**params, **_fastapi_header_arguments(target, merged)},
-        declaration=endpoint_declaration(target, merged.get("method", "GET")),
-        rewritten=_fastapi_rewrites(target, params, merged),
-        raw_body=_fastapi_raw_body(target, merged),
-        header_names=_fastapi_header_names(target),
-    )
+    return _matched(target, merged, pattern)
 
 
 def _full(
@@ -140,16 +131,24 @@ def _full(
         return _walk(inner, scope, prefix + _path_of(route), depth + 1, trail)
     if not hasattr(route, "endpoint"):  # a route class whose target cannot be inspected
         return NativeRoute("uninspectable", pattern=prefix + _path_of(route))
+    return _matched(route, scope, prefix + _path_of(route))
+
+
+def _matched(route: Any, scope: dict[str, Any], pattern: str) -> NativeRoute:
+    """The route whose endpoint runs, with what FastAPI will hand that endpoint."""
     params = dict(scope.get("path_params", {}))
-    return NativeRoute(
-        "matched",
-        pattern=prefix + _path_of(route),
-        params={**params, **_fastapi_header_arguments(route, scope)},
-        declaration=endpoint_declaration(route, scope.get("method", "GET")),
-        rewritten=_fastapi_rewrites(route, params, scope),
-        raw_body=_fastapi_raw_body(route, scope),
-        header_names=_fastapi_header_names(route),
-    )
+    try:
+        return NativeRoute(
+            "matched",
+            pattern=pattern,
+            params={**params, **_fastapi_header_arguments(route, scope)},
+            declaration=endpoint_declaration(route, scope.get("method", "GET")),
+            rewritten=_fastapi_rewrites(route, params, scope),
+            raw_body=_fastapi_raw_body(route, scope),
+            header_names=_fastapi_header_names(route),
+        )
+    except TooManyDependencies:
+        return NativeRoute("uninspectable", pattern=pattern)
 
 
 def _path_of(route: BaseRoute) -> str:
@@ -194,6 +193,8 @@ def _fastapi_rewrites(route: BaseRoute, params: dict[str, Any], scope: Scope) ->
         ]
         for fields, received in sources:
             for field in fields:
+                if not _may_differ(field, received):
+                    continue
                 values, errors = request_params_to_args([field], received)
                 if errors or not values:
                     continue  # FastAPI answers 422 itself; no handler runs
@@ -202,17 +203,43 @@ def _fastapi_rewrites(route: BaseRoute, params: dict[str, Any], scope: Scope) ->
     return problems
 
 
+class TooManyDependencies(Exception):
+    """A FastAPI route whose dependency tree is past what the resolver walks: refused."""
+
+
+_MAX_DEPENDANTS = 1024
+
+
 def _dependants(dependant: Any) -> list[Any]:
-    """The dependant and its sub-dependencies, each once (FastAPI reuses them)."""
+    """The dependant and its sub-dependencies, each once; past ``_MAX_DEPENDANTS`` nodes
+    (FastAPI makes one per use of a shared dependency) ``TooManyDependencies``, never a
+    silent cut (found by an outside review)."""
     found: list[Any] = []
+    seen: set[int] = set()
     pending = [dependant]
-    while pending and len(found) < 256:
+    while pending:
         node = pending.pop()
-        if any(node is seen for seen in found):
+        if id(node) in seen:
             continue
+        if len(found) >= _MAX_DEPENDANTS:
+            raise TooManyDependencies
+        seen.add(id(node))
         found.append(node)
         pending.extend(getattr(node, "dependencies", ()))
     return found
+
+
+def _may_differ(field: Any, received: Any) -> bool:
+    """False when the handler surely reads the text itself: a plain ``str`` parameter
+    (no validators, no model), or one the request does not send (its default is used)."""
+    from fastapi.dependencies import utils
+
+    info = getattr(field, "field_info", None)
+    if getattr(info, "annotation", None) is str and not getattr(info, "metadata", None):
+        return False
+    if utils._get_param_model(field) is not None:
+        return True  # a Query() model reads its fields' names, not its own
+    return _request_name(utils, field, received) in received
 
 
 def _rewritten(field: Any, value: Any, received: Any) -> list[str]:
@@ -266,7 +293,10 @@ def _same(raw: Any, value: Any) -> Any:
     if isinstance(value, str):
         return raw == value
     if isinstance(value, datetime.date | datetime.time):
-        return raw == value.isoformat()
+        try:  # the ISO forms Python reads back to this value (a Z offset included)
+            return raw == value.isoformat() or type(value).fromisoformat(raw) == value
+        except (TypeError, ValueError):
+            return False
     if isinstance(value, uuid.UUID | decimal.Decimal | PurePath):
         return raw == str(value)
     return False  # a type whose text cannot be compared: refused, never skipped
@@ -348,13 +378,9 @@ def _fastapi_header_arguments(route: Any, scope: Scope) -> dict[str, Any]:
         return {}
     headers_fields: list[Any] = []
     cookie_fields: list[Any] = []
-    pending, seen = [dependant], 0
-    while pending and seen < 256:  # the dependant and its sub-dependencies
-        node = pending.pop()
-        seen += 1
+    for node in _dependants(dependant):  # the dependant and its sub-dependencies
         headers_fields.extend(getattr(node, "header_params", ()))
         cookie_fields.extend(getattr(node, "cookie_params", ()))
-        pending.extend(getattr(node, "dependencies", ()))
     if not headers_fields and not cookie_fields:
         return {}
     from fastapi.dependencies.utils import request_params_to_args

@@ -29,7 +29,7 @@ ran: list[Any] = []
 #: type, canonical texts (the handler reads exactly that), texts pydantic rewrites.
 TYPES: dict[str, tuple[Any, list[str], list[str]]] = {
     "int": (int, ["7", "-3"], ["+7", " 7", "07", "7.0"]),
-    "float": (float, ["1.5", "1000000000"], ["1e9", "1.50", " 2"]),
+    "float": (float, ["1.5", "1000000000", "-0.25"], ["1e9", "1.50", "1.0", " 2", "+1.5"]),
     "bool": (bool, ["true", "false"], ["yes", "on", "1", "True"]),
     "Decimal": (decimal.Decimal, ["1.5"], ["1e9", " 1.5"]),
     "UUID": (
@@ -38,6 +38,11 @@ TYPES: dict[str, tuple[Any, list[str], list[str]]] = {
         ["00000000222243338444555555555555", "00000000-2222-4333-8444-55555555555A"],
     ),
     "date": (datetime.date, ["2026-12-01"], []),
+    "datetime": (
+        datetime.datetime,
+        ["2026-12-01T10:00:00+00:00", "2026-12-01T10:00:00Z"],
+        ["1764583200"],  # pydantic reads a Unix time; the text checked says otherwise
+    ),
     "str": (str, ["anything at all"], []),
 }
 
@@ -115,20 +120,20 @@ def test_a_typed_parameter_reads_as_the_text_checked_or_is_refused(
     status = _get(client, f"amount={quote(text)}")
     if canonical:
         assert status == 200, status
-        assert len(ran) == 1 and _text(ran[0]) == text
+        assert len(ran) == 1 and _reads_as(ran[0], text)
     else:
         assert status == 400, (status, ran)
         assert ran == []
 
 
-def _text(value: Any) -> str:
+def _reads_as(value: Any, text: str) -> bool:
     if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+        return text == ("true" if value else "false")
+    if isinstance(value, float):
+        return float(text) == value
     if isinstance(value, datetime.date):
-        return value.isoformat()
-    return str(value)
+        return type(value).fromisoformat(text) == value
+    return str(value) == text
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
@@ -140,4 +145,71 @@ def test_a_typed_list_reads_as_the_texts_checked_or_is_refused(placement: str) -
     assert ran == [[1]]
     ran.clear()
     assert _get(client, "amount=%2B1") == 400
+    assert ran == []
+
+
+@pytest.mark.parametrize(
+    ("annotation", "text"),
+    [
+        (set[str], "a"),
+        (datetime.timedelta, "PT1H"),
+        (float, "1e9"),
+        (bool, "yes"),
+    ],
+)
+def test_where_nothing_checks_the_arguments_nothing_is_refused(annotation: Any, text: str) -> None:
+    from chio_middleware.integrations import public
+
+    ran.clear()
+    app = FastAPI()
+
+    @app.get("/pay")
+    @public
+    async def open_route(amount: Annotated[annotation, Query()]) -> dict[str, Any]:
+        ran.append(amount)
+        return {"ok": True}
+
+    FastAPIChio(app, settings=settings(routes=[]), clock=FixedClock(NOW))
+    client = TestClient(app, raise_server_exceptions=False)
+    assert client.get("/pay", params={"amount": text}).status_code == 200  # no credential
+    assert len(ran) == 1
+
+
+def test_a_dependency_tree_past_what_the_resolver_walks_is_refused() -> None:
+    import inspect
+
+    from fastapi import Header
+
+    def leaf() -> int:
+        return 1
+
+    def fan_out(child: Any, count: int) -> Any:
+        def dependency(**_: Any) -> int:
+            return 1
+
+        kind = inspect.Parameter.KEYWORD_ONLY
+        dependency.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(f"d{i}", kind, default=Depends(child)) for i in range(count)]
+        )
+        return dependency
+
+    heavy = fan_out(fan_out(leaf, 40), 40)  # FastAPI makes a node per use: 1,641 of them
+    app = FastAPI()
+
+    @app.get("/pay")
+    @tool("srv-pay", "pay")
+    async def pay(
+        _: Annotated[Any, Depends(heavy)], x_target: Annotated[str, Header()] = ""
+    ) -> dict[str, Any]:
+        ran.append(x_target)
+        return {"ok": True}
+
+    FastAPIChio(app, settings=settings(routes=[]), clock=FixedClock(NOW))
+    ran.clear()
+    client = TestClient(app, raise_server_exceptions=False)
+    url = "/pay"
+    headers = agent_headers("GET", url, cap=capability(GRANTS), tool=("srv-pay", "pay"))
+    response = client.get(url, headers={**headers, "x-target": "/etc/passwd"})
+    assert response.status_code == 403, response.text
+    assert "cannot inspect" in response.json()["message"]
     assert ran == []

@@ -220,3 +220,30 @@ def test_fastapi_header_values_are_checked_or_refused(
         status = client.get(url, headers=headers).status_code
     assert status == expected, (status, ran)
     assert (ran == []) == (expected == 403)
+
+
+def test_a_fastapi_header_model_is_checked_as_its_fields() -> None:
+    from pydantic import BaseModel
+
+    class Common(BaseModel):
+        x_workdir: str
+
+    app = FastAPI()
+
+    @app.get("/files/read")
+    @tool("srv-files", "read")
+    async def read(path: str, h: Annotated[Common, Header()]) -> dict[str, Any]:
+        ran.append(h.x_workdir)
+        return {"ok": True}
+
+    FastAPIChio(app, settings=settings(routes=[]), clock=FixedClock(NOW))
+    client = TestClient(app, raise_server_exceptions=False)
+    url = "/files/read?path=/workspace/a"
+    for workdir, expected in (("/workspace/w", 200), ("/etc/ssh", 403)):
+        ran.clear()
+        headers = agent_headers(
+            "GET", url, cap=capability(_grant(WORKSPACE)), tool=("srv-files", "read")
+        )
+        headers["x-workdir"] = workdir
+        assert client.get(url, headers=headers).status_code == expected
+        assert ran == ([workdir] if expected == 200 else [])
