@@ -240,6 +240,14 @@ def _flask_router(app: Any) -> tuple[Any | None, Callable[..., NativeRoute] | No
     Imported only then: Werkzeug is not a dependency of the generic WSGI adapter.
     """
     for node in wrapped_apps(app):  # through WSGI wrappers (ProxyFix, ...)
+        if isinstance(getattr(node, "mounts", None), dict):
+            # Werkzeug's DispatcherMiddleware: its .app is only the default app, so the
+            # mounted apps' routes would be resolved on the wrong URL map (outside review).
+            raise ValueError(
+                "ChioWSGIMiddleware cannot route into DispatcherMiddleware's mounts; "
+                "protect each mounted app instead (Chio(app) or app.wsgi_app = "
+                "ChioWSGIMiddleware(app.wsgi_app, ...))"
+            )
         candidate = getattr(node, "__self__", node)
         adapter_factory = getattr(candidate, "create_url_adapter", None)
         if hasattr(candidate, "url_map") and callable(adapter_factory):

@@ -362,3 +362,22 @@ def test_a_header_the_handler_reads_cannot_be_added_after_the_check() -> None:
     assert response.status_code == 503, response.text
     assert "headers" in response.json()["message"]
     assert ran == []
+
+
+def test_a_dispatcher_of_several_flask_apps_is_refused_at_construction() -> None:
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    from chio_middleware.wsgi import ChioWSGIMiddleware
+
+    front, api = flask.Flask("front"), flask.Flask("api")
+    dispatcher = DispatcherMiddleware(front.wsgi_app, {"/api": api.wsgi_app})
+    with pytest.raises(ValueError, match="DispatcherMiddleware"):
+        ChioWSGIMiddleware(dispatcher, settings=settings(routes=[]))
+    # Each mounted app protected on its own is the supported shape.
+    FlaskChio(api, settings=settings(routes=[]), clock=FixedClock(NOW))
+    mounted = DispatcherMiddleware(front.wsgi_app, {"/api": api.wsgi_app})
+    from werkzeug.test import Client
+
+    reply = Client(mounted).get("/api/anything")
+    assert reply.status_code == 404
+    assert "X-Chio-Receipt" in reply.headers  # the request went through api's Chio
