@@ -98,6 +98,8 @@ def request_arguments(request: RequestView, route: RouteMatch | None) -> Argumen
             opaque_body = route.raw_body
         elif isinstance(value, dict):
             _merge(arguments, value.items())
+            if route is not None and route.body_check is not None:
+                rewritten = (*rewritten, *route.body_check(value, False))
         else:
             opaque_body = "non-object JSON"
     elif media == "application/json" or media.endswith("+json"):
@@ -108,6 +110,8 @@ def request_arguments(request: RequestView, route: RouteMatch | None) -> Argumen
             opaque_body = route.raw_body
         else:
             _merge(arguments, fields.items())
+            if route is not None and route.body_check is not None:
+                rewritten = (*rewritten, *route.body_check(dict(fields), True))
     elif media.startswith("multipart/"):
         opaque_body = "multipart"
     else:

@@ -23,7 +23,7 @@ route dispatched for plain ASGI/WSGI apps and, as a second line, for the framewo
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -151,6 +151,9 @@ class RouteMatch:
     #: Parameters the framework hands over as another value than their text (FastAPI's
     #: typed ones): refused wherever a constraint or an argument-reading guard applies.
     rewritten: tuple[str, ...] = ()
+    #: The body members the handler reads as another value than the JSON (or form text)
+    #: checked: a framework's check, called with the members read (FastAPI's models).
+    body_check: Callable[[Any, bool], list[str]] | None = None
 
     @property
     def reserved(self) -> bool:

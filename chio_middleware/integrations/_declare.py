@@ -183,6 +183,8 @@ class NativeRoute:
     trail: tuple[tuple[Any, Any], ...] = ()
     #: Request headers the handler reads as arguments (FastAPI ``Header()``), lowercase.
     header_names: tuple[str, ...] = ()
+    #: The body members the handler reads as another value (see ``RouteMatch``).
+    body_check: Callable[[Any, bool], list[str]] | None = None
 
 
 def wrapped_apps(app: Any, limit: int = 64) -> Iterator[Any]:
@@ -200,9 +202,13 @@ def route_for(native: NativeRoute, method: str, path: str, table: RouteTable) ->
     """The route to check for a request the framework routes as ``native`` (:func:`_route`);
     a body the handler reads as bytes is marked so (``RouteMatch.raw_body``)."""
     match = _route(native, method, path, table)
-    if match is not None and native.outcome == "matched" and (native.raw_body or native.rewritten):
+    changed = native.raw_body or native.rewritten or native.body_check
+    if match is not None and native.outcome == "matched" and changed:
         return dataclasses.replace(
-            match, raw_body=native.raw_body, rewritten=tuple(native.rewritten or ())
+            match,
+            raw_body=native.raw_body,
+            rewritten=tuple(native.rewritten or ()),
+            body_check=native.body_check,
         )
     return match
 
