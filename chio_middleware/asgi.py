@@ -85,6 +85,7 @@ class ChioMiddleware:
         # outside, this middleware runs first and must route on the scope FastAPI will.
         self._root_path = _fastapi_root_path(app, self._own_router)
         self._checked_routers: set[int] = set()
+        self._hooked: set[int] = set()  # routers whose entry check is in place
         if self._own_router is not None:
             self._install_dispatch_check(self._own_router)
         self._routers: weakref.WeakKeyDictionary[Any, Any | None] = weakref.WeakKeyDictionary()
@@ -198,6 +199,7 @@ class ChioMiddleware:
         installed = [install_asgi_check(node) for node in sub_routers(router)]
         if all(installed):
             self._checked_routers.add(id(router))
+            self._hooked.update(id(node) for node in sub_routers(router))
         else:
             logger.warning(
                 "chio_dispatch_check_unavailable",
@@ -250,7 +252,11 @@ class ChioMiddleware:
             await _send_whole(send, *await self._sink_call(self.runtime.render_answer, evaluation))
             return
         if walked and id(router) in self._checked_routers:
-            scope[ASGI_CHECKED] = asgi_expectations(walked[0].trail, walked[0].header_names)
+            trail = walked[0].trail
+            for node, _ in trail:  # a router mounted since: its entry check, now
+                if id(node) not in self._hooked and install_asgi_check(node):
+                    self._hooked.add(id(node))
+            scope[ASGI_CHECKED] = asgi_expectations(trail, walked[0].header_names)
         await self._call_app(scope, receive, evaluation, send)
 
     async def _read_body(self, receive: Receive, view: RequestView, limit: int | None) -> bytes:

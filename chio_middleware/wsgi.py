@@ -253,6 +253,14 @@ def _flask_router(app: Any) -> tuple[Any | None, Callable[..., NativeRoute] | No
         if hasattr(candidate, "url_map") and callable(adapter_factory):
             from .integrations.flask_routing import native_route
 
+            # ``app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {...})``: the mounts'
+            # requests never reach this app's URL map (outside review).
+            for inner in wrapped_apps(getattr(candidate, "wsgi_app", None)):
+                if isinstance(getattr(inner, "mounts", None), dict):
+                    raise ValueError(
+                        "ChioWSGIMiddleware cannot route into DispatcherMiddleware's "
+                        "mounts; protect each mounted app instead"
+                    )
             return candidate, native_route
     return None, None
 

@@ -54,7 +54,7 @@ _ASGI_NAMES = ("method", "path", "root_path", "query_string", "headers")
 #: The headers that decide a Starlette route (``Host``) or the arguments (the body's type
 #: and framing, the cookies FastAPI's ``Cookie()`` reads).
 ROUTED_HEADERS = frozenset(
-    {"host", "content-type", "content-length", "transfer-encoding", "cookie"}
+    {b"host", b"content-type", b"content-length", b"transfer-encoding", b"cookie"}
 )
 #: What Werkzeug's URL map and Flask's request parsing read (the host for host matching,
 #: the script root and path for the rule, the method, the query and the body's type).
@@ -82,13 +82,11 @@ def _message(changed: list[str]) -> str:
 # -- ASGI (Starlette, FastAPI) ---------------------------------------------------------------
 
 
-def asgi_inputs(scope: Scope, names: frozenset[str]) -> tuple[Any, ...]:
+def asgi_inputs(scope: Scope, names: frozenset[bytes]) -> tuple[Any, ...]:
     """What Starlette's router and the argument view read from an HTTP scope: the method,
     path, root path, query and the values of the headers ``names`` (lowercase), in order."""
     headers = tuple(
-        (key, value)
-        for key, value in scope.get("headers", ())
-        if key.decode("latin-1").lower() in names
+        (key, value) for key, value in scope.get("headers", ()) if key.lower() in names
     )  # a copy: MutableHeaders edits the list in place
     return (
         scope.get("method"),
@@ -101,9 +99,11 @@ def asgi_inputs(scope: Scope, names: frozenset[str]) -> tuple[Any, ...]:
 
 def asgi_expectations(
     trail: tuple[tuple[Any, Any], ...], header_names: tuple[str, ...]
-) -> tuple[frozenset[str], dict[int, tuple[Any, ...]]]:
+) -> tuple[frozenset[bytes], dict[int, tuple[Any, ...]]]:
     """For each router walked, the inputs it must dispatch on (stored in the scope)."""
-    names = ROUTED_HEADERS.union(header_names) if header_names else ROUTED_HEADERS
+    names = ROUTED_HEADERS
+    if header_names:
+        names = names.union(name.encode("latin-1") for name in header_names)
     return names, {id(router): asgi_inputs(scope, names) for router, scope in trail}
 
 

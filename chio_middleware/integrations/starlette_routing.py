@@ -69,7 +69,10 @@ def native_route(router: Any, scope: Scope) -> NativeRoute:
     """
     trail: list[tuple[Any, Any]] = []
     native = _walk(router, dict(scope), "", 0, trail)
-    return dataclasses.replace(native, trail=tuple(trail))
+    # Set on the object just made (every outcome is a new NativeRoute): replace() would
+    # copy every field again, on every request.
+    object.__setattr__(native, "trail", tuple(trail))
+    return native
 
 
 def _walk(
@@ -311,15 +314,23 @@ def _fastapi_body_check(route: Any) -> Callable[[Any, bool], list[str]] | None:
     object's, or the form's fields) the handler reads as another value than the one
     checked (``amount: float`` from ``"1e9"``; found by an outside review). FastAPI's own
     ``request_body_to_args`` validates them; :func:`_same_json` compares each value."""
-    fields = list(getattr(getattr(route, "dependant", None), "body_params", None) or ())
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return None
+    from fastapi.dependencies import utils
+
+    # The body parameters of the route and of all its dependencies, as FastAPI reads them.
+    fields = list(utils._get_flat_body_params(dependant))
     if not fields:
         return None
     embed = bool(getattr(route, "_embed_body_fields", False)) or len(fields) > 1
 
     def check(body: Any, form: bool) -> list[str]:
         from fastapi.dependencies.utils import request_body_to_args
+        from starlette.datastructures import FormData
 
-        coroutine = request_body_to_args(fields, body, embed)
+        received = FormData(list(body.items())) if form else body
+        coroutine = request_body_to_args(fields, received, embed)
         try:  # it awaits nothing for a mapping (only form files are read asynchronously)
             coroutine.send(None)
         except StopIteration as done:
@@ -331,33 +342,35 @@ def _fastapi_body_check(route: Any) -> Callable[[Any, bool], list[str]] | None:
             return []  # FastAPI answers 422 itself; no handler runs
         names: list[str] = []
         for field in fields:
-            alias = str(getattr(field, "alias", None) or field.name)
-            raw = body.get(alias, _MISSING) if embed or form else body
+            alias = str(utils.get_validation_alias(field) or field.name)
+            raw = body.get(alias, _MISSING) if embed else body
             if raw is _MISSING:
                 continue
-            value = values.get(field.name)
-            same = _same_text(raw, value) if form else _same_json(raw, value, 0)
-            if not same:
+            if not _same_json(raw, values.get(field.name), 0, form):
                 names.append(alias)
         return names
 
     return check
 
 
-def _same_json(raw: Any, value: Any, depth: int) -> bool:
-    """True when the typed ``value`` is exactly the JSON (or form text) ``raw``."""
+def _same_json(raw: Any, value: Any, depth: int, form: bool = False) -> bool:
+    """True when the typed ``value`` is exactly the JSON ``raw`` (``form``: the form's
+    texts, compared by :func:`_same_text`)."""
     from pydantic import BaseModel
 
     if depth > _MAX_DEPTH:
         return False
-    if isinstance(value, BaseModel):
+    if isinstance(value, BaseModel) or dataclasses.is_dataclass(value):
         if not isinstance(raw, dict):
             return False
-        for name, info in type(value).model_fields.items():
-            key = info.alias if info.alias and info.alias in raw else name
-            if key in raw and not _same_json(raw[key], getattr(value, name), depth + 1):
+        for name, key in _member_keys(value, raw):
+            if key is None:
+                return False  # an alias path, or choices: not compared, refused
+            if key in raw and not _same_json(raw[key], getattr(value, name), depth + 1, form):
                 return False
         return True
+    if form:
+        return isinstance(raw, str) and _same_text(raw, value)
     if isinstance(value, dict):
         return isinstance(raw, dict) and all(
             k in raw and _same_json(raw[k], v, depth + 1) for k, v in value.items()
@@ -368,6 +381,14 @@ def _same_json(raw: Any, value: Any, depth: int) -> bool:
             and len(raw) == len(value)
             and all(_same_json(r, v, depth + 1) for r, v in zip(raw, value, strict=True))
         )
+    if isinstance(value, set | frozenset):  # from a JSON array of the same distinct items
+        return (
+            isinstance(raw, list)
+            and len(raw) == len(value)
+            and all(type(r) in (str, int, bool) and r in value for r in raw)
+        )
+    if isinstance(value, decimal.Decimal) and type(raw) in (int, float):
+        return decimal.Decimal(str(raw)) == value
     if isinstance(value, enum.Enum):
         value = value.value
     if value is None or isinstance(value, bool):
@@ -379,6 +400,32 @@ def _same_json(raw: Any, value: Any, depth: int) -> bool:
     if isinstance(value, str):
         return type(raw) is str and raw == value
     return isinstance(raw, str) and _same_text(raw, value)  # UUID, Decimal, dates: text
+
+
+def _member_keys(value: Any, raw: dict[str, Any]) -> Iterator[tuple[str, str | None]]:
+    """Each field of a model or dataclass and the key of ``raw`` it was read from (``None``
+    when the key cannot be told: an ``AliasPath``, or ``AliasChoices`` none of which is in
+    ``raw`` while a default stands)."""
+    from pydantic import AliasChoices
+
+    if dataclasses.is_dataclass(value):
+        for field in dataclasses.fields(value):
+            yield field.name, field.name
+        return
+    for name, info in type(value).model_fields.items():
+        alias = info.validation_alias if info.validation_alias is not None else info.alias
+        if alias is None:
+            yield name, name
+        elif isinstance(alias, str):
+            yield name, alias if alias in raw else name
+        elif isinstance(alias, AliasChoices):  # pydantic takes the first choice present
+            if any(not isinstance(choice, str) for choice in alias.choices):
+                yield name, None
+            else:
+                present = [choice for choice in alias.choices if choice in raw]
+                yield name, str(present[0]) if present else name
+        else:
+            yield name, None
 
 
 def _fastapi_raw_body(route: Any, scope: Scope) -> str | None:
@@ -420,11 +467,16 @@ def _fastapi_header_names(route: Any) -> tuple[str, ...]:
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return ()
+    from fastapi.dependencies import utils
+
     names: set[str] = set()
     for node in _dependants(dependant):
         for field in getattr(node, "header_params", ()):
-            alias = str(getattr(field, "alias", None) or getattr(field, "name", "")).lower()
-            names.update((alias, alias.replace("_", "-")))
+            model = utils._get_param_model(field)
+            subs = utils.get_cached_model_fields(model) if model is not None else [field]  # type: ignore[attr-defined]
+            for sub in subs:
+                alias = str(getattr(sub, "alias", None) or getattr(sub, "name", "")).lower()
+                names.update((alias, alias.replace("_", "-")))
     return tuple(sorted(names))
 
 

@@ -117,3 +117,128 @@ def test_a_form_field_reads_as_the_text_checked_or_is_refused(text: str, admitte
     status = _post(client, text.encode(), "application/x-www-form-urlencoded")
     assert status == (200 if admitted else 400), (status, ran)
     assert (ran != []) == admitted
+
+
+# -- the shapes a third review found the check missing, and ones it must still admit -------
+
+
+def _shapes_app() -> FastAPI:
+    import dataclasses
+    import decimal
+
+    from fastapi import Depends
+    from pydantic import AliasChoices, Field
+
+    class ValidationAlias(BaseModel):
+        amount: float = Field(validation_alias="amt")
+
+    class Choices(BaseModel):
+        amount: float = Field(validation_alias=AliasChoices("amount", "amt"))
+
+    class Plain(BaseModel):
+        amount: float
+
+    @dataclasses.dataclass
+    class Target:
+        path: str
+
+    class Price(BaseModel):
+        price: decimal.Decimal
+
+    class Tags(BaseModel):
+        tags: set[str]
+
+    def scalar_dependency(amount: Annotated[float, Body(embed=True)]) -> float:
+        return amount
+
+    def model_dependency(o: Plain) -> Any:
+        return o.amount
+
+    app = FastAPI()
+
+    def route(path: str) -> Any:
+        return lambda f: app.post(path)(tool("srv-pay", "pay")(f))
+
+    @route("/validation_alias")
+    async def r1(o: ValidationAlias) -> Any:
+        ran.append(o.amount)
+
+    @route("/alias_choices")
+    async def r2(o: Choices) -> Any:
+        ran.append(o.amount)
+
+    @route("/body_validation_alias")
+    async def r3(amount: Annotated[float, Body(embed=True, validation_alias="amt")]) -> Any:
+        ran.append(amount)
+
+    @route("/body_in_dependency")
+    async def r4(a: Annotated[float, Depends(scalar_dependency)]) -> Any:
+        ran.append(a)
+
+    @route("/model_in_dependency")
+    async def r5(a: Annotated[float, Depends(model_dependency)]) -> Any:
+        ran.append(a)
+
+    @route("/form_model")
+    async def r6(o: Annotated[Plain, Form()]) -> Any:
+        ran.append(o.amount)
+
+    @route("/form_list")
+    async def r7(amount: Annotated[list[float], Form()]) -> Any:
+        ran.append(amount)
+
+    @route("/dataclass")
+    async def r8(target: Target) -> Any:
+        ran.append(target.path)
+
+    @route("/decimal")
+    async def r9(price: Price) -> Any:
+        ran.append(price.price)
+
+    @route("/set")
+    async def r10(tags: Tags) -> Any:
+        ran.append(tags.tags)
+
+    FastAPIChio(app, settings=settings(routes=[]), clock=FixedClock(NOW))
+    return app
+
+
+J, F = "application/json", "application/x-www-form-urlencoded"
+SHAPES = [  # path, body, Content-Type, admitted
+    ("/validation_alias", {"amt": "1e9"}, J, False),
+    ("/validation_alias", {"amt": 1.5}, J, True),
+    ("/alias_choices", {"amt": "1e9"}, J, False),
+    ("/alias_choices", {"amt": 1.5}, J, True),
+    ("/body_validation_alias", {"amt": "1e9"}, J, False),
+    ("/body_in_dependency", {"amount": "1e9"}, J, False),
+    ("/body_in_dependency", {"amount": 1.5}, J, True),
+    ("/model_in_dependency", {"amount": "1e9"}, J, False),
+    ("/form_model", b"amount=1e9", F, False),
+    ("/form_model", b"amount=1.5", F, True),
+    ("/form_list", b"amount=1e9", F, False),
+    ("/form_list", b"amount=1.5", F, True),
+    ("/dataclass", {"path": "/workspace/a"}, J, True),
+    ("/decimal", {"price": 1.5}, J, True),
+    ("/decimal", {"price": "1.5"}, J, True),
+    ("/decimal", {"price": "1e9"}, J, False),
+    ("/set", {"tags": ["a", "b"]}, J, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "admitted"), SHAPES, ids=[f"{p}-{b!r}" for p, b, _, _ in SHAPES]
+)
+def test_every_body_shape_reads_as_checked_or_is_refused(
+    path: str, body: Any, content_type: str, admitted: bool
+) -> None:
+    ran.clear()
+    client = TestClient(_shapes_app(), raise_server_exceptions=False)
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    url = path
+    headers = agent_headers(
+        "POST", url, data, cap=capability(GRANTS), tool=("srv-pay", "pay"), json_body=False
+    )
+    headers["content-type"] = content_type
+    status = client.post(url, content=data, headers=headers).status_code
+    assert status == (200 if admitted else 400), (status, ran)
+    assert (ran != []) == admitted

@@ -381,3 +381,59 @@ def test_a_dispatcher_of_several_flask_apps_is_refused_at_construction() -> None
     reply = Client(mounted).get("/api/anything")
     assert reply.status_code == 404
     assert "X-Chio-Receipt" in reply.headers  # the request went through api's Chio
+
+
+def test_a_router_mounted_after_the_first_request_is_checked_too() -> None:
+    from starlette.routing import Mount
+
+    ran.clear()
+    app = Starlette(routes=[Route("/notes", public(_public_notes), methods=["GET"])])
+    middleware = ChioMiddleware(app, settings=settings(routes=[]), clock=FixedClock(NOW))
+    client = TestClient(middleware, raise_server_exceptions=False)
+    assert client.get("/notes").status_code == 200
+    late = Starlette(routes=_sub_routes(), middleware=[Middleware(_Override)])
+    app.router.routes.append(Mount("/late", app=late))
+    ran.clear()
+    response = client.get("/late/notes", headers={"x-http-method-override": "DELETE"})
+    assert response.status_code == 503, response.text
+    assert ran == []
+
+
+def test_a_header_model_field_cannot_be_added_after_the_check() -> None:
+    from typing import Annotated
+
+    from fastapi import Header
+    from pydantic import BaseModel
+
+    class Target(BaseModel):
+        x_target: str = "/workspace/a"
+
+    ran.clear()
+    app = FastAPI()
+
+    @app.get("/files/read")
+    @public
+    async def read(h: Annotated[Target, Header()]) -> dict[str, Any]:
+        ran.append(h.x_target)
+        return {"ok": True}
+
+    app.add_middleware(_asgi_rewriter(_set_header(b"x-target", b"/etc/shadow")))
+    client = TestClient(
+        ChioMiddleware(app, settings=settings(routes=[]), clock=FixedClock(NOW)),
+        raise_server_exceptions=False,
+    )
+    assert client.get("/files/read").status_code == 503
+    assert ran == []
+
+
+def test_a_dispatcher_set_as_the_flask_apps_wsgi_app_is_refused() -> None:
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    from chio_middleware.wsgi import ChioWSGIMiddleware
+
+    front, api = flask.Flask("front"), flask.Flask("api")
+    front.wsgi_app = DispatcherMiddleware(front.wsgi_app, {"/api": api})  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match="DispatcherMiddleware"):
+        ChioWSGIMiddleware(front, settings=settings(routes=[]))
+    with pytest.raises(ValueError, match="DispatcherMiddleware"):
+        FlaskChio(front, settings=settings(routes=[]), clock=FixedClock(NOW))
