@@ -27,7 +27,12 @@ from .core.replay import MemoryReplayStore, ReplayStore, SyncStoreAsAsync
 from .core.request import RequestView, parse_content_length, parse_wire_query
 from .core.routing import RouteMatch
 from .integrations._declare import NativeRoute, route_for, wrapped_apps
-from .integrations.dispatch import WSGI_CHECKED, install_flask_check, wsgi_inputs
+from .integrations.dispatch import (
+    WSGI_CHECKED,
+    WSGI_CHECKED_PARAMS,
+    install_flask_check,
+    wsgi_inputs,
+)
 from .logs import get_logger
 from .runtime import ChioRuntime, DenialRenderer, render_with
 from .settings import ChioSettings
@@ -130,6 +135,8 @@ class ChioWSGIMiddleware:
         environ["chio.capability_id"] = context.capability_id
         if self._flask is not None:
             environ[WSGI_CHECKED] = wsgi_inputs(environ)
+            if evaluation.route is not None:
+                environ[WSGI_CHECKED_PARAMS] = dict(evaluation.route.params)
         return self._call_app(environ, start_response, evaluation)
 
     def _run_first_request_check(self) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "ASGI_CHECKED",
     "ROUTED_HEADERS",
     "WSGI_CHECKED",
+    "WSGI_CHECKED_PARAMS",
     "asgi_expectations",
     "asgi_inputs",
     "install_asgi_check",
@@ -49,6 +50,9 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 #: The scope / environ key under which the middleware leaves the inputs it checked.
 ASGI_CHECKED = "chio.checked_request"
 WSGI_CHECKED = "chio.checked_request"
+#: The path parameters checked (Flask: compared with ``request.view_args`` once Flask's
+#: ``url_value_preprocessors``, which run before ``before_request``, have had them).
+WSGI_CHECKED_PARAMS = "chio.checked_view_args"
 
 _ASGI_NAMES = ("method", "path", "root_path", "query_string", "headers")
 #: The headers that decide a Starlette route (``Host``) or the arguments (the body's type
@@ -184,6 +188,29 @@ def _flask_entry_check() -> None:
         changed = [key for key, now, then in pairs if now != then]
         logger.error("chio_request_changed_before_routing", changed=", ".join(changed))
         abort(503, description=_message(changed))
+    checked = environ.get(WSGI_CHECKED_PARAMS)
+    if checked is not None:
+        # A preprocessor may take a value out (the view then reads less); one that adds
+        # or changes a value hands the view an argument that was not checked.
+        for name, value in (request.view_args or {}).items():
+            if name not in checked or _changed(checked[name], value):
+                changed = [f"path parameter {name[:64]!r}"]
+                logger.error("chio_request_changed_before_routing", changed=changed[0])
+                abort(503, description=_message(changed))
+
+
+_IDENTITY_EQ: Any = object.__eq__
+
+
+def _changed(checked: Any, value: Any) -> bool:
+    """True when a path parameter is not the value checked. Flask converts the path again
+    for the view, so a converter's object of a type that compares by identity is a new,
+    equal-looking object: its type is compared (no check reads such a value anyway)."""
+    if type(checked) is not type(value):
+        return True
+    if getattr(type(value), "__eq__", None) is _IDENTITY_EQ:
+        return False
+    return bool(checked != value)
 
 
 def install_flask_check(app: Any) -> None:
