@@ -196,10 +196,10 @@ class ChioMiddleware:
     def _install_dispatch_check(self, router: Any) -> None:
         """Each router's entry compares the request with the one checked (``dispatch``);
         the top router's and every mounted one's (the walk goes through them all)."""
-        installed = [install_asgi_check(node) for node in sub_routers(router)]
-        if all(installed):
+        routers = list(sub_routers(router))
+        if all([install_asgi_check(node) for node in routers]):
             self._checked_routers.add(id(router))
-            self._hooked.update(id(node) for node in sub_routers(router))
+            self._hooked.update(id(node) for node in routers)
         else:
             logger.warning(
                 "chio_dispatch_check_unavailable",

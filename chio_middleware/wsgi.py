@@ -247,29 +247,29 @@ def _flask_router(app: Any) -> tuple[Any | None, Callable[..., NativeRoute] | No
     Imported only then: Werkzeug is not a dependency of the generic WSGI adapter.
     """
     for node in wrapped_apps(app):  # through WSGI wrappers (ProxyFix, ...)
-        if isinstance(getattr(node, "mounts", None), dict):
-            # Werkzeug's DispatcherMiddleware: its .app is only the default app, so the
-            # mounted apps' routes would be resolved on the wrong URL map (outside review).
-            raise ValueError(
-                "ChioWSGIMiddleware cannot route into DispatcherMiddleware's mounts; "
-                "protect each mounted app instead (Chio(app) or app.wsgi_app = "
-                "ChioWSGIMiddleware(app.wsgi_app, ...))"
-            )
+        _refuse_dispatcher(node)
         candidate = getattr(node, "__self__", node)
         adapter_factory = getattr(candidate, "create_url_adapter", None)
         if hasattr(candidate, "url_map") and callable(adapter_factory):
             from .integrations.flask_routing import native_route
 
             # ``app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {...})``: the mounts'
-            # requests never reach this app's URL map (outside review).
+            # requests never reach this app's URL map either.
             for inner in wrapped_apps(getattr(candidate, "wsgi_app", None)):
-                if isinstance(getattr(inner, "mounts", None), dict):
-                    raise ValueError(
-                        "ChioWSGIMiddleware cannot route into DispatcherMiddleware's "
-                        "mounts; protect each mounted app instead"
-                    )
+                _refuse_dispatcher(inner)
             return candidate, native_route
     return None, None
+
+
+def _refuse_dispatcher(node: Any) -> None:
+    """Refuse Werkzeug's DispatcherMiddleware: its ``.app`` is only the default app, so the
+    mounted apps' routes would be resolved on the wrong URL map (outside review)."""
+    if isinstance(getattr(node, "mounts", None), dict):
+        raise ValueError(
+            "ChioWSGIMiddleware cannot route into DispatcherMiddleware's mounts; protect "
+            "each mounted app instead (Chio(app) or app.wsgi_app = "
+            "ChioWSGIMiddleware(app.wsgi_app, ...))"
+        )
 
 
 class _ClosingIterator:

@@ -140,15 +140,18 @@ def _full(
 def _matched(route: Any, scope: dict[str, Any], pattern: str) -> NativeRoute:
     """The route whose endpoint runs, with what FastAPI will hand that endpoint."""
     params = dict(scope.get("path_params", {}))
+    dependant = getattr(route, "dependant", None)
     try:
+        # FastAPI's dependency tree, walked once for the three readers of its parameters.
+        nodes = [] if dependant is None else _dependants(dependant)
         return NativeRoute(
             "matched",
             pattern=pattern,
-            params={**params, **_fastapi_header_arguments(route, scope)},
+            params={**params, **_fastapi_header_arguments(nodes, scope)},
             declaration=endpoint_declaration(route, scope.get("method", "GET")),
-            rewritten=_fastapi_rewrites(route, params, scope),
+            rewritten=_fastapi_rewrites(nodes, params, scope),
             raw_body=_fastapi_raw_body(route, scope),
-            header_names=_fastapi_header_names(route),
+            header_names=_fastapi_header_names(nodes),
             body_check=_fastapi_body_check(route),
         )
     except TooManyDependencies:
@@ -168,7 +171,7 @@ def _redirects(router: Any, scope: dict[str, Any]) -> bool:
     return any(route.matches(toggled)[0] is not Match.NONE for route in router.routes)
 
 
-def _fastapi_rewrites(route: BaseRoute, params: dict[str, Any], scope: Scope) -> list[str]:
+def _fastapi_rewrites(nodes: list[Any], params: dict[str, Any], scope: Scope) -> list[str]:
     """FastAPI path and query parameters whose typed value is not the text checked.
 
     FastAPI validates ``id: int`` from ``"7 "`` or ``"+7"`` to ``7`` and ``flag: bool`` from
@@ -177,10 +180,10 @@ def _fastapi_rewrites(route: BaseRoute, params: dict[str, Any], scope: Scope) ->
     the route and of its dependencies (an outside review found those skipped), a query
     parameter model's fields and list items included, is validated with FastAPI's own
     ``request_params_to_args``; where the raw text is not the canonical text of the value
-    the handler gets (:func:`_same_text`), the request is refused.
+    the handler gets (:func:`_same_text`), the request is refused. ``nodes``: the route's
+    dependant and its sub-dependencies (:func:`_dependants`).
     """
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
+    if not nodes:
         return []
     try:
         from fastapi.dependencies.utils import request_params_to_args
@@ -190,7 +193,7 @@ def _fastapi_rewrites(route: BaseRoute, params: dict[str, Any], scope: Scope) ->
     query = QueryParams(scope.get("query_string", b""))
     raw_path = {k: str(v) for k, v in params.items()}
     problems: list[str] = []
-    for node in _dependants(dependant):
+    for node in nodes:
         sources: list[tuple[Any, Any]] = [
             (getattr(node, "path_params", ()), raw_path),
             (getattr(node, "query_params", ()), query),
@@ -461,16 +464,15 @@ def _fastapi_raw_body(route: Any, scope: Scope) -> str | None:
     return "non-JSON body (FastAPI hands it over as bytes)"
 
 
-def _fastapi_header_names(route: Any) -> tuple[str, ...]:
+def _fastapi_header_names(nodes: list[Any]) -> tuple[str, ...]:
     """The request headers a FastAPI route's ``Header()`` parameters read, lowercase (both
     spellings of a name whose underscores FastAPI may convert)."""
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
+    if not nodes:
         return ()
     from fastapi.dependencies import utils
 
     names: set[str] = set()
-    for node in _dependants(dependant):
+    for node in nodes:
         for field in getattr(node, "header_params", ()):
             model = utils._get_param_model(field)
             subs = utils.get_cached_model_fields(model) if model is not None else [field]  # type: ignore[attr-defined]
@@ -497,19 +499,16 @@ def sub_routers(router: Any, depth: int = 0) -> Iterator[Any]:
                     yield from sub_routers(inner, depth + 1)
 
 
-def _fastapi_header_arguments(route: Any, scope: Scope) -> dict[str, Any]:
+def _fastapi_header_arguments(nodes: list[Any], scope: Scope) -> dict[str, Any]:
     """The values of a FastAPI route's ``Header()`` and ``Cookie()`` parameters.
 
     They are handler inputs like query parameters (found by the outside review): they
     join the arguments under the parameter's name, as FastAPI validates them, so the
     constraints and guards see them (a name also given elsewhere is refused, 400).
     """
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return {}
     headers_fields: list[Any] = []
     cookie_fields: list[Any] = []
-    for node in _dependants(dependant):  # the dependant and its sub-dependencies
+    for node in nodes:  # the dependant and its sub-dependencies
         headers_fields.extend(getattr(node, "header_params", ()))
         cookie_fields.extend(getattr(node, "cookie_params", ()))
     if not headers_fields and not cookie_fields:
