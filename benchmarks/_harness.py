@@ -58,6 +58,7 @@ __all__ = [
     "asgi_caller",
     "bad_proof_request",
     "bound_post",
+    "fastapi_app",
     "floor_us",
     "median_spread",
     "nonce_delete",
@@ -117,6 +118,13 @@ def bad_proof_request() -> Request:
         ("x-chio-dpop", encode_header_object(wire)),
     ]
     return ("POST", "/notes", headers, NOTE)
+
+
+def fastapi_app() -> Any:
+    """The benchmark's routes as a FastAPI user writes them (``_fastapi_app.py``)."""
+    from _fastapi_app import make_app
+
+    return make_app()
 
 
 def asgi_caller(app: Any) -> Call:

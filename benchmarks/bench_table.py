@@ -2,8 +2,8 @@
 
 Run: ``make bench`` (or ``.venv/bin/python benchmarks/bench_table.py [--reps 7 --n 200]``).
 
-For each adapter (Starlette under the ASGI middleware, Flask under the WSGI middleware) and
-each row, the bare app and the middleware-wrapped app answer the same requests straight
+For each adapter (Starlette under the ASGI middleware, FastAPI with its integration, Flask
+under the WSGI middleware) and each row, the bare app and the middleware-wrapped app answer the same requests straight
 through their ASGI/WSGI callables (no sockets). Two configurations:
 
 - *benchmark*: the in-memory sink (bounded), stdlib logging at WARNING, telemetry off;
@@ -44,6 +44,7 @@ from _harness import (
     asgi_caller,
     bad_proof_request,
     bound_post,
+    fastapi_app,
     floor_us,
     median_spread,
     nonce_delete,
@@ -83,8 +84,22 @@ def make_settings(config: str, tmp: Path, adapter: str) -> ChioSettings:
     return ChioSettings(**values)
 
 
+#: The adapters of the table: Starlette under ``ChioMiddleware`` and Flask under
+#: ``ChioWSGIMiddleware`` with the routes in the settings; FastAPI with its integration and
+#: the tools declared on the endpoints (``chio_middleware.integrations.fastapi.Chio``).
+ADAPTERS = ["ASGI (Starlette)", "ASGI (FastAPI)", "WSGI (Flask)"]
+
+
 def build(adapter: str, config: str | None, tmp: Path) -> Any:
     clock = FixedClock(NOW)
+    if adapter == "ASGI (FastAPI)":
+        from chio_middleware.integrations.fastapi import Chio
+
+        fastapi = fastapi_app()
+        if config is not None:
+            settings = make_settings(config, tmp, "fastapi").model_copy(update={"routes": []})
+            Chio(fastapi, settings=settings, clock=clock)
+        return asgi_caller(fastapi)
     if adapter == "ASGI (Starlette)":
         app = starlette_app()
         if config is None:
@@ -106,7 +121,7 @@ def set_config(config: str | None) -> None:
 
 
 def run(reps: int, n: int) -> dict[str, Any]:
-    adapters = ["ASGI (Starlette)", "WSGI (Flask)"]
+    adapters = ADAPTERS
     configs: list[str | None] = [None, "benchmark", "defaults"]
     results: dict[tuple[str, str | None, int], list[float]] = {}
     floors: list[tuple[float, float]] = []

@@ -1,7 +1,7 @@
 """Where a protected request's time goes, by area (``make profile``).
 
 Run: ``.venv/bin/python benchmarks/profile_request.py [--config defaults|benchmark]
-[--adapter asgi|wsgi] [--n 2000]``. Profiles the bound POST (capability + fresh DPoP proof)
+[--adapter asgi|fastapi|wsgi] [--n 2000]``. Profiles the bound POST (capability + fresh DPoP proof)
 with cProfile and attributes each function's own time (``tottime``) to an area of the
 code by its file. cProfile's instrumentation inflates small Python calls more than C
 calls, so the per-request microseconds are scaled to the unprofiled time measured just
@@ -69,14 +69,14 @@ def area_of(filename: str, function: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", choices=["defaults", "benchmark"], default="defaults")
-    parser.add_argument("--adapter", choices=["asgi", "wsgi"], default="asgi")
+    parser.add_argument("--adapter", choices=["asgi", "fastapi", "wsgi"], default="asgi")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--top", type=int, default=0, help="also list the N costliest functions")
     parser.add_argument(
         "--bytecodes", action="store_true", help="also count bytecodes, with and without it"
     )
     args = parser.parse_args()
-    adapter = "ASGI (Starlette)" if args.adapter == "asgi" else "WSGI (Flask)"
+    adapter = {"asgi": "ASGI (Starlette)", "fastapi": "ASGI (FastAPI)", "wsgi": "WSGI (Flask)"}[args.adapter]
     with tempfile.TemporaryDirectory(prefix="chio-profile-") as tmpdir:
         set_config(args.config)
         call = build(adapter, args.config, Path(tmpdir))

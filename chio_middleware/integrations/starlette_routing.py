@@ -140,22 +140,84 @@ def _full(
 def _matched(route: Any, scope: dict[str, Any], pattern: str) -> NativeRoute:
     """The route whose endpoint runs, with what FastAPI will hand that endpoint."""
     params = dict(scope.get("path_params", {}))
-    dependant = getattr(route, "dependant", None)
     try:
-        # FastAPI's dependency tree, walked once for the three readers of its parameters.
-        nodes = [] if dependant is None else _dependants(dependant)
+        facts = _facts_of(route)
+        method = scope.get("method", "GET")
+        declaration = facts.declarations.get(method, _MISSING)
+        if declaration is _MISSING:
+            declaration = endpoint_declaration(route, method)
+            if len(facts.declarations) < 16:  # a route of any method: the client's texts
+                facts.declarations[method] = declaration
+        arguments = params
+        if facts.argument_fields:
+            arguments = {**params, **_fastapi_header_arguments(facts, scope)}
         return NativeRoute(
             "matched",
             pattern=pattern,
-            params={**params, **_fastapi_header_arguments(nodes, scope)},
-            declaration=endpoint_declaration(route, scope.get("method", "GET")),
-            rewritten=_fastapi_rewrites(nodes, params, scope),
-            raw_body=_fastapi_raw_body(route, scope),
-            header_names=_fastapi_header_names(nodes),
-            body_check=_fastapi_body_check(route),
+            params=arguments,
+            declaration=declaration,
+            rewritten=_fastapi_rewrites(facts.rewrite_fields, params, scope),
+            raw_body=_fastapi_raw_body(facts, scope),
+            header_names=facts.header_names,
+            body_check=facts.body_check,
         )
-    except TooManyDependencies:
+    except Uninspectable:
         return NativeRoute("uninspectable", pattern=pattern)
+
+
+class _RouteFacts:
+    """What a route's FastAPI dependency tree reads, derived once per route (the walk of
+    the tree, the fields each check validates, the body check, the declarations by
+    method) instead of on every request. Built from the tree FastAPI solves: with
+    ``dependency_overrides`` set, the overriding dependencies' (:func:`_dependants`)."""
+
+    __slots__ = (
+        "argument_fields",
+        "body_check",
+        "body_kind",
+        "declarations",
+        "header_names",
+        "rewrite_fields",
+    )
+
+    def __init__(self, route: Any, overrides: Any) -> None:
+        dependant = getattr(route, "dependant", None)
+        nodes = [] if dependant is None else _dependants(dependant, overrides)
+        #: (Header() fields, Cookie() fields) of every node: their values are arguments.
+        headers = [f for node in nodes for f in getattr(node, "header_params", ())]
+        cookies = [f for node in nodes for f in getattr(node, "cookie_params", ())]
+        self.argument_fields: tuple[list[Any], list[Any]] | None = (
+            (headers, cookies) if headers or cookies else None
+        )
+        self.rewrite_fields = _rewrite_fields(nodes)
+        self.header_names = _fastapi_header_names(nodes)
+        self.body_check = _fastapi_body_check(route, nodes)
+        self.body_kind = _body_kind(route)
+        self.declarations: dict[str, Any] = {}
+
+
+#: id(route) -> (route, its dependant, its endpoint, the facts). The route is kept, so its
+#: id is not reused while the entry stands; a route whose dependant or endpoint was
+#: replaced since gets new facts.
+_FACTS: dict[int, tuple[Any, Any, Any, _RouteFacts]] = {}
+_MAX_FACTS = 4096
+
+
+def _facts_of(route: Any) -> _RouteFacts:
+    provider = getattr(route, "dependency_overrides_provider", None)
+    overrides = getattr(provider, "dependency_overrides", None)
+    if overrides:  # set and cleared at will (tests, mostly): derived on every request
+        return _RouteFacts(route, overrides)
+    dependant = getattr(route, "dependant", None)
+    endpoint = getattr(route, "endpoint", None)
+    entry = _FACTS.get(id(route))
+    if entry is not None and entry[0] is route and entry[1] is dependant and entry[2] is endpoint:
+        return entry[3]
+    facts = _RouteFacts(route, None)
+    if len(_FACTS) >= _MAX_FACTS:  # routes made at run time: never an unbounded table
+        _FACTS.clear()
+    _FACTS[id(route)] = (route, dependant, endpoint, facts)
+    return facts
 
 
 def _path_of(route: BaseRoute) -> str:
@@ -171,7 +233,9 @@ def _redirects(router: Any, scope: dict[str, Any]) -> bool:
     return any(route.matches(toggled)[0] is not Match.NONE for route in router.routes)
 
 
-def _fastapi_rewrites(nodes: list[Any], params: dict[str, Any], scope: Scope) -> list[str]:
+def _fastapi_rewrites(
+    fields: list[tuple[Any, str]], params: dict[str, Any], scope: Scope
+) -> list[str]:
     """FastAPI path and query parameters whose typed value is not the text checked.
 
     FastAPI validates ``id: int`` from ``"7 "`` or ``"+7"`` to ``7`` and ``flag: bool`` from
@@ -180,47 +244,65 @@ def _fastapi_rewrites(nodes: list[Any], params: dict[str, Any], scope: Scope) ->
     the route and of its dependencies (an outside review found those skipped), a query
     parameter model's fields and list items included, is validated with FastAPI's own
     ``request_params_to_args``; where the raw text is not the canonical text of the value
-    the handler gets (:func:`_same_text`), the request is refused. ``nodes``: the route's
-    dependant and its sub-dependencies (:func:`_dependants`).
+    the handler gets (:func:`_same_text`), the request is refused. ``fields``: those
+    parameters, each with where it is read from (:func:`_rewrite_fields`).
     """
-    if not nodes:
+    if not fields:
         return []
-    try:
-        from fastapi.dependencies.utils import request_params_to_args
-        from starlette.datastructures import QueryParams
-    except ImportError:
-        return []
-    query = QueryParams(scope.get("query_string", b""))
-    raw_path = {k: str(v) for k, v in params.items()}
+    from fastapi.dependencies.utils import request_params_to_args
+    from starlette.datastructures import QueryParams
+
+    received_by_kind = {
+        "path": {k: str(v) for k, v in params.items()},
+        "query": QueryParams(scope.get("query_string", b"")),
+    }
     problems: list[str] = []
-    for node in nodes:
-        sources: list[tuple[Any, Any]] = [
-            (getattr(node, "path_params", ()), raw_path),
-            (getattr(node, "query_params", ()), query),
-        ]
-        for fields, received in sources:
-            for field in fields:
-                if not _may_differ(field, received):
-                    continue
-                values, errors = request_params_to_args([field], received)
-                if errors or not values:
-                    continue  # FastAPI answers 422 itself; no handler runs
-                value = next(iter(values.values()))
-                problems.extend(_rewritten(field, value, received))
+    for field, kind in fields:
+        received = received_by_kind[kind]
+        if not _may_differ(field, received):
+            continue
+        values, errors = request_params_to_args([field], received)
+        if errors or not values:
+            continue  # FastAPI answers 422 itself; no handler runs
+        value = next(iter(values.values()))
+        problems.extend(_rewritten(field, value, received))
     return problems
 
 
-class TooManyDependencies(Exception):
+def _rewrite_fields(nodes: list[Any]) -> list[tuple[Any, str]]:
+    """The path and query parameters of ``nodes`` whose value may not be their text: a
+    plain ``str`` parameter (no validators, no model) is the text itself."""
+    found: list[tuple[Any, str]] = []
+    for node in nodes:
+        for kind, attribute in (("path", "path_params"), ("query", "query_params")):
+            for field in getattr(node, attribute, ()):
+                info = getattr(field, "field_info", None)
+                if getattr(info, "annotation", None) is str and not getattr(info, "metadata", None):
+                    continue
+                found.append((field, kind))
+    return found
+
+
+class Uninspectable(Exception):
+    """A FastAPI route whose inputs cannot be told: refused as uninspectable."""
+
+
+class TooManyDependencies(Uninspectable):
     """A FastAPI route whose dependency tree is past what the resolver walks: refused."""
 
 
 _MAX_DEPENDANTS = 1024
 
 
-def _dependants(dependant: Any) -> list[Any]:
+def _dependants(dependant: Any, overrides: Any = None) -> list[Any]:
     """The dependant and its sub-dependencies, each once; past ``_MAX_DEPENDANTS`` nodes
     (FastAPI makes one per use of a shared dependency) ``TooManyDependencies``, never a
-    silent cut (found by an outside review)."""
+    silent cut (found by an outside review).
+
+    With ``overrides`` (an app's ``dependency_overrides``), a sub-dependency whose call is
+    overridden is the dependant FastAPI's ``solve_dependencies`` builds for the override,
+    at any depth: that is the function that runs and the parameters it reads.
+    """
     found: list[Any] = []
     seen: set[int] = set()
     pending = [dependant]
@@ -232,18 +314,35 @@ def _dependants(dependant: Any) -> list[Any]:
             raise TooManyDependencies
         seen.add(id(node))
         found.append(node)
-        pending.extend(getattr(node, "dependencies", ()))
+        subs = getattr(node, "dependencies", ())
+        if overrides:
+            subs = [_overridden(sub, overrides) for sub in subs]
+        pending.extend(subs)
     return found
 
 
+def _overridden(sub: Any, overrides: Any) -> Any:
+    """The dependant FastAPI solves in place of ``sub`` (its own unless overridden)."""
+    call = getattr(sub, "call", None)
+    try:
+        replacement = overrides.get(call, call)
+    except TypeError:  # an unhashable call: FastAPI's own look-up fails the request too
+        raise Uninspectable from None
+    if replacement is call:
+        return sub
+    from fastapi.dependencies.utils import get_dependant
+
+    try:  # the parameters a dependant reads follow from its call and path alone
+        return get_dependant(path=sub.path, call=replacement, name=sub.name)
+    except Exception:  # FastAPI fails that request too; nothing is inspected
+        raise Uninspectable from None
+
+
 def _may_differ(field: Any, received: Any) -> bool:
-    """False when the handler surely reads the text itself: a plain ``str`` parameter
-    (no validators, no model), or one the request does not send (its default is used)."""
+    """False when the request does not send the parameter (its default is used); a plain
+    ``str`` parameter is left out before (:func:`_rewrite_fields`)."""
     from fastapi.dependencies import utils
 
-    info = getattr(field, "field_info", None)
-    if getattr(info, "annotation", None) is str and not getattr(info, "metadata", None):
-        return False
     if utils._get_param_model(field) is not None:
         return True  # a Query() model reads its fields' names, not its own
     return _request_name(utils, field, received) in received
@@ -312,45 +411,50 @@ def _same(raw: Any, value: Any) -> Any:
 _MISSING = object()
 
 
-def _fastapi_body_check(route: Any) -> Callable[[Any, bool], list[str]] | None:
+def _fastapi_body_check(route: Any, nodes: list[Any]) -> Callable[[Any, bool], list[str]] | None:
     """For a FastAPI route with body parameters: which members of a body (the JSON
     object's, or the form's fields) the handler reads as another value than the one
     checked (``amount: float`` from ``"1e9"``; found by an outside review). FastAPI's own
-    ``request_body_to_args`` validates them; :func:`_same_json` compares each value."""
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
+    ``request_body_to_args`` validates them, dependant by dependant as its
+    ``solve_dependencies`` does (``nodes``, :func:`_dependants`); :func:`_same_json`
+    compares each value."""
+    if getattr(route, "dependant", None) is None:
         return None
     from fastapi.dependencies import utils
 
-    # The body parameters of the route and of all its dependencies, as FastAPI reads them.
-    fields = list(utils._get_flat_body_params(dependant))
-    if not fields:
+    groups = [list(node.body_params) for node in nodes if getattr(node, "body_params", None)]
+    if not groups:
         return None
-    embed = bool(getattr(route, "_embed_body_fields", False)) or len(fields) > 1
+    embed = getattr(route, "_embed_body_fields", None)  # FastAPI 0.113 and later
+    if embed is None:  # before: one body parameter in all is the body, more are embedded
+        embed = sum(len(group) for group in groups) > 1
+    aliases = [[(f, str(utils.get_validation_alias(f) or f.name)) for f in g] for g in groups]
 
     def check(body: Any, form: bool) -> list[str]:
         from fastapi.dependencies.utils import request_body_to_args
         from starlette.datastructures import FormData
 
         received = FormData(list(body.items())) if form else body
-        coroutine = request_body_to_args(fields, received, embed)
-        try:  # it awaits nothing for a mapping (only form files are read asynchronously)
-            coroutine.send(None)
-        except StopIteration as done:
-            values, errors = done.value
-        else:
-            coroutine.close()
-            return ["body"]  # cannot be validated here: refused where checks apply
-        if errors:
-            return []  # FastAPI answers 422 itself; no handler runs
         names: list[str] = []
-        for field in fields:
-            alias = str(utils.get_validation_alias(field) or field.name)
-            raw = body.get(alias, _MISSING) if embed else body
-            if raw is _MISSING:
-                continue
-            if not _same_json(raw, values.get(field.name), 0, form):
-                names.append(alias)
+        for group in aliases:
+            fields = [field for field, _ in group]
+            coroutine = request_body_to_args(fields, received, bool(embed))
+            try:  # it awaits nothing for a mapping (only form files are read asynchronously)
+                coroutine.send(None)
+            except StopIteration as done:
+                values, errors = done.value
+            else:
+                coroutine.close()
+                return ["body"]  # cannot be validated here: refused where checks apply
+            if errors:
+                continue  # FastAPI answers 422 itself; no handler runs
+            whole = len(fields) == 1 and not embed  # FastAPI's single_not_embedded_field
+            for field, alias in group:
+                raw = body if whole else body.get(alias, _MISSING)
+                if raw is _MISSING:
+                    continue
+                if not _same_json(raw, values.get(field.name), 0, form):
+                    names.append(alias)
         return names
 
     return check
@@ -431,7 +535,22 @@ def _member_keys(value: Any, raw: dict[str, Any]) -> Iterator[tuple[str, str | N
             yield name, None
 
 
-def _fastapi_raw_body(route: Any, scope: Scope) -> str | None:
+def _body_kind(route: Any) -> str | None:
+    """How FastAPI reads this route's body: ``None`` (no body field, or a form: never more
+    than the argument view read), ``"strict"`` (JSON by its Content-Type; bytes without
+    one), ``"lax"`` (JSON by its Content-Type or without one). See :func:`_fastapi_raw_body`."""
+    body_field = getattr(route, "body_field", None)
+    if body_field is None or not hasattr(route, "dependant"):
+        return None
+    from fastapi import params as fastapi_params
+
+    if isinstance(getattr(body_field, "field_info", None), fastapi_params.Form):
+        return None
+    strict = getattr(route, "strict_content_type", False)  # before 0.12x: JSON
+    return "strict" if getattr(strict, "value", strict) else "lax"
+
+
+def _fastapi_raw_body(facts: _RouteFacts, scope: Scope) -> str | None:
     """Why FastAPI will hand this route's body field the raw bytes, or ``None``.
 
     FastAPI's request handler decodes the body as JSON only when the Content-Type is
@@ -441,27 +560,32 @@ def _fastapi_raw_body(route: Any, scope: Scope) -> str | None:
     view would have read a JSON object's members the handler never sees (found by an
     outside review: a path under /workspace/ checked, the whole text written to).
     """
-    body_field = getattr(route, "body_field", None)
-    if body_field is None or not hasattr(route, "dependant"):
+    if facts.body_kind is None:
         return None
-    from fastapi import params as fastapi_params
     from starlette.datastructures import Headers
 
-    if isinstance(getattr(body_field, "field_info", None), fastapi_params.Form):
-        return None  # FastAPI reads a form: never more than the argument view read
     content_type = Headers(scope=scope).get("content-type")
     if not content_type:
-        strict = getattr(route, "strict_content_type", False)  # before 0.12x: JSON
-        if not getattr(strict, "value", strict):
+        if facts.body_kind == "lax":
             return None
         return "body without a Content-Type (FastAPI hands it over as bytes)"
-    message = email.message.Message()
-    message["content-type"] = content_type
-    if message.get_content_maintype() == "application":
+    json_type = _JSON_TYPES.get(content_type)
+    if json_type is None:
+        message = email.message.Message()
+        message["content-type"] = content_type
         subtype = message.get_content_subtype()
-        if subtype == "json" or subtype.endswith("+json"):
-            return None
-    return "non-JSON body (FastAPI hands it over as bytes)"
+        json_type = message.get_content_maintype() == "application" and (
+            subtype == "json" or subtype.endswith("+json")
+        )
+        if len(_JSON_TYPES) >= 256:  # the client's texts: a bounded memo
+            _JSON_TYPES.clear()
+        _JSON_TYPES[content_type] = json_type
+    return None if json_type else "non-JSON body (FastAPI hands it over as bytes)"
+
+
+#: Content-Type text -> whether FastAPI reads the body as JSON under it (email.message's
+#: parse of it takes longer than the rest of this check).
+_JSON_TYPES: dict[str, bool] = {}
 
 
 def _fastapi_header_names(nodes: list[Any]) -> tuple[str, ...]:
@@ -499,20 +623,15 @@ def sub_routers(router: Any, depth: int = 0) -> Iterator[Any]:
                     yield from sub_routers(inner, depth + 1)
 
 
-def _fastapi_header_arguments(nodes: list[Any], scope: Scope) -> dict[str, Any]:
+def _fastapi_header_arguments(facts: _RouteFacts, scope: Scope) -> dict[str, Any]:
     """The values of a FastAPI route's ``Header()`` and ``Cookie()`` parameters.
 
     They are handler inputs like query parameters (found by the outside review): they
     join the arguments under the parameter's name, as FastAPI validates them, so the
     constraints and guards see them (a name also given elsewhere is refused, 400).
     """
-    headers_fields: list[Any] = []
-    cookie_fields: list[Any] = []
-    for node in nodes:  # the dependant and its sub-dependencies
-        headers_fields.extend(getattr(node, "header_params", ()))
-        cookie_fields.extend(getattr(node, "cookie_params", ()))
-    if not headers_fields and not cookie_fields:
-        return {}
+    assert facts.argument_fields is not None
+    headers_fields, cookie_fields = facts.argument_fields
     from fastapi.dependencies.utils import request_params_to_args
     from starlette.datastructures import Headers
     from starlette.requests import cookie_parser
