@@ -198,6 +198,10 @@ def wrapped_apps(app: Any, limit: int = 64) -> Iterator[Any]:
         node = getattr(node, "app", None)
 
 
+#: (declaration, method, route pattern) -> the RouteBinding the declaration makes there.
+_BINDINGS: dict[tuple[ToolDeclaration, str, str], RouteBinding] = {}
+
+
 def route_for(native: NativeRoute, method: str, path: str, table: RouteTable) -> RouteMatch | None:
     """The route to check for a request the framework routes as ``native`` (:func:`_route`);
     a body the handler reads as bytes is marked so (``RouteMatch.raw_body``)."""
@@ -249,14 +253,20 @@ def _route(native: NativeRoute, method: str, path: str, table: RouteTable) -> Ro
     if isinstance(declared, Public):
         return RouteMatch(native.pattern, "", "", params, None, public=True)
     if isinstance(declared, ToolDeclaration):
-        binding = RouteBinding.model_construct(
-            method=method,
-            path=native.pattern,
-            tool_server=declared.tool_server,
-            tool_name=declared.tool_name,
-            require_dpop=declared.require_dpop,
-            require_nonce=declared.require_nonce,
-        )
+        key = (declared, method, native.pattern)
+        binding = _BINDINGS.get(key)
+        if binding is None:  # a frozen model: one per declared route and method, shared
+            binding = RouteBinding.model_construct(
+                method=method,
+                path=native.pattern,
+                tool_server=declared.tool_server,
+                tool_name=declared.tool_name,
+                require_dpop=declared.require_dpop,
+                require_nonce=declared.require_nonce,
+            )
+            if len(_BINDINGS) >= 4096:  # methods are the client's texts: a bounded memo
+                _BINDINGS.clear()
+            _BINDINGS[key] = binding
         return RouteMatch(native.pattern, declared.tool_server, declared.tool_name, params, binding)
     named = table.binding_for(method, native.pattern)
     if named is None:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import PurePath
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.routing import BaseRoute, Host, Match, Mount
 
 from ..core.canonical import canonical_json
@@ -351,7 +352,6 @@ def _may_differ(field: Any, received: Any) -> bool:
 def _rewritten(field: Any, value: Any, received: Any) -> list[str]:
     """The names under which the client's text is not the value the handler reads."""
     from fastapi.dependencies import utils
-    from pydantic import BaseModel
 
     if isinstance(value, BaseModel):  # a Query() model: each of its fields
         names: list[str] = []
@@ -463,8 +463,6 @@ def _fastapi_body_check(route: Any, nodes: list[Any]) -> Callable[[Any, bool], l
 def _same_json(raw: Any, value: Any, depth: int, form: bool = False) -> bool:
     """True when the typed ``value`` is exactly the JSON ``raw`` (``form``: the form's
     texts, compared by :func:`_same_text`)."""
-    from pydantic import BaseModel
-
     if depth > _MAX_DEPTH:
         return False
     if isinstance(value, BaseModel) or dataclasses.is_dataclass(value):
@@ -513,26 +511,46 @@ def _member_keys(value: Any, raw: dict[str, Any]) -> Iterator[tuple[str, str | N
     """Each field of a model or dataclass and the key of ``raw`` it was read from (``None``
     when the key cannot be told: an ``AliasPath``, or ``AliasChoices`` none of which is in
     ``raw`` while a default stands)."""
+    for name, alias in _member_specs(type(value)):
+        if alias is None or isinstance(alias, str):
+            yield name, name if alias is None else alias if alias in raw else name
+        elif alias is _UNTOLD:
+            yield name, None
+        else:  # AliasChoices of strings: pydantic takes the first choice present
+            yield name, next((str(choice) for choice in alias if choice in raw), name)
+
+
+#: An alias whose key in the input cannot be told (``AliasPath``, choices of paths).
+_UNTOLD = object()
+#: class -> its fields, each with its alias: ``None``, a key, a tuple of choices, _UNTOLD.
+_MEMBER_SPECS: dict[type, tuple[tuple[str, Any], ...]] = {}
+
+
+def _member_specs(cls: type) -> tuple[tuple[str, Any], ...]:
+    """The fields of a model or dataclass class and how each is keyed (once per class)."""
+    specs = _MEMBER_SPECS.get(cls)
+    if specs is not None:
+        return specs
     from pydantic import AliasChoices
 
-    if dataclasses.is_dataclass(value):
-        for field in dataclasses.fields(value):
-            yield field.name, field.name
-        return
-    for name, info in type(value).model_fields.items():
-        alias = info.validation_alias if info.validation_alias is not None else info.alias
-        if alias is None:
-            yield name, name
-        elif isinstance(alias, str):
-            yield name, alias if alias in raw else name
-        elif isinstance(alias, AliasChoices):  # pydantic takes the first choice present
-            if any(not isinstance(choice, str) for choice in alias.choices):
-                yield name, None
+    found: list[tuple[str, Any]] = []
+    if dataclasses.is_dataclass(cls):
+        found = [(field.name, None) for field in dataclasses.fields(cls)]
+    else:
+        for name, info in cls.model_fields.items():  # type: ignore[attr-defined]
+            alias = info.validation_alias if info.validation_alias is not None else info.alias
+            if alias is None or isinstance(alias, str):
+                found.append((name, alias))
+            elif isinstance(alias, AliasChoices) and all(
+                isinstance(choice, str) for choice in alias.choices
+            ):
+                found.append((name, tuple(alias.choices)))
             else:
-                present = [choice for choice in alias.choices if choice in raw]
-                yield name, str(present[0]) if present else name
-        else:
-            yield name, None
+                found.append((name, _UNTOLD))
+    if len(_MEMBER_SPECS) >= 4096:  # classes made at run time: never an unbounded table
+        _MEMBER_SPECS.clear()
+    specs = _MEMBER_SPECS[cls] = tuple(found)
+    return specs
 
 
 def _body_kind(route: Any) -> str | None:
