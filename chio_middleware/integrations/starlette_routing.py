@@ -16,6 +16,7 @@ import decimal
 import email.message
 import enum
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import PurePath
 from typing import Any
@@ -146,18 +147,22 @@ def _matched(route: Any, scope: dict[str, Any], pattern: str) -> NativeRoute:
         method = scope.get("method", "GET")
         declaration = facts.declarations.get(method, _MISSING)
         if declaration is _MISSING:
-            declaration = endpoint_declaration(route, method)
+            declaration = endpoint_declaration(route, method, facts.override_marks)
             if len(facts.declarations) < 16:  # a route of any method: the client's texts
                 facts.declarations[method] = declaration
         arguments = params
+        rewritten = _fastapi_rewrites(facts.rewrite_fields, params, scope)
         if facts.argument_fields:
-            arguments = {**params, **_fastapi_header_arguments(facts, scope)}
+            found, collisions = _fastapi_header_arguments(facts, scope)
+            arguments = {**params, **found}
+            rewritten.extend(collisions)
+            rewritten.extend(k for k, v in found.items() if k in params and params[k] != v)
         return NativeRoute(
             "matched",
             pattern=pattern,
             params=arguments,
             declaration=declaration,
-            rewritten=_fastapi_rewrites(facts.rewrite_fields, params, scope),
+            rewritten=rewritten,
             raw_body=_fastapi_raw_body(facts, scope),
             header_names=facts.header_names,
             body_check=facts.body_check,
@@ -178,12 +183,22 @@ class _RouteFacts:
         "body_kind",
         "declarations",
         "header_names",
+        "override_marks",
         "rewrite_fields",
     )
 
     def __init__(self, route: Any, overrides: Any) -> None:
         dependant = getattr(route, "dependant", None)
         nodes = [] if dependant is None else _dependants(dependant, overrides)
+        #: The declarations on the overriding dependencies (they join the route's own:
+        #: an override declared as another tool is a conflict, refused; found by an
+        #: outside review: a public route overridden by a declared tool ran unchecked).
+        self.override_marks: list[ToolDeclaration | Public] = []
+        if overrides:
+            for node in nodes[1:]:
+                mark = declaration_of(getattr(node, "call", None))
+                if mark is not None:
+                    self.override_marks.append(mark)
         #: (Header() fields, Cookie() fields) of every node: their values are arguments.
         headers = [f for node in nodes for f in getattr(node, "header_params", ())]
         cookies = [f for node in nodes for f in getattr(node, "cookie_params", ())]
@@ -197,10 +212,10 @@ class _RouteFacts:
         self.declarations: dict[str, Any] = {}
 
 
-#: id(route) -> (route, its dependant, its endpoint, the facts). The route is kept, so its
-#: id is not reused while the entry stands; a route whose dependant or endpoint was
-#: replaced since gets new facts.
-_FACTS: dict[int, tuple[Any, Any, Any, _RouteFacts]] = {}
+#: id(route) -> (a weak reference to the route, what the facts were derived from
+#: (:func:`_fingerprint`), the facts). The entry goes when the route does, so an id is not reused
+#: while its entry stands (and no app is kept alive by it).
+_FACTS: dict[int, tuple[Any, tuple[Any, ...], _RouteFacts]] = {}
 _MAX_FACTS = 4096
 
 
@@ -209,16 +224,52 @@ def _facts_of(route: Any) -> _RouteFacts:
     overrides = getattr(provider, "dependency_overrides", None)
     if overrides:  # set and cleared at will (tests, mostly): derived on every request
         return _RouteFacts(route, overrides)
-    dependant = getattr(route, "dependant", None)
-    endpoint = getattr(route, "endpoint", None)
-    entry = _FACTS.get(id(route))
-    if entry is not None and entry[0] is route and entry[1] is dependant and entry[2] is endpoint:
-        return entry[3]
+    fingerprint = _fingerprint(route)
+    key = id(route)
+    entry = _FACTS.get(key)
+    fresh = entry is not None and fingerprint and entry[0]() is route
+    if fresh and _same_objects(fingerprint, entry[1]):  # type: ignore[index]
+        return entry[2]  # type: ignore[index]
     facts = _RouteFacts(route, None)
     if len(_FACTS) >= _MAX_FACTS:  # routes made at run time: never an unbounded table
         _FACTS.clear()
-    _FACTS[id(route)] = (route, dependant, endpoint, facts)
+    try:
+        reference = weakref.ref(route, lambda _: _FACTS.pop(key, None))
+    except TypeError:  # a route class with __slots__ and no __weakref__: not kept
+        return facts
+    _FACTS[key] = (reference, fingerprint, facts)
     return facts
+
+
+def _fingerprint(route: Any) -> tuple[Any, ...]:
+    """What a route's facts are derived from: its endpoint and each node of its dependency
+    tree with its call, the number of its sub-dependencies and its parameter fields. A
+    tree edited in place since (``route.dependant.dependencies.append(...)``, which
+    FastAPI honours on the next request; found by an outside review) gives another
+    fingerprint, so new facts. Compared by identity (:func:`_same_objects`)."""
+    found: list[Any] = [getattr(route, "endpoint", None)]
+    dependant = getattr(route, "dependant", None)
+    pending = [dependant] if dependant is not None else []
+    while pending:
+        node = pending.pop()
+        if len(found) > 64 * _MAX_DEPENDANTS:  # past what _dependants admits: refused there
+            return ()
+        subs = getattr(node, "dependencies", ())
+        found += (node, getattr(node, "call", None), len(subs))
+        for attribute in _PARAM_LISTS:
+            found += getattr(node, attribute, ())
+            found.append(attribute)
+        pending.extend(subs)
+    return tuple(found)
+
+
+def _same_objects(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """True when ``a`` and ``b`` hold the same objects, in order (the entry keeps ``b``'s
+    alive, so an id in it is not reused)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+_PARAM_LISTS = ("path_params", "query_params", "header_params", "cookie_params", "body_params")
 
 
 def _path_of(route: BaseRoute) -> str:
@@ -428,7 +479,21 @@ def _fastapi_body_check(route: Any, nodes: list[Any]) -> Callable[[Any, bool], l
     embed = getattr(route, "_embed_body_fields", None)  # FastAPI 0.113 and later
     if embed is None:  # before: one body parameter in all is the body, more are embedded
         embed = sum(len(group) for group in groups) > 1
-    aliases = [[(f, str(utils.get_validation_alias(f) or f.name)) for f in g] for g in groups]
+    # Per dependant, as request_body_to_args decides: the whole body for one field that
+    # is not embedded (by the route, by itself, or as a form model), else each field by
+    # the first of its request names the body holds (AliasChoices included; found by an
+    # outside review: only the first choice was compared, and an embedded lone field was
+    # compared with the whole body).
+    form_models = getattr(utils, "_get_form_models", None)
+    plan = []
+    for group in groups:
+        whole = _whole_body(utils, group, bool(embed))
+        # A form model is read from the whole form, whatever else the dependant reads.
+        members = [
+            (f, _body_aliases(utils, f), whole or bool(form_models and form_models(f)))
+            for f in group
+        ]
+        plan.append((group, members))
 
     def check(body: Any, form: bool) -> list[str]:
         from fastapi.dependencies.utils import request_body_to_args
@@ -436,8 +501,7 @@ def _fastapi_body_check(route: Any, nodes: list[Any]) -> Callable[[Any, bool], l
 
         received = FormData(list(body.items())) if form else body
         names: list[str] = []
-        for group in aliases:
-            fields = [field for field, _ in group]
+        for fields, members in plan:
             coroutine = request_body_to_args(fields, received, bool(embed))
             try:  # it awaits nothing for a mapping (only form files are read asynchronously)
                 coroutine.send(None)
@@ -448,16 +512,39 @@ def _fastapi_body_check(route: Any, nodes: list[Any]) -> Callable[[Any, bool], l
                 return ["body"]  # cannot be validated here: refused where checks apply
             if errors:
                 continue  # FastAPI answers 422 itself; no handler runs
-            whole = len(fields) == 1 and not embed  # FastAPI's single_not_embedded_field
-            for field, alias in group:
-                raw = body if whole else body.get(alias, _MISSING)
-                if raw is _MISSING:
-                    continue
+            for field, keys, whole in members:
+                present = keys[:1] if whole else [key for key in keys if key in body]
+                if not present:
+                    continue  # the request does not send it: its default stands
+                alias = present[0]
+                raw = body if whole else body[alias]
                 if not _same_json(raw, values.get(field.name), 0, form):
                     names.append(alias)
         return names
 
     return check
+
+
+def _whole_body(utils: Any, fields: list[Any], embed: bool) -> bool:
+    """FastAPI's ``single_not_embedded_field``: the one field that is the whole body."""
+    if len(fields) != 1 or embed:
+        return False
+    should_embed = getattr(utils, "_should_embed_body_fields", None)
+    if should_embed is not None:
+        if should_embed(fields):
+            return False
+    elif getattr(fields[0].field_info, "embed", None):  # before 0.113
+        return False
+    form_models = getattr(utils, "_get_form_models", None)
+    return not (form_models is not None and form_models(fields[0]))
+
+
+def _body_aliases(utils: Any, field: Any) -> list[str]:
+    """The keys FastAPI reads a body field from, in its order of preference."""
+    aliases = getattr(utils, "_get_param_aliases", None)
+    if aliases is not None:
+        return [str(alias) for alias, _ in aliases(field)]
+    return [str(utils.get_validation_alias(field) or field.name)]
 
 
 def _same_json(raw: Any, value: Any, depth: int, form: bool = False) -> bool:
@@ -641,12 +728,16 @@ def sub_routers(router: Any, depth: int = 0) -> Iterator[Any]:
                     yield from sub_routers(inner, depth + 1)
 
 
-def _fastapi_header_arguments(facts: _RouteFacts, scope: Scope) -> dict[str, Any]:
-    """The values of a FastAPI route's ``Header()`` and ``Cookie()`` parameters.
+def _fastapi_header_arguments(facts: _RouteFacts, scope: Scope) -> tuple[dict[str, Any], list[str]]:
+    """The values of a FastAPI route's ``Header()`` and ``Cookie()`` parameters, and the
+    names two of them give different values (refused where checks apply, as a rewritten
+    value is).
 
     They are handler inputs like query parameters (found by the outside review): they
     join the arguments under the parameter's name, as FastAPI validates them, so the
-    constraints and guards see them (a name also given elsewhere is refused, 400).
+    constraints and guards see them (a name also given elsewhere is refused, 400). Two
+    parameters of one name (a header in one dependency, a cookie in another) would leave
+    one value unchecked (found by an outside review).
     """
     assert facts.argument_fields is not None
     headers_fields, cookie_fields = facts.argument_fields
@@ -656,19 +747,26 @@ def _fastapi_header_arguments(facts: _RouteFacts, scope: Scope) -> dict[str, Any
 
     headers = Headers(scope=scope)
     found: dict[str, Any] = {}
+    collisions: list[str] = []
     for fields, received in (
         (headers_fields, headers),
         (cookie_fields, cookie_parser(headers.get("cookie", ""))),
     ):
         for field in fields:
             values, errors = request_params_to_args([field], received)
-            if not errors:
-                found.update((k, v) for k, v in values.items() if v is not None)
-    return found
+            if errors:
+                continue
+            for name, value in values.items():
+                if value is None:
+                    continue
+                if name in found and found[name] != value:
+                    collisions.append(name)
+                found[name] = value
+    return found, collisions
 
 
 def endpoint_declaration(
-    route: BaseRoute, method: str
+    route: BaseRoute, method: str, overriding: Iterable[ToolDeclaration | Public] = ()
 ) -> ToolDeclaration | Public | Conflict | None:
     """The ``@chio.tool``/``@chio.public`` mark of a route's endpoint, if any.
 
@@ -693,6 +791,7 @@ def endpoint_declaration(
         if mark is not None:
             declared.append(mark)
     _from_dependant(getattr(route, "dependant", None), 0, declared)
+    declared.extend(overriding)  # the declarations of dependencies overriding others
     return one_declaration(declared)
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import pytest
 from fastapi import Body, Cookie, Depends, FastAPI, Header, Query
+from pydantic import BaseModel
 from starlette.testclient import TestClient
 
 from chio_middleware.core.clock import FixedClock
@@ -158,18 +159,25 @@ def test_removing_an_override_restores_the_declared_dependency() -> None:
     assert ran == []
 
 
-def test_a_route_s_facts_follow_its_dependant() -> None:
-    # The facts of a route are derived once; a route given another dependant gets new ones.
-    from fastapi.dependencies.utils import get_dependant
+class _Item(BaseModel):
+    name: str
 
-    from chio_middleware.integrations import starlette_routing
 
-    app = _app(typed_query)
-    app.dependency_overrides.clear()
-    route = next(r for r in app.routes if getattr(r, "path", "") == "/write")
-    first = starlette_routing._facts_of(route)
-    assert starlette_routing._facts_of(route) is first
-    assert first.rewrite_fields == []
-    route.dependant = get_dependant(path="/write", call=typed_query)  # type: ignore[attr-defined]
-    again = starlette_routing._facts_of(route)
-    assert again is not first and [kind for _, kind in again.rewrite_fields] == ["query"]
+def test_an_override_s_lone_embedded_member_is_compared_as_a_member() -> None:
+    # The declared route reads one model as the whole body (FastAPI does not embed it); the
+    # override's one embedded field is a member of that body (an outside review: it was
+    # compared with the whole body, and a correct request refused).
+    app = FastAPI()
+
+    @app.post("/write")
+    @tool("srv-files", "write")
+    async def write(item: _Item, target: Annotated[str, Depends(declared)]) -> dict[str, Any]:
+        ran.append(target)
+        return {}
+
+    FastAPIChio(app, settings=settings(routes=[]), clock=FixedClock(NOW))
+    app.dependency_overrides[declared] = body_member
+    assert _post(app, body=b'{"name": "n", "count": 7}', constraint=None) == 200
+    assert ran == ["7"]
+    assert _post(app, body=b'{"name": "n", "count": "7"}', constraint=None) == 400
+    assert ran == []

@@ -1,0 +1,274 @@
+"""Outside review (2026-12-01, third): FastAPI inputs read under one name, or by rules the
+check did not follow.
+
+Each case runs the real FastAPI app and records what the handler (or its dependency) read:
+- two parameters of one name (a ``Header()`` in one dependency and a ``Cookie()`` in
+  another, two headers under different aliases) left one value unchecked; now differing values are refused where checks apply;
+- a body member read by another of its ``AliasChoices`` than the first was not compared;
+- a dependant's lone embedded ``Body()`` field was compared with the whole body;
+- a dependency added to a route in place after its first request was not seen (the route's
+  facts were kept);
+- an override declared as a tool did not count as a declaration.
+"""
+
+import json
+from typing import Annotated, Any
+
+import pytest
+from fastapi import Body, Cookie, Depends, FastAPI, Form, Header
+from fastapi.dependencies.utils import get_parameterless_sub_dependant
+from pydantic import AliasChoices, BaseModel
+from starlette.testclient import TestClient
+
+from chio_middleware.core.clock import FixedClock
+from chio_middleware.integrations import public, tool
+from chio_middleware.integrations.fastapi import Chio as FastAPIChio
+
+from ..middleware.harness import NOW, agent_headers, capability, settings
+
+ran: list[Any] = []
+SHORT = {"type": "max_length", "value": 12}
+LONG = "/etc/" + "x" * 40
+
+
+def _post(
+    app: FastAPI,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    form: bool = False,
+    constraint: dict[str, Any] | None = None,
+    credentials: bool = True,
+) -> int:
+    grant: dict[str, Any] = {"server_id": "srv-files", "tool_name": "write", "operations": ["invoke"]}
+    if constraint is not None:
+        grant["constraints"] = [constraint]
+    sent = {}
+    if credentials:
+        sent = agent_headers(
+            "POST", url, body, cap=capability([grant]), tool=("srv-files", "write"), json_body=not form
+        )
+    if form:
+        sent["content-type"] = "application/x-www-form-urlencoded"
+    sent.update(headers or {})
+    ran.clear()
+    client = TestClient(app, raise_server_exceptions=False)
+    return int(client.post(url, headers=sent, content=body).status_code)
+
+
+def _protect(app: FastAPI) -> FastAPI:
+    FastAPIChio(app, settings=settings(routes=[]), clock=FixedClock(NOW))
+    return app
+
+
+# -- one name, two inputs -------------------------------------------------------------------
+
+
+def header_a(target: Annotated[str, Header(alias="x-a")]) -> str:
+    return target
+
+
+def header_b(target: Annotated[str, Header(alias="x-b")]) -> str:
+    return target
+
+
+def header_target(target: Annotated[str, Header()]) -> str:
+    return target
+
+
+def cookie_target(target: Annotated[str, Cookie()]) -> str:
+    return target
+
+
+def _collisions_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/headers")
+    @tool("srv-files", "write")
+    async def two_headers(
+        one: Annotated[str, Depends(header_a)], two: Annotated[str, Depends(header_b)]
+    ) -> dict[str, Any]:
+        ran.append((one, two))
+        return {}
+
+    @app.post("/header-cookie")
+    @tool("srv-files", "write")
+    async def header_and_cookie(
+        one: Annotated[str, Depends(header_target)], two: Annotated[str, Depends(cookie_target)]
+    ) -> dict[str, Any]:
+        ran.append((one, two))
+        return {}
+
+    return _protect(app)
+
+
+#: url, headers; each sends LONG in one input and "ok" in the other, then "ok" in both.
+COLLISIONS = [
+    pytest.param("/headers", {"x-a": "ok", "x-b": LONG}, id="header-then-header"),
+    pytest.param("/headers", {"x-a": LONG, "x-b": "ok"}, id="header-before-header"),
+    pytest.param("/header-cookie", {"target": LONG, "cookie": "target=ok"}, id="header-cookie"),
+    pytest.param("/header-cookie", {"target": "ok", "cookie": f"target={LONG}"}, id="cookie-header"),
+]
+
+
+@pytest.mark.parametrize(("url", "headers"), COLLISIONS)
+def test_two_inputs_of_one_name_are_both_checked_or_refused(url: str, headers: dict[str, str]) -> None:
+    app = _collisions_app()
+    status = _post(app, url, headers=headers, constraint=SHORT)
+    assert status in (400, 403), (status, ran)  # the two differ (400), or the kept one is long
+    assert ran == []
+    same = {k: ("target=ok" if k == "cookie" else "ok") for k in headers}
+    assert _post(app, url, headers=same, constraint=SHORT) == 200
+    assert ran == [("ok", "ok")]
+
+
+# -- the body's members, as request_body_to_args reads them ---------------------------------
+
+
+class Item(BaseModel):
+    name: str
+
+
+class Settings(BaseModel):
+    count: int
+
+
+def embedded_count(count: Annotated[int, Body(embed=True)]) -> int:
+    return count
+
+
+def embedded_model(cfg: Annotated[Settings, Body(embed=True)]) -> int:
+    return cfg.count
+
+
+def same_name(item: Annotated[Settings, Body(embed=True)]) -> int:
+    return item.count
+
+
+def _body_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/embedded")
+    @tool("srv-files", "write")
+    async def lone_embedded(item: Item, count: Annotated[int, Depends(embedded_count)]) -> dict[str, Any]:
+        ran.append(count)
+        return {}
+
+    @app.post("/embedded-model")
+    @tool("srv-files", "write")
+    async def lone_model(item: Item, count: Annotated[int, Depends(embedded_model)]) -> dict[str, Any]:
+        ran.append(count)
+        return {}
+
+    @app.post("/same-name")
+    @tool("srv-files", "write")
+    async def same_name_route(item: Item, count: Annotated[int, Depends(same_name)]) -> dict[str, Any]:
+        ran.append(count)
+        return {}
+
+    choices = AliasChoices("count", "n")
+
+    @app.post("/choices")
+    @tool("srv-files", "write")
+    async def json_choices(
+        note: Annotated[str, Body(embed=True)],
+        count: Annotated[int, Body(embed=True, validation_alias=choices)],
+    ) -> dict[str, Any]:
+        ran.append(count)
+        return {}
+
+    @app.post("/form-choices")
+    @tool("srv-files", "write")
+    async def form_choices(count: Annotated[int, Form(validation_alias=choices)]) -> dict[str, Any]:
+        ran.append(count)
+        return {}
+
+    return _protect(app)
+
+
+#: url, body, form, whether the handler reads the value sent (else 400)
+BODIES = [
+    # two body parameters of different names: FastAPI embeds both
+    pytest.param("/embedded", {"item": {"name": "n"}, "count": 7}, False, True, id="embedded-int"),
+    pytest.param("/embedded", {"item": {"name": "n"}, "count": "7"}, False, False, id="embedded-string"),
+    pytest.param("/embedded-model", {"item": {"name": "n"}, "cfg": {"count": 7}}, False, True, id="model-int"),
+    pytest.param(
+        "/embedded-model", {"item": {"name": "n"}, "cfg": {"count": "7"}}, False, False, id="model-string"
+    ),
+    # one name: the route's ``item`` is the whole body, the dependency's ``item`` a member
+    pytest.param("/same-name", {"name": "n", "item": {"count": 7}}, False, True, id="same-name-int"),
+    pytest.param("/same-name", {"name": "n", "item": {"count": "7"}}, False, False, id="same-name-string"),
+    pytest.param("/choices", {"note": "x", "n": 7}, False, True, id="second-choice-int"),
+    pytest.param("/choices", {"note": "x", "n": "7"}, False, False, id="second-choice-string"),
+    pytest.param("/choices", {"note": "x", "count": "7"}, False, False, id="first-choice-string"),
+    pytest.param("/form-choices", "n=7", True, True, id="form-second-choice"),
+    pytest.param("/form-choices", "n=%2B7", True, False, id="form-second-choice-plus"),
+    pytest.param("/form-choices", "count=%2B7", True, False, id="form-first-choice-plus"),
+]
+
+
+@pytest.mark.parametrize(("url", "body", "form", "read_as_sent"), BODIES)
+def test_each_body_member_is_compared_where_fastapi_reads_it(
+    url: str, body: Any, form: bool, read_as_sent: bool
+) -> None:
+    sent = body.encode() if form else json.dumps(body).encode()
+    status = _post(_body_app(), url, body=sent, form=form)
+    if read_as_sent:
+        assert (status, ran) == (200, [7])
+    else:
+        assert status == 400, (status, ran)
+        assert ran == []
+
+
+# -- a tree edited in place, a declaration in an override -----------------------------------
+
+
+def test_a_dependency_added_in_place_after_the_first_request_is_checked() -> None:
+    read: list[str] = []
+
+    def audit(x_target: Annotated[str, Header()]) -> None:
+        read.append(x_target)
+
+    app = FastAPI()
+
+    @app.post("/write")
+    @tool("srv-files", "write")
+    async def write() -> dict[str, Any]:
+        ran.append("ran")
+        return {}
+
+    _protect(app)
+    assert _post(app, "/write", headers={"x-target": LONG}, constraint=SHORT) == 200
+    route = next(r for r in app.routes if getattr(r, "path", "") == "/write")
+    route.dependant.dependencies.append(  # type: ignore[attr-defined]
+        get_parameterless_sub_dependant(depends=Depends(audit), path="/write")
+    )
+    assert _post(app, "/write", headers={"x-target": LONG}, constraint=SHORT) == 403
+    assert read == [] and ran == []
+    assert _post(app, "/write", headers={"x-target": "/ok"}, constraint=SHORT) == 200
+    assert read == ["/ok"]
+
+
+def test_an_override_declared_as_a_tool_is_a_declaration() -> None:
+    @public
+    def reader() -> str:  # the route is public through its dependency
+        return "read"
+
+    @tool("srv-files", "write")
+    def writer() -> str:
+        return "written"
+
+    app = FastAPI()
+
+    @app.post("/open")
+    async def open_route(done: Annotated[str, Depends(reader)]) -> dict[str, Any]:
+        ran.append(done)
+        return {}
+
+    _protect(app)
+    assert _post(app, "/open", credentials=False) == 200
+    app.dependency_overrides[reader] = writer  # a public route and a tool: refused
+    status = _post(app, "/open", credentials=False)
+    assert status == 403, (status, ran)
+    assert ran == []
