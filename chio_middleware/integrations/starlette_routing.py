@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import PurePath
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 from starlette.routing import BaseRoute, Host, Match, Mount
 
 from ..core.canonical import canonical_json
@@ -156,7 +156,7 @@ def _matched(route: Any, scope: dict[str, Any], pattern: str) -> NativeRoute:
             found, collisions = _fastapi_header_arguments(facts, scope)
             arguments = {**params, **found}
             rewritten.extend(collisions)
-            rewritten.extend(k for k, v in found.items() if k in params and params[k] != v)
+            rewritten.extend(k for k, v in found.items() if k in params and _differ(params[k], v))
         return NativeRoute(
             "matched",
             pattern=pattern,
@@ -490,7 +490,7 @@ def _fastapi_body_check(route: Any, nodes: list[Any]) -> Callable[[Any, bool], l
         whole = _whole_body(utils, group, bool(embed))
         # A form model is read from the whole form, whatever else the dependant reads.
         members = [
-            (f, _body_aliases(utils, f), whole or bool(form_models and form_models(f)))
+            (f, _body_aliases(utils, f), whole, bool(form_models and form_models(f)))
             for f in group
         ]
         plan.append((group, members))
@@ -512,13 +512,18 @@ def _fastapi_body_check(route: Any, nodes: list[Any]) -> Callable[[Any, bool], l
                 return ["body"]  # cannot be validated here: refused where checks apply
             if errors:
                 continue  # FastAPI answers 422 itself; no handler runs
-            for field, keys, whole in members:
+            for field, keys, whole, form_model in members:
+                value = values.get(field.name)
+                if form_model and form:
+                    if value is None:  # not supplied (a form cannot send null): the default
+                        continue
+                    whole = True
                 present = keys[:1] if whole else [key for key in keys if key in body]
                 if not present:
                     continue  # the request does not send it: its default stands
                 alias = present[0]
                 raw = body if whole else body[alias]
-                if not _same_json(raw, values.get(field.name), 0, form):
+                if not _same_json(raw, value, 0, form):
                     names.append(alias)
         return names
 
@@ -552,6 +557,8 @@ def _same_json(raw: Any, value: Any, depth: int, form: bool = False) -> bool:
     texts, compared by :func:`_same_text`)."""
     if depth > _MAX_DEPTH:
         return False
+    if isinstance(value, RootModel):  # its one member is the value itself
+        return _same_json(raw, value.root, depth + 1, form)
     if isinstance(value, BaseModel) or dataclasses.is_dataclass(value):
         if not isinstance(raw, dict):
             return False
@@ -621,10 +628,13 @@ def _member_specs(cls: type) -> tuple[tuple[str, Any], ...]:
     from pydantic import AliasChoices
 
     found: list[tuple[str, Any]] = []
-    if dataclasses.is_dataclass(cls):
+    infos = getattr(cls, "__pydantic_fields__", None)  # models and pydantic dataclasses
+    if infos is None and not dataclasses.is_dataclass(cls):
+        infos = cls.model_fields  # type: ignore[attr-defined]  # pydantic before 2.10
+    if infos is None:
         found = [(field.name, None) for field in dataclasses.fields(cls)]
     else:
-        for name, info in cls.model_fields.items():  # type: ignore[attr-defined]
+        for name, info in (infos or {}).items():
             alias = info.validation_alias if info.validation_alias is not None else info.alias
             if alias is None or isinstance(alias, str):
                 found.append((name, alias))
@@ -759,10 +769,18 @@ def _fastapi_header_arguments(facts: _RouteFacts, scope: Scope) -> tuple[dict[st
             for name, value in values.items():
                 if value is None:
                     continue
-                if name in found and found[name] != value:
+                if name in found and _differ(found[name], value):
                     collisions.append(name)
                 found[name] = value
     return found, collisions
+
+
+def _differ(a: Any, b: Any) -> bool:
+    """Whether two inputs of one name differ: in value or in type (``True == 1``, yet a
+    check of one spelling does not speak for the other); a one-item list is its item."""
+    a = a[0] if isinstance(a, list) and len(a) == 1 else a
+    b = b[0] if isinstance(b, list) and len(b) == 1 else b
+    return type(a) is not type(b) or a != b
 
 
 def endpoint_declaration(
@@ -783,8 +801,8 @@ def endpoint_declaration(
         if handler is None and method.upper() == "HEAD":
             handler = getattr(endpoint, "get", None)
     found = declaration_of(handler, endpoint)
-    if found is not None:
-        return found
+    if found is not None:  # an override's own declaration still counts (review: public
+        return one_declaration([found, *overriding])  # endpoint, tool override, ran open)
     declared: list[ToolDeclaration | Public] = []
     for dependency in getattr(route, "dependencies", ()):
         mark = declaration_of(getattr(dependency, "dependency", None))

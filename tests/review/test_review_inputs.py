@@ -272,3 +272,124 @@ def test_an_override_declared_as_a_tool_is_a_declaration() -> None:
     status = _post(app, "/open", credentials=False)
     assert status == 403, (status, ran)
     assert ran == []
+
+
+# -- the second review of the same day: shapes the comparison must follow -------------------
+
+
+class Count(BaseModel):
+    count: int
+
+
+def _shapes_app() -> FastAPI:
+    import pydantic
+    from pydantic import Field, RootModel
+
+    @pydantic.dataclasses.dataclass
+    class Aliased:
+        count: int = Field(alias="n")
+
+    app = FastAPI()
+
+    @app.post("/root")
+    @tool("srv-files", "write")
+    async def root_model(r: RootModel[dict[str, int]]) -> dict[str, Any]:
+        ran.append(r.root["a"])
+        return {}
+
+    @app.post("/dataclass")
+    @tool("srv-files", "write")
+    async def aliased_dataclass(d: Aliased) -> dict[str, Any]:
+        ran.append(d.count)
+        return {}
+
+    @app.post("/optional-form-model")
+    @tool("srv-files", "write")
+    async def optional_form_model(
+        note: Annotated[str, Form()], m: Annotated[Count | None, Form()] = None
+    ) -> dict[str, Any]:
+        ran.append(m.count if m is not None else note)
+        return {}
+
+    return _protect(app)
+
+
+SHAPES = [
+    pytest.param("/root", '{"a": 7}', False, 7, id="root-model-int"),
+    pytest.param("/root", '{"a": "7"}', False, None, id="root-model-string"),
+    pytest.param("/dataclass", '{"n": 7}', False, 7, id="dataclass-alias-int"),
+    pytest.param("/dataclass", '{"n": "7"}', False, None, id="dataclass-alias-string"),
+    pytest.param("/optional-form-model", "note=x", True, "x", id="form-model-not-sent"),
+    pytest.param("/optional-form-model", "note=x&count=7", True, 7, id="form-model-sent"),
+    pytest.param("/optional-form-model", "note=x&count=%2B7", True, None, id="form-model-plus"),
+]
+
+
+@pytest.mark.parametrize(("url", "body", "form", "read"), SHAPES)
+def test_each_shape_is_compared_as_fastapi_reads_it(url: str, body: str, form: bool, read: Any) -> None:
+    status = _post(_shapes_app(), url, body=body.encode(), form=form)
+    if read is None:
+        assert status == 400, (status, ran)
+        assert ran == []
+    else:
+        assert (status, ran) == (200, [read])
+
+
+def flag_bool(flag: Annotated[bool, Header(alias="x-a")]) -> bool:
+    return flag
+
+
+def flag_int(flag: Annotated[int, Header(alias="x-b")]) -> int:
+    return flag
+
+
+def targets(target: Annotated[list[str], Header()]) -> list[str]:
+    return target
+
+
+def test_inputs_of_one_name_differ_by_type_or_agree_as_one_item_list() -> None:
+    app = FastAPI()
+
+    @app.post("/flags")
+    @tool("srv-files", "write")
+    async def flags(a: Annotated[bool, Depends(flag_bool)], b: Annotated[int, Depends(flag_int)]) -> dict[str, Any]:
+        ran.append((a, b))
+        return {}
+
+    @app.post("/lists")
+    @tool("srv-files", "write")
+    async def lists(
+        a: Annotated[list[str], Depends(targets)], b: Annotated[str, Depends(header_b)]
+    ) -> dict[str, Any]:
+        ran.append((a, b))
+        return {}
+
+    _protect(app)
+    assert _post(app, "/flags", headers={"x-a": "1", "x-b": "1"}) == 400  # True and 1
+    assert ran == []
+    assert _post(app, "/lists", headers={"target": "ok", "x-b": "ok"}) == 200  # ["ok"] and "ok"
+    assert ran == [(["ok"], "ok")]
+
+
+def test_an_override_declared_as_a_tool_counts_beside_the_endpoint_s_own_mark() -> None:
+    def reader() -> str:
+        return "read"
+
+    @tool("srv-files", "write")
+    def writer() -> str:
+        return "written"
+
+    app = FastAPI()
+
+    @app.post("/open")
+    @public
+    async def open_route(done: Annotated[str, Depends(reader)]) -> dict[str, Any]:
+        ran.append(done)
+        return {}
+
+    _protect(app)
+    assert _post(app, "/open", credentials=False) == 200
+    app.dependency_overrides[reader] = writer
+    status = _post(app, "/open", credentials=False)
+    assert status == 403, (status, ran)
+    assert ran == []
