@@ -716,8 +716,13 @@ def _fastapi_header_names(nodes: list[Any]) -> tuple[str, ...]:
             model = utils._get_param_model(field)
             subs = utils.get_cached_model_fields(model) if model is not None else [field]  # type: ignore[attr-defined]
             for sub in subs:
-                alias = str(getattr(sub, "alias", None) or getattr(sub, "name", "")).lower()
-                names.update((alias, alias.replace("_", "-")))
+                read = {str(getattr(sub, "alias", None) or getattr(sub, "name", ""))}
+                aliases = getattr(utils, "_get_param_aliases", None)
+                if aliases is not None:  # every AliasChoices name, the field's own name
+                    read.update(key for pair in aliases(sub) for key in pair)
+                for alias in read:  # (found by an outside review: first alias only)
+                    alias = alias.lower()
+                    names.update((alias, alias.replace("_", "-")))
     return tuple(sorted(names))
 
 

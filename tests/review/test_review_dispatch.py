@@ -467,3 +467,31 @@ def test_a_flask_url_value_preprocessor_cannot_change_a_checked_parameter() -> N
     assert ran == []
     assert build(take_out).test_client().get("/en/notes/a").status_code == 200
     assert ran == ["a"]
+
+
+def test_a_header_read_through_a_later_alias_choice_cannot_be_added_after_the_check() -> None:
+    # The routed header names took each Header()'s first alias only (found by an outside
+    # review); FastAPI reads every AliasChoices name.
+    from typing import Annotated
+
+    from fastapi import Header
+    from pydantic import AliasChoices
+
+    ran.clear()
+    app = FastAPI()
+
+    @app.get("/files/read")
+    @public
+    async def read(
+        target: Annotated[str, Header(validation_alias=AliasChoices("x-a", "x-target"))] = "/w"
+    ) -> dict[str, Any]:
+        ran.append(target)
+        return {"ok": True}
+
+    app.add_middleware(_asgi_rewriter(_set_header(b"x-target", b"/etc/shadow")))
+    client = TestClient(
+        ChioMiddleware(app, settings=settings(routes=[]), clock=FixedClock(NOW)),
+        raise_server_exceptions=False,
+    )
+    assert client.get("/files/read").status_code == 503
+    assert ran == []
