@@ -339,6 +339,15 @@ def test_a_mounted_apps_own_middleware_cannot_change_the_route(build: Callable[[
     assert ran == []
 
 
+def _behind_x_target_rewriter(app: FastAPI) -> TestClient:
+    """A client of ``app`` under Chio, with a middleware inside Chio that sets x-target."""
+    app.add_middleware(_asgi_rewriter(_set_header(b"x-target", b"/etc/shadow")))
+    return TestClient(
+        ChioMiddleware(app, settings=settings(routes=[]), clock=FixedClock(NOW)),
+        raise_server_exceptions=False,
+    )
+
+
 def test_a_header_the_handler_reads_cannot_be_added_after_the_check() -> None:
     from typing import Annotated
 
@@ -353,11 +362,7 @@ def test_a_header_the_handler_reads_cannot_be_added_after_the_check() -> None:
         ran.append(x_target)
         return {"ok": True}
 
-    app.add_middleware(_asgi_rewriter(_set_header(b"x-target", b"/etc/shadow")))
-    client = TestClient(
-        ChioMiddleware(app, settings=settings(routes=[]), clock=FixedClock(NOW)),
-        raise_server_exceptions=False,
-    )
+    client = _behind_x_target_rewriter(app)
     response = client.get("/files/read")
     assert response.status_code == 503, response.text
     assert "headers" in response.json()["message"]
@@ -417,11 +422,7 @@ def test_a_header_model_field_cannot_be_added_after_the_check() -> None:
         ran.append(h.x_target)
         return {"ok": True}
 
-    app.add_middleware(_asgi_rewriter(_set_header(b"x-target", b"/etc/shadow")))
-    client = TestClient(
-        ChioMiddleware(app, settings=settings(routes=[]), clock=FixedClock(NOW)),
-        raise_server_exceptions=False,
-    )
+    client = _behind_x_target_rewriter(app)
     assert client.get("/files/read").status_code == 503
     assert ran == []
 
@@ -488,10 +489,6 @@ def test_a_header_read_through_a_later_alias_choice_cannot_be_added_after_the_ch
         ran.append(target)
         return {"ok": True}
 
-    app.add_middleware(_asgi_rewriter(_set_header(b"x-target", b"/etc/shadow")))
-    client = TestClient(
-        ChioMiddleware(app, settings=settings(routes=[]), clock=FixedClock(NOW)),
-        raise_server_exceptions=False,
-    )
+    client = _behind_x_target_rewriter(app)
     assert client.get("/files/read").status_code == 503
     assert ran == []

@@ -250,25 +250,31 @@ def test_a_dependency_added_in_place_after_the_first_request_is_checked() -> Non
     assert read == ["/ok"]
 
 
-def test_an_override_declared_as_a_tool_is_a_declaration() -> None:
-    @public
-    def reader() -> str:  # the route is public through its dependency
+@tool("srv-files", "write")
+def writer() -> str:
+    return "written"
+
+
+@pytest.mark.parametrize(
+    "public_on", ["dependency", "endpoint"], ids=["public-by-dependency", "public-endpoint"]
+)
+def test_an_override_declared_as_a_tool_is_a_declaration(public_on: str) -> None:
+    # A route public through its dependency, or by its endpoint's own mark, whose dependency
+    # is overridden by a declared tool: a public route and a tool, refused.
+    def reader() -> str:  # made here: ``public`` marks the function itself
         return "read"
 
-    @tool("srv-files", "write")
-    def writer() -> str:
-        return "written"
-
     app = FastAPI()
+    dependency = public(reader) if public_on == "dependency" else reader
 
-    @app.post("/open")
-    async def open_route(done: Annotated[str, Depends(reader)]) -> dict[str, Any]:
+    async def open_route(done: Annotated[str, Depends(dependency)]) -> dict[str, Any]:
         ran.append(done)
         return {}
 
+    app.post("/open")(public(open_route) if public_on == "endpoint" else open_route)
     _protect(app)
     assert _post(app, "/open", credentials=False) == 200
-    app.dependency_overrides[reader] = writer  # a public route and a tool: refused
+    app.dependency_overrides[dependency] = writer
     status = _post(app, "/open", credentials=False)
     assert status == 403, (status, ran)
     assert ran == []
@@ -369,27 +375,3 @@ def test_inputs_of_one_name_differ_by_type_or_agree_as_one_item_list() -> None:
     assert ran == []
     assert _post(app, "/lists", headers={"target": "ok", "x-b": "ok"}) == 200  # ["ok"] and "ok"
     assert ran == [(["ok"], "ok")]
-
-
-def test_an_override_declared_as_a_tool_counts_beside_the_endpoint_s_own_mark() -> None:
-    def reader() -> str:
-        return "read"
-
-    @tool("srv-files", "write")
-    def writer() -> str:
-        return "written"
-
-    app = FastAPI()
-
-    @app.post("/open")
-    @public
-    async def open_route(done: Annotated[str, Depends(reader)]) -> dict[str, Any]:
-        ran.append(done)
-        return {}
-
-    _protect(app)
-    assert _post(app, "/open", credentials=False) == 200
-    app.dependency_overrides[reader] = writer
-    status = _post(app, "/open", credentials=False)
-    assert status == 403, (status, ran)
-    assert ran == []
