@@ -338,7 +338,7 @@ def socket_call(port: int, wire: Wire, host: str = "", timeout: float = 30.0) ->
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
         conn.sendall(wire.raw(host or f"127.0.0.1:{port}"))
         data = b""
-        while not _complete(data):
+        while not _complete(data, wire.method.upper() == "HEAD"):
             chunk = conn.recv(65536)
             if not chunk:
                 break
@@ -346,10 +346,12 @@ def socket_call(port: int, wire: Wire, host: str = "", timeout: float = 30.0) ->
     return parse_response(data)
 
 
-def _complete(data: bytes) -> bool:
+def _complete(data: bytes, head_request: bool = False) -> bool:
     head, found, rest = data.partition(b"\r\n\r\n")
     if not found:
         return False
+    if head_request:  # a HEAD response has no body, whatever its Content-Length says
+        return True
     fields = head.lower().split(b"\r\n")
     status = int(fields[0].split(b" ")[1])
     if status in (204, 304) or 100 <= status < 200:
