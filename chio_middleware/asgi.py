@@ -80,6 +80,7 @@ class ChioMiddleware:
     ) -> None:
         self.app = app
         self._startup_error: str | None = None
+        self._in_flight: asyncio.Future[Any] | None = None  # the hop of _hop, if one runs
         self._own_router = find_router(app)
         # FastAPI sets scope["root_path"] to its root_path when called; wrapped from
         # outside, this middleware runs first and must route on the scope FastAPI will.
@@ -294,7 +295,31 @@ class ChioMiddleware:
         try:
             return without_waiting(fn, *args)
         except SinkBusy:
-            return await asyncio.to_thread(fn, *args)
+            return await self._hop(fn, args)
+
+    async def _hop(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """``fn`` in a worker thread, at most one at a time per event loop.
+
+        A worker that records holds the sink's lock, and releases the GIL while it signs and
+        writes: a request on the loop then finds the lock held and would hop too, and so
+        on, each hop keeping the lock busy for the next. So a request that finds a hop in
+        flight waits for it, then tries again on the loop, where the lock is free again
+        unless another thread or process holds it.
+        """
+        loop = asyncio.get_running_loop()
+        while (pending := self._in_flight) is not None and pending.get_loop() is loop:
+            await asyncio.wait((pending,))
+            try:
+                return without_waiting(fn, *args)
+            except SinkBusy:
+                continue
+        hop: asyncio.Future[T] = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        self._in_flight = hop
+        try:
+            return await hop
+        finally:
+            if self._in_flight is hop:
+                self._in_flight = None
 
     async def _send_error(self, evaluation: Evaluation, error: ChioError, send: Send) -> None:
         status, headers, body = await self._sink_call(self.runtime.render_error, evaluation, error)

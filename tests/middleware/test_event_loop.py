@@ -176,3 +176,47 @@ def test_uncontended_store_and_sink_calls_stay_on_the_loop(
         status, body = asyncio.run(request(mw, "GET", "/notes", agent_headers("GET", "/notes")))
         assert status == 200, body
     mw.runtime.close()
+
+
+def test_requests_that_find_the_log_lock_held_go_to_one_worker_thread_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One hop per event loop: the rest wait for it, then record on the loop.
+
+    Eight requests find the log lock held by another process. The first records in a worker
+    thread (it waits for the lock there); the others find the sink busy with that worker and
+    wait for it off the loop. Once the holder lets go, they record on the loop: one thread
+    hand-off in all, where each used to take its own and keep the lock busy for the next.
+    """
+    log = tmp_path / "receipts.jsonl"
+    sink = JsonlSink(log, fsync="never", lock_timeout=20)  # a long wait, never reached
+    mw = ChioMiddleware(starlette_app(), settings=settings(), clock=FixedClock(NOW), sink=sink)
+    real_to_thread = asyncio.to_thread
+    hops = running = most = 0
+
+    async def counted(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        nonlocal hops, running, most
+        hops += 1
+        running += 1
+        most = max(most, running)
+        try:
+            return await real_to_thread(fn, *args, **kwargs)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+
+    async def scenario(holder: subprocess.Popen[bytes]) -> None:
+        waiting = [asyncio.create_task(request(mw, "GET", "/health", {})) for _ in range(8)]
+        for _ in range(100):  # all eight reach the sink, and none finishes while it is held
+            await asyncio.sleep(0)
+        assert not any(task.done() for task in waiting)
+        assert hops == 1
+        release(holder)
+        assert [(await task)[0] for task in waiting] == [200] * 8
+
+    with held_by_another_process(HOLD_FLOCK, Path(f"{log}.lock")) as holder:
+        asyncio.run(scenario(holder))
+    assert (hops, most) == (1, 1)
+    mw.runtime.close()
+    assert len(log.read_bytes().splitlines()) == 8

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,39 @@ def test_a_held_log_lock_fails_the_record_after_the_deadline(lock_holder: Path) 
         sink.record(sign)
     assert signed == []  # nothing was signed for a line that was never written
     sink.close()
+
+
+def test_a_sync_in_progress_never_makes_an_event_loop_record_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fsync thread holds nothing a record needs. Its dup releases the GIL; when it did
+    so under the recording lock, a record on an event loop found that lock held for up to a
+    GIL switch interval and went to a worker thread, and those hops fed each other. Here
+    the sync is stopped inside its dup while records run under ``without_waiting``."""
+    path = tmp_path / "receipts.jsonl"
+    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
+    record(sink, 1, 0)  # unsynced now
+    in_dup, go_on = threading.Event(), threading.Event()
+    real_dup = os.dup
+
+    def held_dup(fd: int) -> int:
+        in_dup.set()
+        assert go_on.wait(20)
+        return real_dup(fd)
+
+    monkeypatch.setattr(os, "dup", held_dup)
+    syncing = threading.Thread(target=sink.flush)
+    syncing.start()
+    try:
+        assert in_dup.wait(20)
+        for index in range(1, 4):
+            without_waiting(sink.record, request_signer(index))  # SinkBusy if it would wait
+    finally:
+        go_on.set()
+        syncing.join(20)
+    monkeypatch.setattr(os, "dup", real_dup)
+    sink.close()
+    assert seqs(path) == [1, 2, 3, 4]
 
 
 def test_the_lock_file_is_recreated_when_removed(tmp_path: Path) -> None:

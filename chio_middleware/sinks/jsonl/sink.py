@@ -163,9 +163,16 @@ class JsonlSink:
         self.lock_timeout = lock_timeout
         #: ``record`` waits on the disk: the ASGI adapter then runs it in a worker thread.
         self.blocking = fsync == "always"
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held by a record, for its whole chained append
+        # The sync thread takes only this one, never ``_lock``, and holds it for a dup: it
+        # guards the descriptors' lifetime (``_fd`` and ``_retired`` are closed under it),
+        # which the per-receipt path never changes. Were the thread to take ``_lock``, an
+        # event loop's record would find it held for as long as the thread waits for the
+        # GIL (up to a switch interval, 5 ms), and would record in a worker thread: hops
+        # that fed each other (43 % of the receipts of a uvicorn load run).
+        self._fd_lock = threading.Lock()
         self._closed = False
-        self._dirty = False
+        self._dirty = False  # set after each write; cleared by a sync before its fsync
         self._retired: list[int] = []  # descriptors of rotated files still to fsync and close
         self._state: _TailState | None = None
         self._carry: tuple[int, str] | None = None  # last link of a file renamed behind us
@@ -195,6 +202,7 @@ class JsonlSink:
         # A fork while another thread (the fsync thread) held the lock would leave the
         # child's copy held forever, so every receipt of that worker would time out.
         self._lock = threading.Lock()
+        self._fd_lock = threading.Lock()
 
     # -- recording
 
@@ -457,14 +465,15 @@ class JsonlSink:
 
     def _release_all(self) -> None:
         """Close every descriptor held, after forgetting it (so none is closed twice)."""
-        held = [self._fd, self._lock_fd, *self._retired]
-        self._fd = self._lock_fd = -1
-        self._fd_id = None
-        self._lock_id = (0, 0)
-        self._retired = []
-        for fd in held:
-            if fd >= 0:
-                self._release(fd)
+        with self._fd_lock:
+            held = [self._fd, self._lock_fd, *self._retired]
+            self._fd = self._lock_fd = -1
+            self._fd_id = None
+            self._lock_id = (0, 0)
+            self._retired = []
+            for fd in held:
+                if fd >= 0:
+                    self._release(fd)
 
     def _release(self, fd: int) -> None:
         """Close a descriptor no field refers to any more; the number is freed either way."""
@@ -475,14 +484,15 @@ class JsonlSink:
 
     def _retire(self, fd: int) -> None:
         """Hand a rotated file's descriptor to the next sync (or sync and close it now)."""
-        if self.fsync == "interval" and self._dirty:
-            self._retired.append(fd)
-            return
-        try:
-            if self.fsync == "always":
-                os.fsync(fd)
-        finally:
-            self._release(fd)
+        with self._fd_lock:  # a sync may be taking its dup (never a disk wait)
+            if self.fsync == "interval" and self._dirty:
+                self._retired.append(fd)
+                return
+            try:
+                if self.fsync == "always":
+                    os.fsync(fd)
+            finally:
+                self._release(fd)
 
     def _fsync_directory(self) -> None:
         fd = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
@@ -518,8 +528,13 @@ class JsonlSink:
                 return
 
     def _sync(self) -> None:
-        """fsync what was written so far; the disk wait happens outside the lock."""
-        with self._lock:
+        """fsync what was written so far; the disk wait happens outside any lock.
+
+        Takes ``_fd_lock`` only (see ``__init__``). ``_dirty`` needs no lock: a record sets
+        it after its write, and this clears it before the fsync, so a write this fsync may
+        miss leaves it set for the next one.
+        """
+        with self._fd_lock:
             if self._pid != os.getpid():
                 return
             current = os.dup(self._fd) if self._fd >= 0 and (self._dirty or self._retired) else -1
@@ -530,8 +545,7 @@ class JsonlSink:
                 if fd >= 0:
                     os.fsync(fd)
         except OSError:
-            with self._lock:
-                self._dirty = True
+            self._dirty = True
             raise
         finally:
             for fd in (*retired, current):
