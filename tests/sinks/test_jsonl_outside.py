@@ -209,6 +209,41 @@ def test_a_sync_in_progress_never_makes_an_event_loop_record_wait(
     assert seqs(path) == [1, 2, 3, 4]
 
 
+def test_a_sync_between_a_reopen_and_the_retirement_still_syncs_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync thread does not wait for a record: it can run after a record has adopted
+    the new file and before it retires the old one. The old file's unsynced line must still
+    reach an fsync (a sync then clears ``_dirty`` for the new file only)."""
+    path = tmp_path / "receipts.jsonl"
+    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
+    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)  # syncs run where we say
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def noting_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", noting_fsync)
+    record(sink, 1, 0)  # unsynced
+    old_inode = path.stat().st_ino
+    path.rename(tmp_path / "receipts.jsonl-old")
+    real_adopt = sink._adopt_log
+
+    def adopt_then_sync(new: int) -> int:
+        old = real_adopt(new)
+        sink._sync()  # what the sync thread may do at this point
+        return old
+
+    monkeypatch.setattr(sink, "_adopt_log", adopt_then_sync)
+    record(sink, 1, 1)  # reopens the path: adopts the new file, retires the old
+    monkeypatch.setattr(sink, "_adopt_log", real_adopt)
+    sink.flush()
+    assert old_inode in synced
+    sink.close()
+
+
 def test_the_lock_file_is_recreated_when_removed(tmp_path: Path) -> None:
     path = tmp_path / "receipts.jsonl"
     sink = JsonlSink(path, fsync="never")

@@ -485,7 +485,9 @@ class JsonlSink:
     def _retire(self, fd: int) -> None:
         """Hand a rotated file's descriptor to the next sync (or sync and close it now)."""
         with self._fd_lock:  # a sync may be taking its dup (never a disk wait)
-            if self.fsync == "interval" and self._dirty:
+            if self.fsync == "interval":
+                # Whatever ``_dirty`` says: a sync that ran since the new file was adopted
+                # cleared it for the new file, not for this one.
                 self._retired.append(fd)
                 return
             try:
