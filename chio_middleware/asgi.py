@@ -80,7 +80,12 @@ class ChioMiddleware:
     ) -> None:
         self.app = app
         self._startup_error: str | None = None
-        self._in_flight: asyncio.Future[Any] | None = None  # the hop of _hop, if one runs
+        #: The hop of ``_hop`` running for each event loop (removed when it is done).
+        self._in_flight: dict[asyncio.AbstractEventLoop, asyncio.Future[Any]] = {}
+        #: Calls that found the sink busy and ran in a worker thread (``_hop``) since start:
+        #: a figure for load tests (``benchmarks/bench_e2e.py`` prints it); near zero when
+        #: one process writes the log.
+        self.worker_hops = 0
         self._own_router = find_router(app)
         # FastAPI sets scope["root_path"] to its root_path when called; wrapped from
         # outside, this middleware runs first and must route on the scope FastAPI will.
@@ -298,28 +303,39 @@ class ChioMiddleware:
             return await self._hop(fn, args)
 
     async def _hop(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        """``fn`` in a worker thread, at most one at a time per event loop.
+        """``fn`` in a worker thread, one hop at a time per event loop while it is quick.
 
         A worker that records holds the sink's lock, and releases the GIL while it signs and
         writes: a request on the loop then finds the lock held and would hop too, and so
         on, each hop keeping the lock busy for the next. So a request that finds a hop in
-        flight waits for it, then tries again on the loop, where the lock is free again
-        unless another thread or process holds it.
+        flight on its loop waits for it (at most ``receipt_lock_timeout``, off the loop),
+        then tries again on the loop, where the lock is free again unless another thread
+        or process holds it. Still busy, it hops itself: a lock held elsewhere, or a hop
+        that hangs, costs each request at most about twice ``receipt_lock_timeout``
+        (plus the wait for a free worker thread), never a queue behind the others.
         """
         loop = asyncio.get_running_loop()
-        while (pending := self._in_flight) is not None and pending.get_loop() is loop:
-            await asyncio.wait((pending,))
+        pending = self._in_flight.get(loop)
+        if pending is not None:
+            await asyncio.wait((pending,), timeout=self.settings.receipt_lock_timeout)
             try:
                 return without_waiting(fn, *args)
             except SinkBusy:
-                continue
+                pass
+        self.worker_hops += 1
         hop: asyncio.Future[T] = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-        self._in_flight = hop
-        try:
-            return await hop
-        finally:
-            if self._in_flight is hop:
-                self._in_flight = None
+        self._in_flight[loop] = hop
+
+        def done(_: object) -> None:
+            if self._in_flight.get(loop) is hop:
+                del self._in_flight[loop]
+            if not hop.cancelled():
+                hop.exception()  # retrieved: its owner may be gone (it raises there if not)
+
+        hop.add_done_callback(done)
+        # Shielded: a client that goes away cancels its request, not the hop the others
+        # wait for (its thread runs to the end either way, and records).
+        return await asyncio.shield(hop)
 
     async def _send_error(self, evaluation: Evaluation, error: ChioError, send: Send) -> None:
         status, headers, body = await self._sink_call(self.runtime.render_error, evaluation, error)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,8 @@ import pytest
 
 from chio_middleware.asgi import ChioMiddleware
 from chio_middleware.core.clock import FixedClock
+from chio_middleware.core.models import HttpReceipt
+from chio_middleware.sinks import MemorySink, SinkBusy, must_not_wait
 from chio_middleware.sinks.jsonl import JsonlSink
 from chio_middleware.stores import open_store
 
@@ -217,6 +220,135 @@ def test_requests_that_find_the_log_lock_held_go_to_one_worker_thread_at_a_time(
 
     with held_by_another_process(HOLD_FLOCK, Path(f"{log}.lock")) as holder:
         asyncio.run(scenario(holder))
-    assert (hops, most) == (1, 1)
+    assert (hops, most) == (1, 1) and mw.worker_hops == 1
     mw.runtime.close()
     assert len(log.read_bytes().splitlines()) == 8
+
+
+class HeldSink(MemorySink):
+    """A sink whose lock someone else holds until ``free`` is set: on the loop (under
+    ``without_waiting``) it is busy; in a worker thread the call waits for ``free``, except
+    that with ``hang_first`` the first thread call waits for ``unhang`` instead (a write
+    stuck on a dead mount) and the others record at once."""
+
+    def __init__(self, *, hang_first: bool = False) -> None:
+        super().__init__()
+        self.free, self.unhang = threading.Event(), threading.Event()
+        self.hang_first = hang_first
+        self.thread_calls = 0
+        self._calls_lock = threading.Lock()
+
+    def record(self, sign: Any) -> HttpReceipt:
+        if must_not_wait():
+            if not self.free.is_set():
+                raise SinkBusy("held elsewhere")
+            return super().record(sign)
+        with self._calls_lock:
+            self.thread_calls += 1
+            first = self.thread_calls == 1
+        if self.hang_first and first:
+            assert self.unhang.wait(20)
+        elif not self.hang_first:
+            assert self.free.wait(20)
+        return super().record(sign)
+
+
+def held_middleware(sink: HeldSink, lock_timeout: float) -> ChioMiddleware:
+    return ChioMiddleware(
+        starlette_app(),
+        settings=settings(receipt_lock_timeout=lock_timeout),
+        clock=FixedClock(NOW),
+        sink=sink,
+    )
+
+
+def test_a_hop_that_hangs_does_not_hold_up_the_requests_behind_it() -> None:
+    """A request waits for the hop in flight at most ``receipt_lock_timeout``, then records
+    by itself: the four behind a hung hop are answered while it still hangs (they used to
+    wait for it without end)."""
+    sink = HeldSink(hang_first=True)
+    mw = held_middleware(sink, lock_timeout=0.05)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(request(mw, "GET", "/health", {}))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert mw.worker_hops == 1
+        others = [asyncio.create_task(request(mw, "GET", "/health", {})) for _ in range(4)]
+        done, _ = await asyncio.wait(others, timeout=20)  # a bound on a hang, not a timing
+        assert done == set(others) and not first.done()
+        assert [task.result()[0] for task in others] == [200] * 4
+        sink.unhang.set()
+        assert (await first)[0] == 200
+
+    asyncio.run(scenario())
+    assert len(sink.receipts) == 5
+    mw.runtime.close()
+
+
+def test_a_client_gone_during_the_hop_leaves_it_to_the_requests_waiting_for_it() -> None:
+    """Cancelling the request that owns the hop (its client disconnected) does not cancel
+    the hop: the others keep waiting for it instead of starting a second worker thread."""
+    sink = HeldSink()
+    mw = held_middleware(sink, lock_timeout=20)
+
+    async def scenario() -> None:
+        owner = asyncio.create_task(request(mw, "GET", "/health", {}))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        waiting = [asyncio.create_task(request(mw, "GET", "/health", {})) for _ in range(4)]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        owner.cancel()
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert owner.cancelled() and mw.worker_hops == 1
+        assert not any(task.done() for task in waiting)
+        sink.free.set()
+        assert [(await task)[0] for task in waiting] == [200] * 4
+
+    asyncio.run(scenario())
+    assert mw.worker_hops == 1 and sink.thread_calls == 1
+    assert len(sink.receipts) == 5  # the owner's receipt too: its thread ran to the end
+    mw.runtime.close()
+
+
+def test_each_event_loop_has_its_own_hop() -> None:
+    """One middleware on two event loops (two threads): a request waits for its own loop's
+    hop, whichever loop started a hop last."""
+    sink = HeldSink()
+    mw = held_middleware(sink, lock_timeout=20)
+    a_first, b_first, a_rest = threading.Event(), threading.Event(), threading.Event()
+    answers: list[int] = []
+
+    async def ticks() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    async def loop_a() -> None:
+        tasks = [asyncio.create_task(request(mw, "GET", "/health", {}))]
+        await ticks()
+        a_first.set()
+        assert b_first.wait(20)  # loop B's hop is the later one now
+        tasks += [asyncio.create_task(request(mw, "GET", "/health", {})) for _ in range(2)]
+        await ticks()
+        a_rest.set()
+        answers.extend([(await task)[0] for task in tasks])
+
+    async def loop_b() -> None:
+        assert a_first.wait(20)
+        task = asyncio.create_task(request(mw, "GET", "/health", {}))
+        await ticks()
+        b_first.set()
+        answers.append((await task)[0])
+
+    threads = [threading.Thread(target=asyncio.run, args=(main(),)) for main in (loop_a, loop_b)]
+    for thread in threads:
+        thread.start()
+    assert a_rest.wait(20)
+    hops = mw.worker_hops
+    sink.free.set()
+    for thread in threads:
+        thread.join(20)
+    assert hops == 2 and answers == [200] * 4
+    mw.runtime.close()

@@ -244,6 +244,39 @@ def test_a_sync_between_a_reopen_and_the_retirement_still_syncs_the_old_file(
     sink.close()
 
 
+def test_a_record_during_a_sync_that_had_nothing_to_do_is_synced_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync that finds nothing unsynced must not clear the mark a record sets meanwhile
+    (the record takes no lock the sync holds). Here a record runs at the point where the
+    sync has read the mark: it stands in for a thread switch there."""
+    path = tmp_path / "receipts.jsonl"
+    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
+    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)  # syncs run where we say
+    synced: list[int] = []  # the size of the log at each fsync
+    real_fsync = os.fsync
+
+    def noting_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_size)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", noting_fsync)
+    record(sink, 1, 0)
+    sink.flush()  # nothing unsynced now
+
+    class RecordWhileRead(list[int]):
+        def __bool__(self) -> bool:  # read by the sync just after the mark
+            writer = threading.Thread(target=record, args=(sink, 1, 1))
+            writer.start()
+            writer.join(20)
+            return False
+
+    sink._retired = RecordWhileRead()
+    sink._sync()
+    sink.close()  # a flush: the line written during the sync is synced by it at the latest
+    assert synced[-1] == path.stat().st_size and seqs(path) == [1, 2]
+
+
 def test_the_lock_file_is_recreated_when_removed(tmp_path: Path) -> None:
     path = tmp_path / "receipts.jsonl"
     sink = JsonlSink(path, fsync="never")

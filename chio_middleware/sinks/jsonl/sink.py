@@ -27,7 +27,9 @@ Bounded waits: a writer waits at most ``lock_timeout`` seconds for the thread lo
 so a process that holds ``<path>.lock`` cannot stall the service. Under
 :func:`~chio_middleware.sinks.without_waiting` (and in :meth:`JsonlSink.try_record`) it never
 waits: it raises :class:`~chio_middleware.sinks.SinkBusy` instead, and the ASGI adapter
-then waits in a worker thread, never on the event loop.
+then waits in a worker thread, never on the event loop (one at a time per loop while it is
+quick: ``ChioMiddleware._hop``). The fsync thread never holds the lock a record takes (see
+``JsonlSink.__init__``).
 
 Rotation by others: a log renamed behind the sink's back (logrotate's ``create`` with
 ``dateext``, a manual ``mv``) is noticed by its inode; the sink opens a new file at
@@ -266,8 +268,9 @@ class JsonlSink:
             self._lock.release()
         if self.fsync == "interval":
             self._ensure_sync_thread()
-            # Already set: the sync thread has not cleared it yet, and its next sync (under
-            # the lock, after this write) covers this line. Setting it again costs a lock.
+            # Already set: the sync thread has not cleared it yet; it clears it before it
+            # syncs, and this line is written by then, so that sync covers it. Setting it
+            # again costs a lock.
             if not self._wake.is_set():
                 self._wake.set()
         return receipt
@@ -533,15 +536,20 @@ class JsonlSink:
         """fsync what was written so far; the disk wait happens outside any lock.
 
         Takes ``_fd_lock`` only (see ``__init__``). ``_dirty`` needs no lock: a record sets
-        it after its write, and this clears it before the fsync, so a write this fsync may
-        miss leaves it set for the next one.
+        it after its write, and this clears it only once it holds a dup of the current log,
+        before the fsync. A write before the clear is in that file (a record that adopts
+        another file retires the old one under ``_fd_lock`` before it writes), so the fsync
+        covers it; a write after it sets it again for the next sync. Cleared without a dup,
+        it could swallow a record's ``True`` set since it was read.
         """
         with self._fd_lock:
             if self._pid != os.getpid():
                 return
-            current = os.dup(self._fd) if self._fd >= 0 and (self._dirty or self._retired) else -1
+            current = -1
+            if self._fd >= 0 and (self._dirty or self._retired):
+                current = os.dup(self._fd)
+                self._dirty = False
             retired, self._retired = self._retired, []  # from here on, ours to close
-            self._dirty = False
         try:
             for fd in (*retired, current):
                 if fd >= 0:
