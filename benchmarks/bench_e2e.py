@@ -15,7 +15,9 @@ times; medians are printed. Then each route runs once more on both sides at the 
 offered load (``--paced-share`` of the slower side's closed-loop rate: every connection
 pauses between requests, so the driver sets the rate), where p50/p99 are compared. Every protected request carries its own fresh DPoP proof,
 made before the run (proof generation is not measured); a run that ran out of proofs
-reports its replays as non-2xx answers.
+reports its replays as non-2xx answers. On uvicorn it also prints how many receipts the
+middleware recorded in a worker thread (``ChioMiddleware.worker_hops``, read from the
+app's ``GET /hops`` around each run): near zero when nothing else holds the log lock.
 
 The cap: the cryptography alone bounds the ratio at bare_time / (bare_time + floor), with
 bare_time = 1 / bare requests/s and floor = verify + sign for a bound POST (sign for the
@@ -26,6 +28,7 @@ unbound GET), timed in this run. The whole test is bounded: (rounds + 1) x 12 ru
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -93,6 +96,14 @@ def start(server: str, chio: bool, tmp: Path) -> tuple[subprocess.Popen[bytes], 
             time.sleep(0.1)
     process.terminate()
     raise SystemExit(f"{server} did not start on 127.0.0.1:{port}")
+
+
+def worker_hops(server: str, port: int) -> int | None:
+    """The protected Starlette app's count of receipts recorded in a worker thread."""
+    if server != "uvicorn + Starlette":
+        return None  # WSGI records in the request's own thread
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/hops", timeout=5) as reply:
+        return int(json.load(reply)["worker_hops"])
 
 
 def _has(module: str) -> bool:
@@ -199,13 +210,19 @@ def main() -> None:
                                 # threads do not share the load evenly.
                                 count = int(guess[server] * args.duration * 1.5) if chio else 1
                                 write_proofs(Path(prefix), path, tool, count, args.threads)
+                            hops_before = worker_hops(server, procs[chio][1]) if chio else None
                             run = wrk(procs[chio][1], method, path, body, prefix, args)
+                            if hops_before is not None:
+                                hops_after = worker_hops(server, procs[chio][1])
+                                assert hops_after is not None
+                                run["hops"] = float(hops_after - hops_before)
                             if chio and tool is not None:
                                 guess[server] = max(guess[server] * 0.5, run["rps"])
                             results.setdefault((server, label, chio), []).append(run)
                             print(f"  {server:20s} {label:34s} {'chio' if chio else 'bare'} "
                                   f"{run['rps']:9.0f} req/s p50 {run['p50']:7.2f} ms "
-                                  f"p99 {run['p99']:7.2f} ms non-2xx {run['non2xx']:.0f}",
+                                  f"p99 {run['p99']:7.2f} ms non-2xx {run['non2xx']:.0f}"
+                                  + (f" worker-thread receipts {run['hops']:.0f}" if "hops" in run else ""),
                                   flush=True)
                     floors.append(floor_us(1000))
                 # The same offered load on both sides (half of the slower side's closed-loop
@@ -285,6 +302,14 @@ def main() -> None:
                   f"{mine_p['rps']:8.0f}/{bare_p['rps']:8.0f} "
                   f"{mine_p['p50']:8.2f}/{bare_p['p50']:8.2f} {mine_p['p99']:8.2f}/{bare_p['p99']:8.2f} "
                   f"{mine_p['p99'] / bare_p['p99']:6.2f}")
+    print()
+    for server in servers:
+        counted = [r for label, *_ in ROUTES for r in results[(server, label, True)] if "hops" in r]
+        if counted:
+            hops = sum(r["hops"] for r in counted)
+            total = sum(r["requests"] for r in counted)
+            print(f"receipts recorded in a worker thread ({server}, closed-loop runs): "
+                  f"{hops:.0f} of {total:.0f} requests ({hops / max(total, 1):.2%})")
     print()
     for server, label, text, met in verdicts:
         print(f"target {'met' if met else 'NOT met':7s} {server:20s} {label:34s} {text}")

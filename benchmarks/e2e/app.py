@@ -4,7 +4,8 @@ Loaded by ``bench_e2e.py`` as ``uvicorn app:asgi`` and ``gunicorn app:wsgi`` wit
 ``E2E_CHIO=1`` (the middleware, the defaults a user gets: JSONL sink in
 ``E2E_DIR``, fsync interval, logging unconfigured) or ``E2E_CHIO=0`` (bare).
 Routes: ``GET /health`` (unbound: receipt only), ``POST /notes`` (bound, trivial),
-``POST /work`` (bound, about 1 ms of CPU in the handler).
+``POST /work`` (bound, about 1 ms of CPU in the handler); on Starlette also ``GET /hops``,
+the middleware's count of receipts recorded in a worker thread.
 """
 
 from __future__ import annotations
@@ -67,15 +68,22 @@ def _starlette() -> Any:
         busy()
         return JSONResponse({"id": "1", "title": data["title"]}, status_code=201)
 
+    async def hops(request: Request) -> Response:
+        # How many receipts the middleware recorded in a worker thread (the driver asks
+        # after each run; bench_e2e.py prints them).
+        return JSONResponse({"worker_hops": middleware.worker_hops if middleware else 0})
+
     app: Any = Starlette(
         routes=[
             Route("/health", health),
             Route("/notes", notes, methods=["POST"]),
             Route("/work", work, methods=["POST"]),
+            Route("/hops", hops),
         ]
     )
+    middleware: ChioMiddleware | None = None
     if os.environ.get("E2E_CHIO") == "1":
-        app = ChioMiddleware(app, settings=settings())
+        app = middleware = ChioMiddleware(app, settings=settings())
     return app
 
 
