@@ -3,6 +3,7 @@ with ``dateext``, ``copytruncate``), a manual ``mv``, a process that holds the l
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -275,6 +276,104 @@ def test_a_record_during_a_sync_that_had_nothing_to_do_is_synced_later(
     sink._sync()
     sink.close()  # a flush: the line written during the sync is synced by it at the latest
     assert synced[-1] == path.stat().st_size and seqs(path) == [1, 2]
+
+
+def test_flush_returns_only_after_a_sync_under_way_has_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``flush`` promises everything recorded so far is on disk. When the sync thread has
+    just taken the unsynced lines and is still in its fsync, flush finds nothing to do of its
+    own, and must wait for that fsync rather than return first."""
+    path = tmp_path / "receipts.jsonl"
+    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
+    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)  # syncs run where we say
+    record(sink, 1, 0)
+    order: list[str] = []
+    in_fsync, flush_waits = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        if threading.current_thread().name == "sync":
+            in_fsync.set()
+            assert flush_waits.wait(20)  # until flush is waiting for it
+        real_fsync(fd)
+        order.append(f"fsync by {threading.current_thread().name}")
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    real_wait_for = sink._synced.wait_for
+
+    def noting_wait_for(predicate: Any, timeout: float | None = None) -> bool:
+        flush_waits.set()
+        return real_wait_for(predicate, timeout)
+
+    monkeypatch.setattr(sink._synced, "wait_for", noting_wait_for)
+    syncing = threading.Thread(target=sink._sync, name="sync")
+    syncing.start()
+    assert in_fsync.wait(20)
+    sink.flush()
+    order.append("flush returned")
+    syncing.join(20)
+    assert order == ["fsync by sync", "flush returned"]
+    sink.close()
+
+
+def test_an_fsync_that_fails_leaves_the_other_files_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two files renamed behind the sink's back wait for the next sync with the current
+    one; the first one's fsync fails (EIO): the others are still fsynced, and flush reports
+    the failure."""
+    path = tmp_path / "receipts.jsonl"
+    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
+    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)
+    inodes = []
+    for index in range(2):
+        record(sink, 1, index)
+        inodes.append(path.stat().st_ino)
+        path.rename(tmp_path / f"receipts.jsonl-{index}")
+    record(sink, 1, 2)  # reopens: both renamed files are retired, unsynced
+    inodes.append(path.stat().st_ino)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def failing_first(fd: int) -> None:
+        inode = os.fstat(fd).st_ino
+        if inode == inodes[0]:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+        synced.append(inode)
+
+    monkeypatch.setattr(os, "fsync", failing_first)
+    with pytest.raises(SinkError, match="Input/output error"):
+        sink.flush()
+    assert sorted(synced) == sorted(inodes[1:])
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    sink.close()
+
+
+def test_a_record_that_fails_after_retiring_a_file_still_wakes_the_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record reopens a renamed log (retiring the old descriptor, unsynced), then its
+    write fails: the old file's fsync is due now, not at the next record or at close."""
+    path = tmp_path / "receipts.jsonl"
+    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
+    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)
+    record(sink, 1, 0)
+    sink.flush()
+    sink._wake.clear()
+    path.rename(tmp_path / "receipts.jsonl-old")
+    real_write = os.write
+
+    def failing_write(fd: int, data: Any) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "write", failing_write)
+    with pytest.raises(SinkError):
+        record(sink, 1, 1)
+    monkeypatch.setattr(os, "write", real_write)
+    assert sink._retired and sink._wake.is_set()
+    sink.close()
 
 
 def test_the_lock_file_is_recreated_when_removed(tmp_path: Path) -> None:

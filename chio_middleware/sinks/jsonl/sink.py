@@ -173,6 +173,8 @@ class JsonlSink:
         # GIL (up to a switch interval, 5 ms), and would record in a worker thread: hops
         # that fed each other (43 % of the receipts of a uvicorn load run).
         self._fd_lock = threading.Lock()
+        self._syncs = 0  # syncs that took their descriptors and have not finished fsyncing
+        self._synced = threading.Condition(self._fd_lock)  # notified as each one finishes
         self._closed = False
         self._dirty = False  # set after each write; cleared by a sync before its fsync
         self._retired: list[int] = []  # descriptors of rotated files still to fsync and close
@@ -205,6 +207,8 @@ class JsonlSink:
         # child's copy held forever, so every receipt of that worker would time out.
         self._lock = threading.Lock()
         self._fd_lock = threading.Lock()
+        self._syncs = 0  # the parent's syncs are not the child's
+        self._synced = threading.Condition(self._fd_lock)
 
     # -- recording
 
@@ -266,13 +270,15 @@ class JsonlSink:
                 raise SinkError(f"cannot append to {self.path}: {exc.strerror}") from exc
         finally:
             self._lock.release()
-        if self.fsync == "interval":
-            self._ensure_sync_thread()
-            # Already set: the sync thread has not cleared it yet; it clears it before it
-            # syncs, and this line is written by then, so that sync covers it. Setting it
-            # again costs a lock.
-            if not self._wake.is_set():
-                self._wake.set()
+            # Also when the record failed: a file it retired before failing (a rotation,
+            # a reopen) waits for this sync, not for the next record.
+            if self.fsync == "interval" and (self._dirty or self._retired):
+                self._ensure_sync_thread()
+                # Already set: the sync thread has not cleared it yet; it clears it before
+                # it syncs, and this line is written by then, so that sync covers it.
+                # Setting it again costs a lock.
+                if not self._wake.is_set():
+                    self._wake.set()
         return receipt
 
     def _lock_timeout_message(self, holder: str) -> str:
@@ -542,6 +548,12 @@ class JsonlSink:
         covers it; a write after it sets it again for the next sync. Cleared without a dup,
         it could swallow a record's ``True`` set since it was read.
         """
+        self._sync_now(wait_for_others=False)
+
+    def _sync_now(self, *, wait_for_others: bool) -> None:
+        """``_sync``; with ``wait_for_others``, returns only once every sync that was under
+        way (the sync thread's) has finished too: what ``flush`` promises. Each descriptor
+        is fsynced even when another's fsync failed; the first error is raised after."""
         with self._fd_lock:
             if self._pid != os.getpid():
                 return
@@ -550,22 +562,32 @@ class JsonlSink:
                 current = os.dup(self._fd)
                 self._dirty = False
             retired, self._retired = self._retired, []  # from here on, ours to close
+            self._syncs += 1
+        errors: list[OSError] = []
         try:
             for fd in (*retired, current):
                 if fd >= 0:
-                    os.fsync(fd)
-        except OSError:
-            self._dirty = True
-            raise
+                    try:
+                        os.fsync(fd)
+                    except OSError as exc:
+                        errors.append(exc)
         finally:
             for fd in (*retired, current):
                 if fd >= 0:
                     self._release(fd)
+            with self._synced:
+                self._syncs -= 1
+                self._synced.notify_all()
+                if wait_for_others:
+                    self._synced.wait_for(lambda: self._syncs == 0)
+        if errors:
+            self._dirty = True
+            raise errors[0]
 
     def flush(self) -> None:
         """fsync everything recorded so far, now (whatever the policy)."""
         try:
-            self._sync()
+            self._sync_now(wait_for_others=True)
         except OSError as exc:
             raise SinkError(f"cannot fsync {self.path}: {exc.strerror}") from exc
 
