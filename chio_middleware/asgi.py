@@ -315,6 +315,8 @@ class ChioMiddleware:
         (plus the wait for a free worker thread), never a queue behind the others.
         """
         loop = asyncio.get_running_loop()
+        for gone in [other for other in self._in_flight if other.is_closed()]:
+            del self._in_flight[gone]  # closed with its hop pending: its callback never ran
         pending = self._in_flight.get(loop)
         if pending is not None:
             await asyncio.wait((pending,), timeout=self.settings.receipt_lock_timeout)

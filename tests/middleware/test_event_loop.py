@@ -352,3 +352,25 @@ def test_each_event_loop_has_its_own_hop() -> None:
         thread.join(20)
     assert hops == 2 and answers == [200] * 4
     mw.runtime.close()
+
+
+def test_the_hop_of_a_loop_closed_with_it_pending_is_forgotten() -> None:
+    """A loop closed without its tasks run to the end leaves its hop pending, and its done
+    callback never runs: the next hop drops it rather than keep the loop alive."""
+    sink = HeldSink()
+    mw = held_middleware(sink, lock_timeout=20)
+    dead = asyncio.new_event_loop()
+    mw._in_flight[dead] = dead.create_future()
+    dead.close()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(request(mw, "GET", "/health", {}))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert dead not in mw._in_flight and mw.worker_hops == 1
+        sink.free.set()
+        assert (await task)[0] == 200
+
+    asyncio.run(scenario())
+    assert mw._in_flight == {}
+    mw.runtime.close()

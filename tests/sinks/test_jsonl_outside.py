@@ -21,6 +21,7 @@ from chio_middleware.cli.verify import group_logs
 from chio_middleware.core.models import HttpReceipt
 from chio_middleware.sinks import SinkBusy, SinkError, without_waiting
 from chio_middleware.sinks.jsonl import JsonlSink, verify_log
+from chio_middleware.sinks.jsonl import sink as sink_module
 from tests.cli.conftest import run
 from tests.sinks.logmaker import KERNEL, lines_of, request_signer
 
@@ -210,39 +211,69 @@ def test_a_sync_in_progress_never_makes_an_event_loop_record_wait(
     assert seqs(path) == [1, 2, 3, 4]
 
 
-def test_a_sync_between_a_reopen_and_the_retirement_still_syncs_the_old_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("cause", "pause_at"),
+    [("rename", "_open_log"), ("rename", "_last_link_in"), ("rotation", "_open_log")],
+)
+def test_a_flush_while_a_record_changes_files_covers_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cause: str, pause_at: str
 ) -> None:
-    """The sync thread does not wait for a record: it can run after a record has adopted
-    the new file and before it retires the old one. The old file's unsynced line must still
-    reach an fsync (a sync then clears ``_dirty`` for the new file only)."""
+    """A sync does not wait for a record, so a ``flush`` from another thread can run while
+    a record is moving to a new file (the log renamed behind the sink's back, or rotated).
+    Paused at each point of that move outside the descriptor lock, a flush must return
+    with the old file's unsynced line fsynced: adopting the new file and retiring the old
+    one are one step for it."""
     path = tmp_path / "receipts.jsonl"
-    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
+    sink = JsonlSink(
+        path, fsync="interval", fsync_interval=3600, max_bytes=1 if cause == "rotation" else 0
+    )
     monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)  # syncs run where we say
     synced: list[int] = []
     real_fsync = os.fsync
 
     def noting_fsync(fd: int) -> None:
-        synced.append(os.fstat(fd).st_ino)
         real_fsync(fd)
+        synced.append(os.fstat(fd).st_ino)
 
     monkeypatch.setattr(os, "fsync", noting_fsync)
     record(sink, 1, 0)  # unsynced
     old_inode = path.stat().st_ino
-    path.rename(tmp_path / "receipts.jsonl-old")
-    real_adopt = sink._adopt_log
+    if cause == "rename":
+        path.rename(tmp_path / "receipts.jsonl-old")
+    at_flush_return: list[list[int]] = []
 
-    def adopt_then_sync(new: int) -> int:
-        old = real_adopt(new)
-        sink._sync()  # what the sync thread may do at this point
-        return old
+    def flush_elsewhere() -> None:
+        def flush() -> None:
+            sink.flush()
+            at_flush_return.append(list(synced))
 
-    monkeypatch.setattr(sink, "_adopt_log", adopt_then_sync)
-    record(sink, 1, 1)  # reopens the path: adopts the new file, retires the old
-    monkeypatch.setattr(sink, "_adopt_log", real_adopt)
-    sink.flush()
-    assert old_inode in synced
+        flusher = threading.Thread(target=flush)
+        flusher.start()
+        flusher.join(20)
+
+    if pause_at == "_open_log":
+        real_open_log = sink._open_log
+
+        def open_then_flush() -> int:
+            new = real_open_log()
+            flush_elsewhere()
+            return new
+
+        monkeypatch.setattr(sink, "_open_log", open_then_flush)
+    else:
+        real_last_link = sink_module._last_link_in
+
+        def read_then_flush(fd: int, size: int) -> Any:
+            if not at_flush_return:
+                flush_elsewhere()
+            return real_last_link(fd, size)
+
+        monkeypatch.setattr(sink_module, "_last_link_in", read_then_flush)
+    record(sink, 1, 1)  # moves to the new file, with a flush in the middle
+    assert at_flush_return and old_inode in at_flush_return[0]
+    monkeypatch.undo()
     sink.close()
+    assert seqs(path) == [2]
 
 
 def test_a_record_during_a_sync_that_had_nothing_to_do_is_synced_later(
@@ -374,6 +405,101 @@ def test_a_record_that_fails_after_retiring_a_file_still_wakes_the_sync(
     monkeypatch.setattr(os, "write", real_write)
     assert sink._retired and sink._wake.is_set()
     sink.close()
+
+
+def test_flush_waits_for_the_syncs_before_it_not_for_those_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync that starts while a flush is in its own fsync (a later line, another thread)
+    is not the flush's to wait for: here it cannot finish until the flush has returned."""
+    path = tmp_path / "receipts.jsonl"
+    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
+    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)
+    record(sink, 1, 0)
+    later_in_fsync, flush_returned = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+    later = threading.Thread(target=sink._sync, name="later")
+    waited: list[bool] = []
+
+    def ordered_fsync(fd: int) -> None:
+        name = threading.current_thread().name
+        if name == "flusher":  # the flush's own fsync: a later line and its sync start now
+            record(sink, 1, 1)
+            later.start()
+            assert later_in_fsync.wait(20)
+        elif name == "later":
+            later_in_fsync.set()
+            waited.append(flush_returned.wait(20))  # False: the flush waited for this one
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", ordered_fsync)
+
+    def flush() -> None:
+        sink.flush()
+        flush_returned.set()
+
+    flusher = threading.Thread(target=flush, name="flusher")
+    flusher.start()
+    flusher.join(20)
+    later.join(20)
+    assert waited == [True] and not later.is_alive()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    sink.close()
+
+
+def test_flush_gives_up_on_an_fsync_that_hangs_with_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync thread's fsync hangs (a dead disk): a flush waits for it at most
+    FLUSH_WAIT_S, then reports that it could not make the lines durable."""
+    monkeypatch.setattr(sink_module, "FLUSH_WAIT_S", 0.05)
+    path = tmp_path / "receipts.jsonl"
+    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
+    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)
+    record(sink, 1, 0)
+    hanging, unhang = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def hung_fsync(fd: int) -> None:
+        if threading.current_thread().name == "hung":
+            hanging.set()
+            assert unhang.wait(20)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", hung_fsync)
+    hung = threading.Thread(target=sink._sync, name="hung")
+    hung.start()
+    assert hanging.wait(20)
+    with pytest.raises(SinkError, match="an fsync under way took more than"):
+        sink.flush()
+    unhang.set()
+    hung.join(20)
+    sink.close()
+
+
+def test_a_closed_sink_starts_no_sync_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() whose flush failed leaves lines unsynced; the records refused after it do
+    not start a sync thread each."""
+    path = tmp_path / "receipts.jsonl"
+    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
+    record(sink, 1, 0)
+    real_fsync = os.fsync
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(SinkError):
+        sink.close()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    started: list[int] = []
+    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: started.append(1))
+    for index in range(1, 4):
+        with pytest.raises(SinkError, match="closed"):
+            record(sink, 1, index)
+    assert started == []
 
 
 def test_the_lock_file_is_recreated_when_removed(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ permission) becomes :class:`~chio_middleware.sinks.SinkError`: the middleware fa
 from __future__ import annotations
 
 import atexit
+import errno
 import fcntl
 import os
 import threading
@@ -88,6 +89,8 @@ class _TailState:
 
 #: Below this much free space on the log's file system, ``ready()`` refuses new requests.
 MIN_FREE_BYTES = 1 << 20
+#: How long ``flush`` waits for an fsync another thread has under way (a disk that hangs).
+FLUSH_WAIT_S = 30.0
 
 
 def _file_id(st: os.stat_result) -> tuple[int, int, int]:
@@ -173,7 +176,8 @@ class JsonlSink:
         # GIL (up to a switch interval, 5 ms), and would record in a worker thread: hops
         # that fed each other (43 % of the receipts of a uvicorn load run).
         self._fd_lock = threading.Lock()
-        self._syncs = 0  # syncs that took their descriptors and have not finished fsyncing
+        self._tickets = 0  # the number of the next sync
+        self._running: set[int] = set()  # numbers of the syncs that have not finished
         self._synced = threading.Condition(self._fd_lock)  # notified as each one finishes
         self._closed = False
         self._dirty = False  # set after each write; cleared by a sync before its fsync
@@ -207,7 +211,7 @@ class JsonlSink:
         # child's copy held forever, so every receipt of that worker would time out.
         self._lock = threading.Lock()
         self._fd_lock = threading.Lock()
-        self._syncs = 0  # the parent's syncs are not the child's
+        self._running = set()  # the parent's syncs are not the child's
         self._synced = threading.Condition(self._fd_lock)
 
     # -- recording
@@ -272,7 +276,7 @@ class JsonlSink:
             self._lock.release()
             # Also when the record failed: a file it retired before failing (a rotation,
             # a reopen) waits for this sync, not for the next record.
-            if self.fsync == "interval" and (self._dirty or self._retired):
+            if self.fsync == "interval" and not self._closed and (self._dirty or self._retired):
                 self._ensure_sync_thread()
                 # Already set: the sync thread has not cleared it yet; it clears it before
                 # it syncs, and this line is written by then, so that sync covers it.
@@ -365,12 +369,12 @@ class JsonlSink:
         if self._fd >= 0 and st is not None and (st.st_dev, st.st_ino) == self._fd_id:
             return st
         new = self._open_log()  # on failure the old descriptor stays ours, and stays open
-        old = self._adopt_log(new)
-        if old >= 0:
-            try:  # where the chain ended, in the file that was renamed behind our back
+        old = self._fd
+        try:
+            if old >= 0:  # where the chain ended, in the file that was renamed behind our back
                 self._carry = _last_link_in(old, os.fstat(old).st_size) or self._carry
-            finally:
-                self._retire(old)
+        finally:
+            self._swap_log(new)
         return self._log_stat()
 
     def _read_state(self, st: os.stat_result) -> _TailState:
@@ -426,7 +430,7 @@ class JsonlSink:
         # If this open fails, our descriptor is the file now at ``.1``: the next record
         # finds ``path`` missing, reopens, and links to that file's last line.
         new = self._open_log()
-        self._retire(self._adopt_log(new))
+        self._swap_log(new)
         if self.fsync == "always":
             self._fsync_directory()
         return self._log_stat()
@@ -491,19 +495,23 @@ class JsonlSink:
         except OSError as exc:
             _log.warning("chio_receipt_log_close_failed", path=str(self.path), error=exc.strerror)
 
-    def _retire(self, fd: int) -> None:
-        """Hand a rotated file's descriptor to the next sync (or sync and close it now)."""
+    def _swap_log(self, new: int) -> None:
+        """Make ``new`` the current log and retire the one it replaces, as one step for a
+        sync (both under ``_fd_lock``): a sync between the two would take the new file as
+        all there is to fsync, and a ``flush`` would return with the old file's last lines
+        unsynced."""
         with self._fd_lock:  # a sync may be taking its dup (never a disk wait)
+            old = self._adopt_log(new)
+            if old < 0:
+                return
             if self.fsync == "interval":
-                # Whatever ``_dirty`` says: a sync that ran since the new file was adopted
-                # cleared it for the new file, not for this one.
-                self._retired.append(fd)
+                self._retired.append(old)  # the next sync fsyncs and closes it
                 return
             try:
                 if self.fsync == "always":
-                    os.fsync(fd)
+                    os.fsync(old)
             finally:
-                self._release(fd)
+                self._release(old)
 
     def _fsync_directory(self) -> None:
         fd = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
@@ -551,18 +559,21 @@ class JsonlSink:
         self._sync_now(wait_for_others=False)
 
     def _sync_now(self, *, wait_for_others: bool) -> None:
-        """``_sync``; with ``wait_for_others``, returns only once every sync that was under
-        way (the sync thread's) has finished too: what ``flush`` promises. Each descriptor
-        is fsynced even when another's fsync failed; the first error is raised after."""
+        """``_sync``; with ``wait_for_others``, returns only once the syncs that were under
+        way when it began (the sync thread's) have finished too, or raises ``OSError``
+        (ETIMEDOUT) after ``FLUSH_WAIT_S``: what ``flush`` promises. Each descriptor is
+        fsynced even when another's fsync failed; the first error is raised after."""
         with self._fd_lock:
             if self._pid != os.getpid():
                 return
+            ticket = self._tickets
+            self._tickets += 1
             current = -1
             if self._fd >= 0 and (self._dirty or self._retired):
                 current = os.dup(self._fd)
                 self._dirty = False
             retired, self._retired = self._retired, []  # from here on, ours to close
-            self._syncs += 1
+            self._running.add(ticket)  # last: nothing above leaves it behind
         errors: list[OSError] = []
         try:
             for fd in (*retired, current):
@@ -576,13 +587,19 @@ class JsonlSink:
                 if fd >= 0:
                     self._release(fd)
             with self._synced:
-                self._syncs -= 1
+                self._running.discard(ticket)
                 self._synced.notify_all()
-                if wait_for_others:
-                    self._synced.wait_for(lambda: self._syncs == 0)
         if errors:
             self._dirty = True
             raise errors[0]
+        if wait_for_others:
+            with self._synced:
+                if not self._synced.wait_for(
+                    lambda: min(self._running, default=ticket + 1) > ticket, FLUSH_WAIT_S
+                ):
+                    raise OSError(
+                        errno.ETIMEDOUT, f"an fsync under way took more than {FLUSH_WAIT_S:g} s"
+                    )
 
     def flush(self) -> None:
         """fsync everything recorded so far, now (whatever the policy)."""
