@@ -44,7 +44,8 @@ Durability (``fsync``): ``"always"`` fsyncs before :meth:`JsonlSink.record` retu
 ``"interval"`` (default) leaves it to a daemon thread that fsyncs at most every
 ``fsync_interval`` seconds while there are unsynced lines, so a caller (an ASGI event loop)
 never waits on the disk; ``"never"`` leaves it to the OS. :meth:`JsonlSink.flush` fsyncs
-now under every policy, :meth:`JsonlSink.close` flushes and stops the thread, and an
+now under every policy (and waits, at most ``FLUSH_WAIT_S``, for an fsync the thread has
+under way), :meth:`JsonlSink.close` flushes and stops the thread, and an
 ``atexit`` hook flushes, so a clean shutdown loses nothing. Any ``OSError`` (disk full,
 permission) becomes :class:`~chio_middleware.sinks.SinkError`: the middleware fails closed.
 """
