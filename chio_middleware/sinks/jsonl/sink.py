@@ -564,6 +564,7 @@ class JsonlSink:
         way when it began (the sync thread's) have finished too, or raises ``OSError``
         (ETIMEDOUT) after ``FLUSH_WAIT_S``: what ``flush`` promises. Each descriptor is
         fsynced even when another's fsync failed; the first error is raised after."""
+        errors: list[OSError] = []
         with self._fd_lock:
             if self._pid != os.getpid():
                 return
@@ -575,8 +576,7 @@ class JsonlSink:
                 self._dirty = False
             retired, self._retired = self._retired, []  # from here on, ours to close
             self._running.add(ticket)  # last: nothing above leaves it behind
-        errors: list[OSError] = []
-        try:
+        try:  # nothing between: an interrupt there would leave the ticket running
             for fd in (*retired, current):
                 if fd >= 0:
                     try:
