@@ -502,6 +502,43 @@ def test_a_closed_sink_starts_no_sync_thread(
     assert started == []
 
 
+@pytest.mark.parametrize("busy_for", [1, 3, None])
+def test_a_record_that_must_not_wait_retries_a_briefly_held_log_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy_for: int | None
+) -> None:
+    """Another process's append holds the flock for tens of microseconds: under
+    ``without_waiting`` the record tries again (spinning, never sleeping) for up to
+    ``SPIN_S`` before ``SinkBusy``. Here the flock is refused ``busy_for`` times (every time
+    for ``None``); the spin is set long for the first cases, so the outcome does not depend
+    on how fast this machine is."""
+    path = tmp_path / "receipts.jsonl"
+    sink = JsonlSink(path, fsync="never")
+    record(sink, 1, 0)
+    monkeypatch.setattr(sink_module, "SPIN_S", 20.0 if busy_for is not None else 0.0)
+    refusals: list[int] = []
+    real_flock = fcntl.flock
+
+    def busy_flock(fd: int, operation: int) -> None:
+        if operation & fcntl.LOCK_EX and (busy_for is None or len(refusals) < busy_for):
+            refusals.append(operation)
+            raise BlockingIOError(errno.EWOULDBLOCK, "Resource temporarily unavailable")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", busy_flock)
+    slept: list[float] = []
+    monkeypatch.setattr(sink_module.time, "sleep", slept.append)
+    if busy_for is None:
+        with pytest.raises(SinkBusy):
+            without_waiting(sink.record, request_signer(1))
+    else:
+        without_waiting(sink.record, request_signer(1))
+        assert len(refusals) == busy_for
+    assert slept == []
+    monkeypatch.undo()
+    sink.close()
+    assert seqs(path) == ([1] if busy_for is None else [1, 2])
+
+
 def test_the_lock_file_is_recreated_when_removed(tmp_path: Path) -> None:
     path = tmp_path / "receipts.jsonl"
     sink = JsonlSink(path, fsync="never")
