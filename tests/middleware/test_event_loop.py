@@ -211,8 +211,7 @@ def test_requests_that_find_the_log_lock_held_go_to_one_worker_thread_at_a_time(
 
     async def scenario(holder: subprocess.Popen[bytes]) -> None:
         waiting = [asyncio.create_task(request(mw, "GET", "/health", {})) for _ in range(8)]
-        for _ in range(100):  # all eight reach the sink, and none finishes while it is held
-            await asyncio.sleep(0)
+        await ticks(100)  # all eight reach the sink, and none finishes while it is held
         assert not any(task.done() for task in waiting)
         assert hops == 1
         release(holder)
@@ -253,6 +252,12 @@ class HeldSink(MemorySink):
         return super().record(sign)
 
 
+async def ticks(count: int = 20) -> None:
+    """Let the loop run ``count`` rounds: the tasks started reach where they wait."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 def held_middleware(sink: HeldSink, lock_timeout: float) -> ChioMiddleware:
     return ChioMiddleware(
         starlette_app(),
@@ -271,8 +276,7 @@ def test_a_hop_that_hangs_does_not_hold_up_the_requests_behind_it() -> None:
 
     async def scenario() -> None:
         first = asyncio.create_task(request(mw, "GET", "/health", {}))
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await ticks()
         assert mw.worker_hops == 1
         others = [asyncio.create_task(request(mw, "GET", "/health", {})) for _ in range(4)]
         done, _ = await asyncio.wait(others, timeout=20)  # a bound on a hang, not a timing
@@ -294,14 +298,11 @@ def test_a_client_gone_during_the_hop_leaves_it_to_the_requests_waiting_for_it()
 
     async def scenario() -> None:
         owner = asyncio.create_task(request(mw, "GET", "/health", {}))
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await ticks()
         waiting = [asyncio.create_task(request(mw, "GET", "/health", {})) for _ in range(4)]
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await ticks()
         owner.cancel()
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await ticks(50)
         assert owner.cancelled() and mw.worker_hops == 1
         assert not any(task.done() for task in waiting)
         sink.free.set()
@@ -320,10 +321,6 @@ def test_each_event_loop_has_its_own_hop() -> None:
     mw = held_middleware(sink, lock_timeout=20)
     a_first, b_first, a_rest = threading.Event(), threading.Event(), threading.Event()
     answers: list[int] = []
-
-    async def ticks() -> None:
-        for _ in range(20):
-            await asyncio.sleep(0)
 
     async def loop_a() -> None:
         tasks = [asyncio.create_task(request(mw, "GET", "/health", {}))]
@@ -365,8 +362,7 @@ def test_the_hop_of_a_loop_closed_with_it_pending_is_forgotten() -> None:
 
     async def scenario() -> None:
         task = asyncio.create_task(request(mw, "GET", "/health", {}))
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await ticks()
         assert dead not in mw._in_flight and mw.worker_hops == 1
         sink.free.set()
         assert (await task)[0] == 200

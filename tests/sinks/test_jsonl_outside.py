@@ -37,6 +37,15 @@ def record(sink: JsonlSink, count: int, start: int) -> None:
         sink.record(request_signer(index))
 
 
+def sink_synced_by_hand(
+    path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any
+) -> JsonlSink:
+    """A sink under ``fsync="interval"`` whose syncs run only where the test calls them."""
+    sink = JsonlSink(path, fsync="interval", fsync_interval=3600, **options)
+    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)
+    return sink
+
+
 def verified(*files: Path) -> Any:
     """The CLI's verdict on the files given in a scrambled order."""
     groups = group_logs([str(f) for f in reversed(files)])
@@ -224,10 +233,7 @@ def test_a_flush_while_a_record_changes_files_covers_the_old_file(
     with the old file's unsynced line fsynced: adopting the new file and retiring the old
     one are one step for it."""
     path = tmp_path / "receipts.jsonl"
-    sink = JsonlSink(
-        path, fsync="interval", fsync_interval=3600, max_bytes=1 if cause == "rotation" else 0
-    )
-    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)  # syncs run where we say
+    sink = sink_synced_by_hand(path, monkeypatch, max_bytes=1 if cause == "rotation" else 0)
     synced: list[int] = []
     real_fsync = os.fsync
 
@@ -283,8 +289,7 @@ def test_a_record_during_a_sync_that_had_nothing_to_do_is_synced_later(
     (the record takes no lock the sync holds). Here a record runs at the point where the
     sync has read the mark: it stands in for a thread switch there."""
     path = tmp_path / "receipts.jsonl"
-    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
-    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)  # syncs run where we say
+    sink = sink_synced_by_hand(path, monkeypatch)
     synced: list[int] = []  # the size of the log at each fsync
     real_fsync = os.fsync
 
@@ -316,8 +321,7 @@ def test_flush_returns_only_after_a_sync_under_way_has_finished(
     just taken the unsynced lines and is still in its fsync, flush finds nothing to do of its
     own, and must wait for that fsync rather than return first."""
     path = tmp_path / "receipts.jsonl"
-    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
-    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)  # syncs run where we say
+    sink = sink_synced_by_hand(path, monkeypatch)
     record(sink, 1, 0)
     order: list[str] = []
     in_fsync, flush_waits = threading.Event(), threading.Event()
@@ -355,8 +359,7 @@ def test_an_fsync_that_fails_leaves_the_other_files_synced(
     one; the first one's fsync fails (EIO): the others are still fsynced, and flush reports
     the failure."""
     path = tmp_path / "receipts.jsonl"
-    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
-    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)
+    sink = sink_synced_by_hand(path, monkeypatch)
     inodes = []
     for index in range(2):
         record(sink, 1, index)
@@ -388,8 +391,7 @@ def test_a_record_that_fails_after_retiring_a_file_still_wakes_the_sync(
     """The record reopens a renamed log (retiring the old descriptor, unsynced), then its
     write fails: the old file's fsync is due now, not at the next record or at close."""
     path = tmp_path / "receipts.jsonl"
-    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
-    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)
+    sink = sink_synced_by_hand(path, monkeypatch)
     record(sink, 1, 0)
     sink.flush()
     sink._wake.clear()
@@ -413,8 +415,7 @@ def test_flush_waits_for_the_syncs_before_it_not_for_those_after(
     """A sync that starts while a flush is in its own fsync (a later line, another thread)
     is not the flush's to wait for: here it cannot finish until the flush has returned."""
     path = tmp_path / "receipts.jsonl"
-    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
-    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)
+    sink = sink_synced_by_hand(path, monkeypatch)
     record(sink, 1, 0)
     later_in_fsync, flush_returned = threading.Event(), threading.Event()
     real_fsync = os.fsync
@@ -454,8 +455,7 @@ def test_flush_gives_up_on_an_fsync_that_hangs_with_an_error(
     FLUSH_WAIT_S, then reports that it could not make the lines durable."""
     monkeypatch.setattr(sink_module, "FLUSH_WAIT_S", 0.05)
     path = tmp_path / "receipts.jsonl"
-    sink = JsonlSink(path, fsync="interval", fsync_interval=3600)
-    monkeypatch.setattr(sink, "_ensure_sync_thread", lambda: None)
+    sink = sink_synced_by_hand(path, monkeypatch)
     record(sink, 1, 0)
     hanging, unhang = threading.Event(), threading.Event()
     real_fsync = os.fsync
