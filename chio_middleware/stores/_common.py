@@ -77,11 +77,19 @@ class EpochWatch:
     another epoch, it stamps ``forgot_at`` with the caller's ``now``: the moment the loss was
     noticed, which every process then reads from the marker. A process that starts after the
     loss learns it from the marker too. :attr:`forgotten_at` is the latest such moment seen.
+
+    :attr:`blind` is set when the process could not read the marker as it opened the store
+    (the store was unreachable). It was running while other processes may have created a
+    marker that was then lost, so until it knows an epoch it cannot tell a missing marker
+    from a lost one, and treats it as lost: it stamps ``forgot_at`` too (fail closed). Its
+    price: started before a new Redis, such a process refuses the proofs, nonces and
+    budgeted capabilities issued before its first operation, as after a loss.
     """
 
     def __init__(self, store: str) -> None:
         self.store = store
         self.known: str | None = None
+        self.blind = False
         self.forgotten_at: float | None = None
         self._lock = threading.Lock()
 
@@ -103,8 +111,10 @@ class EpochWatch:
             message=(
                 "the replay store lost its state (its epoch marker disappeared or changed: a "
                 "restart without persistence, a flush, a failover that lost writes, a deleted "
-                "file). DPoP proofs and execution nonces issued before forgotten_at, and "
-                "max_invocations grants of capabilities issued before it, are refused "
-                "(chio_state_forgotten); fresh ones are accepted."
+                "file; or a process that could not reach the store when it started found no "
+                "marker, and cannot tell a new store from an emptied one). DPoP proofs and "
+                "execution nonces issued before forgotten_at, and max_invocations grants of "
+                "capabilities issued before it, are refused (chio_state_forgotten); fresh "
+                "ones are accepted."
             ),
         )

@@ -27,8 +27,9 @@ Keys are ``<key_prefix>replay:<key>``, ``<key_prefix>budget:<key>``,
 ``<key_prefix>bucket:<key>`` and ``<key_prefix>quota:<owner>``, and the epoch marker
 ``<key_prefix>epoch`` (a hash without expiry, always the last key of a call), which every
 script reads in the same atomic step as its own work: when the marker is gone (a restart
-without persistence, ``FLUSHALL``, eviction) or names another epoch than this process knew,
-the script recreates it and stamps ``forgot_at`` with the caller's ``now`` (see
+without persistence, ``FLUSHALL``, eviction) or names another epoch than this process knew
+(or is gone, and this process could not read it as it opened the store: it may have missed
+an epoch), the script recreates it and stamps ``forgot_at`` with the caller's ``now`` (see
 :class:`~chio_middleware.stores._common.EpochWatch`); the middleware then refuses what may
 have been forgotten. The logic is written once (:class:`_Scripts` builds each call: script,
 keys, arguments, and the function that reads the result); :class:`RedisReplayStore` (sync,
@@ -53,7 +54,6 @@ reservations, whereas ``noeviction`` makes writes fail, which this store turns i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import threading
 import time
@@ -90,8 +90,9 @@ _GRACE_MS = round(EXPIRY_GRACE * 1000)
 _MAX_TTL_MS = 10**10
 
 # Every script starts with this: the last key is the epoch marker, the last three ARGV are the
-# epoch this process knows ('' for none yet), a fresh epoch id and the caller's now. Each
-# reply starts with the marker's {epoch, forgot_at ('' when it never forgot)}.
+# epoch this process knows ('' for none yet, '?' for none by a process that could not read the
+# marker when it opened the store: see EpochWatch.blind), a fresh epoch id and the caller's
+# now. Each reply starts with the marker's {epoch, forgot_at ('' when it never forgot)}.
 _EPOCH_LUA = """
 local function epoch(key, known, fresh, now)
   local state = redis.call('HMGET', key, 'id', 'forgot_at')
@@ -103,7 +104,7 @@ local function epoch(key, known, fresh, now)
     redis.call('HSET', key, 'id', fresh)
     return {fresh, ''}
   end
-  if known ~= '' and state[1] ~= known and not state[2] then
+  if known ~= '' and known ~= '?' and state[1] ~= known and not state[2] then
     redis.call('HSET', key, 'forgot_at', now)
     return {state[1], now}
   end
@@ -274,7 +275,8 @@ class _Scripts:
             self.watch.observe(epoch, float(forgot) if forgot else None)
             return interpret(rest)
 
-        epoch_args = (self.watch.known or "", new_epoch(), repr(float(now)))
+        known = self.watch.known or ("?" if self.watch.blind else "")
+        epoch_args = (known, new_epoch(), repr(float(now)))
         return _Call(script, (*keys, self.epoch_key), (*args, *epoch_args), observe)
 
     def reserve(self, key: str, *, expires_at: float, now: float, owner: str | None) -> _Call[None]:
@@ -409,9 +411,12 @@ class RedisReplayStore:
         self._view_lock = threading.Lock()
         # Learn the epoch now: a worker that first reached Redis only after a restart
         # without persistence would otherwise take the empty store for a new one and
-        # accept a proof once more (seen with two uvicorn workers). Redis down: later.
-        with contextlib.suppress(Unavailable):
+        # accept a proof once more (seen with two uvicorn workers). Redis down: this process
+        # is blind until its first operation, which takes a missing marker for a lost one.
+        try:
             self._run(self._scripts.observe_epoch(time.time()))
+        except Unavailable:
+            self._watch.blind = True
 
     def _run(self, call: _Call[_T]) -> _T:
         try:

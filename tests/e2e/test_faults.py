@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -172,8 +173,10 @@ def test_a_redis_restart_without_persistence_accepts_no_earlier_proof(tmp_path: 
     )
     env = {"CHIO_REPLAY_STORE": f"redis://127.0.0.1:{port}/0", "CHIO_STORE_TIMEOUT": "1"}
     proofs = [agent_headers("GET", "/notes", cap=cap, issued_at=now) for _ in range(30)]
-    with running("uvicorn", tmp_path, workers=2, extra_env=env) as server:
-        with redis_server(port, tmp_path):
+    with contextlib.ExitStack() as first_redis:
+        # Redis before the workers: each reads the epoch marker as it starts.
+        first_redis.enter_context(redis_server(port, tmp_path))
+        with running("uvicorn", tmp_path, workers=2, extra_env=env) as server:
             assert [send(server.url, "GET", "/notes", h)[0] for h in proofs] == [200] * 30
             spent = [
                 send(
@@ -185,23 +188,53 @@ def test_a_redis_restart_without_persistence_accepts_no_earlier_proof(tmp_path: 
                 for _ in range(4)
             ]
             assert spent == [200, 200, 200, 429]
-        with redis_server(port, tmp_path):  # the same port, empty: it forgot everything
-            replays = [send(server.url, "GET", "/notes", h) for h in proofs]
-            accepted = [status for status, _ in replays if status < 300]
-            assert accepted == [], f"{len(accepted)} of 30 earlier proofs accepted again"
-            assert {info["error"] for _, info in replays} == {"chio_state_forgotten"}
-            fresh = int(time.time()) + 2  # signed after the loss was noticed
-            reply = send(
-                server.url,
-                "GET",
-                "/notes",
-                agent_headers("GET", "/notes", cap=budget, issued_at=fresh),
-            )
-            assert reply[0] == 401 and reply[1]["error"] == "chio_state_forgotten"  # not reset
-            headers = agent_headers("GET", "/notes", cap=cap, issued_at=fresh)
-            assert send(server.url, "GET", "/notes", headers)[0] == 200
+            first_redis.close()  # Redis stops...
+            with redis_server(port, tmp_path):  # ...and comes back on its port, empty
+                replays = [send(server.url, "GET", "/notes", h) for h in proofs]
+                accepted = [status for status, _ in replays if status < 300]
+                assert accepted == [], f"{len(accepted)} of 30 earlier proofs accepted again"
+                assert {info["error"] for _, info in replays} == {"chio_state_forgotten"}
+                fresh = int(time.time()) + 2  # signed after the loss was noticed
+                reply = send(
+                    server.url,
+                    "GET",
+                    "/notes",
+                    agent_headers("GET", "/notes", cap=budget, issued_at=fresh),
+                )
+                assert reply[0] == 401 and reply[1]["error"] == "chio_state_forgotten"
+                headers = agent_headers("GET", "/notes", cap=cap, issued_at=fresh)
+                assert send(server.url, "GET", "/notes", headers)[0] == 200
     log = server.log.read_text(errors="replace")
     assert "chio_replay_store_forgot_its_state" in log
+
+
+def test_workers_started_before_redis_refuse_what_was_issued_before_they_reached_it(
+    tmp_path: Path,
+) -> None:
+    """A worker that could not read the epoch marker as it started cannot tell a new Redis
+    from one emptied while it waited (another worker may have used it in between: 3 of 30
+    proofs were accepted again after a restart when such a worker took the empty Redis for a
+    new one). So at its first operation it treats a missing marker as lost (fail closed):
+    what was issued before is refused, whichever worker it reaches; fresh proofs work."""
+    port = free_port()
+    env = {"CHIO_REPLAY_STORE": f"redis://127.0.0.1:{port}/0", "CHIO_STORE_TIMEOUT": "1"}
+    with running("uvicorn", tmp_path, workers=2, extra_env=env) as server:
+        early = int(time.time())
+        cap = notes_capability(early)
+        down = send(
+            server.url, "GET", "/notes", agent_headers("GET", "/notes", cap=cap, issued_at=early)
+        )
+        assert (down[0], down[1]["error"]) == (503, "chio_unavailable")
+        with redis_server(port, tmp_path):
+            before = [agent_headers("GET", "/notes", cap=cap, issued_at=early) for _ in range(8)]
+            answers = [send(server.url, "GET", "/notes", h) for h in before]
+            assert {(status, info.get("error")) for status, info in answers} == {
+                (401, "chio_state_forgotten")
+            }
+            fresh = int(time.time()) + 2  # after the first operation noticed it
+            signed = [agent_headers("GET", "/notes", cap=cap, issued_at=fresh) for _ in range(8)]
+            assert [send(server.url, "GET", "/notes", h)[0] for h in signed] == [200] * 8
+    assert "chio_replay_store_forgot_its_state" in server.log.read_text(errors="replace")
 
 
 def test_a_dated_rename_continues_the_chain_and_verify_checks_both(tmp_path: Path) -> None:

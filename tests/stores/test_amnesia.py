@@ -9,6 +9,7 @@ never lost anything reports ``None``.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,127 @@ def test_the_loss_is_logged_loudly_once_per_process(tmp_path: Path) -> None:
     assert len(forgotten) == 1
     assert forgotten[0]["log_level"] == "error" and forgotten[0]["forgotten_at"] == 120
     store.close()
+
+
+# Every history of up to three worker processes around one loss of a Redis store's state:
+# each opened with Redis up ("seeing": it reads the marker as it opens) or down ("blind"),
+# each used or not before the loss, the loss happening or not, an optional process started
+# after the loss that operates first, and the orders in which the others then operate (all
+# of them for two processes, four for three: 876 stories in all).
+_Story = tuple[tuple[str, ...], tuple[bool, ...], bool, bool, tuple[int, ...]]
+
+
+def _stories() -> Iterator[_Story]:
+    for n in (1, 2, 3):
+        orders = list(itertools.permutations(range(n)))
+        if n == 3:
+            orders = [(0, 1, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
+        for modes in itertools.product(("blind", "seeing"), repeat=n):
+            for used in itertools.product((False, True), repeat=n):
+                for loss, late in ((False, False), (True, False), (True, True)):
+                    for order in orders:
+                        yield modes, used, loss, late, order
+
+
+def _delete_prefix(client: redis.Redis, prefix: str) -> None:
+    """The loss, for one prefix: what a restart without persistence or an eviction does."""
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def test_no_history_of_workers_around_a_loss_accepts_a_proof_again(
+    private_redis: tuple[int, Path],
+) -> None:
+    """The class of the two-worker finding (a worker that could not read the marker as it
+    started took an emptied Redis for a new one, and accepted proofs again). A proof is
+    accepted as the middleware does it: its reservation succeeds, and its ``issued_at`` is
+    after the store's ``forgotten_at``. After a loss, no process accepts a proof reserved
+    before it, except in the documented limit: a process started after the loss creates a
+    fresh marker, and until a process that knew the old epoch operates and stamps it, it and
+    the processes that never knew an epoch cannot tell (README, "Amnesia detection"). Without
+    a loss, a store is reported forgotten only when a blind process made its marker."""
+    port, workdir = private_redis
+    url = f"redis://127.0.0.1:{port}/0"
+    stories = list(_stories())
+    # The blind processes open their store while Redis is down: one prefix per story.
+    blind = {
+        (s, i): open_store(url, timeout=1, key_prefix=f"s{s}:")
+        for s, (modes, *_rest) in enumerate(stories)
+        for i, mode in enumerate(modes)
+        if mode == "blind"
+    }
+    with redis_server(port, workdir):
+        client = redis.Redis(port=port)
+        for s, (modes, used, loss, late, order) in enumerate(stories):
+            prefix, story = f"s{s}:", (modes, used, loss, late, order)
+            stores = [
+                blind[s, i] if mode == "blind" else open_store(url, timeout=1, key_prefix=prefix)
+                for i, mode in enumerate(modes)
+            ]
+            knew = [mode == "seeing" or use for mode, use in zip(modes, used, strict=True)]
+            issued: dict[str, float] = {}
+            for i, store in enumerate(stores):
+                if used[i]:
+                    issued[f"proof{i}"] = 100.0 + i
+                    store.reserve(f"proof{i}", expires_at=10_000, now=100.0 + i)
+            if not loss:
+                for i, store in enumerate(stores):
+                    _use(store, 300.0 + i)
+                made_by_blind = "seeing" not in modes
+                expected = {forgotten_at(store) for store in stores}
+                if made_by_blind:  # the first operation of a blind process made the marker
+                    first = min([100.0 + i for i in range(len(modes)) if used[i]] or [300.0])
+                    assert expected == {first}, story
+                else:
+                    assert expected == {None}, story
+            else:
+                _delete_prefix(client, prefix)
+                now, knowing_operated = 200.0, False
+                if late:
+                    newcomer = open_store(url, timeout=1, key_prefix=prefix)
+                    stores.append(newcomer)
+                    newcomer.reserve("fresh", expires_at=10_000, now=now)
+                for i in order:
+                    for key, at in issued.items():
+                        now += 1
+                        try:
+                            stores[i].reserve(key, expires_at=10_000, now=now)
+                        except ReplayDetected:
+                            continue
+                        forgot = forgotten_at(stores[i])
+                        accepted = forgot is None or at > forgot
+                        excused = late and not knowing_operated and not knew[i]
+                        assert not accepted or excused, (story, i, key)
+                    now += 1
+                    _use(stores[i], now)
+                    knowing_operated = knowing_operated or knew[i]
+                # Once every process has operated, all of them know the moment of the loss.
+                for j, store in enumerate(stores, start=1):
+                    _use(store, now + j)
+                assert len({forgotten_at(store) for store in stores}) == 1, story
+                # Stamped by the first process that knew the old epoch, or by a blind one
+                # that found no marker; not when only a newcomer and processes that never knew
+                # an epoch were there (the documented limit).
+                assert (forgotten_at(stores[0]) is not None) == (any(knew) or not late), story
+            for store in stores:
+                store.close()
+        client.close()
+
+
+def test_a_blind_store_s_async_view_takes_a_missing_marker_for_a_lost_one(
+    private_redis: tuple[int, Path],
+) -> None:
+    port, workdir = private_redis
+    url = f"redis://127.0.0.1:{port}/0"
+    blind = open_store(url, timeout=1)  # Redis is down as it opens
+    with redis_server(port, workdir):
+        driven = AsyncDriven(blind)
+        driven.reserve("proof", expires_at=500, now=110)
+        assert forgotten_at(driven.view) == 110 == forgotten_at(blind)
+        seeing = open_store(url, timeout=1)  # opened now: it learns the moment from the marker
+        _use(seeing, 120)
+        assert forgotten_at(seeing) == 110
+        driven.close()
+        blind.close()
+        seeing.close()
