@@ -9,6 +9,7 @@ never lost anything reports ``None``.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import structlog.testing
 from chio_middleware.core.errors import ReplayDetected
 from chio_middleware.core.replay import ReplayStore, forgotten_at
 from chio_middleware.stores import open_store
+from chio_middleware.stores.redis import AsyncRedisReplayStore
 from tests.e2e.test_redis_fault import free_port, redis_server
 
 from .conftest import AsyncDriven
@@ -251,4 +253,26 @@ def test_a_blind_store_s_async_view_takes_a_missing_marker_for_a_lost_one(
         assert forgotten_at(seeing) == 110
         driven.close()
         blind.close()
+        seeing.close()
+
+
+def test_an_async_store_built_alone_takes_a_missing_marker_for_a_lost_one(
+    private_redis: tuple[int, Path],
+) -> None:
+    """Built without a sync store's watch, the async store reads no marker as it opens: idle
+    before a flush, it must not take the emptied Redis for a new one (found by a review)."""
+    port, workdir = private_redis
+    url = f"redis://127.0.0.1:{port}/0"
+    with redis_server(port, workdir):
+        seeing = open_store(url, timeout=1)
+        seeing.reserve("proof", expires_at=500, now=100)
+        loop = asyncio.new_event_loop()
+        alone = AsyncRedisReplayStore(url, timeout=1)
+        client = redis.Redis(port=port)
+        client.flushall()  # our own throwaway server
+        client.close()
+        loop.run_until_complete(alone.reserve("proof", expires_at=500, now=120))
+        assert forgotten_at(alone) == 120  # the proof's reservation was accepted, but noticed
+        loop.run_until_complete(alone.aclose())
+        loop.close()
         seeing.close()
