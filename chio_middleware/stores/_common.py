@@ -86,10 +86,10 @@ class EpochWatch:
     budgeted capabilities issued before its first operation, as after a loss.
     """
 
-    def __init__(self, store: str) -> None:
+    def __init__(self, store: str, *, blind: bool = False) -> None:
         self.store = store
         self.known: str | None = None
-        self.blind = False
+        self.blind = blind
         self.forgotten_at: float | None = None
         self._lock = threading.Lock()
 

@@ -504,12 +504,9 @@ class AsyncRedisReplayStore:
         self.max_connections = max_connections
         self.subject_quota = subject_quota
         self._url = url
-        if watch is None:
-            # Built alone, it reads no marker as it opens (no event loop yet): blind, like a
-            # sync store that found Redis down, so a missing marker is taken for a lost one.
-            watch = EpochWatch(redact_url(url))
-            watch.blind = True
-        self._watch = watch
+        # Built alone, it reads no marker as it opens (no event loop yet): blind, like a sync
+        # store that found Redis down, so a missing marker is taken for a lost one.
+        self._watch = watch if watch is not None else EpochWatch(redact_url(url), blind=True)
         self._scripts = _Scripts(key_prefix, subject_quota, self._watch)
         self._clients: dict[asyncio.AbstractEventLoop, _AsyncClient] = {}
         self._lock = threading.Lock()

@@ -200,8 +200,7 @@ def test_no_history_of_workers_around_a_loss_accepts_a_proof_again(
                 made_by_blind = "seeing" not in modes
                 expected = {forgotten_at(store) for store in stores}
                 if made_by_blind:  # the first operation of a blind process made the marker
-                    first = min([100.0 + i for i in range(len(modes)) if used[i]] or [300.0])
-                    assert expected == {first}, story
+                    assert expected == {min(issued.values(), default=300.0)}, story
                 else:
                     assert expected == {None}, story
             else:
