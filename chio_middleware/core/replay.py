@@ -198,7 +198,7 @@ def forgotten_at(store: object) -> float | None:
 
     A shared store keeps an epoch marker next to its entries; when the marker disappears or
     changes, the store may have forgotten reservations and budget counts, and its
-    ``forgotten_at`` becomes the time (the caller's clock) that was noticed. Proofs, nonces
+    ``forgotten_at`` becomes the time that was noticed (when the store's step ran). Proofs, nonces
     and capabilities issued up to that moment are then refused
     (:class:`~chio_middleware.core.errors.StateForgotten`). Stores without a marker (memory,
     which forgets on every restart by design) answer ``None``.

@@ -24,8 +24,10 @@ from ..logs import get_logger
 
 __all__ = [
     "EXPIRY_GRACE",
+    "STAMP_WINDOW_S",
     "EpochWatch",
     "budget_exceeded",
+    "loss_stamp",
     "new_epoch",
     "rate_limited",
     "redact_url",
@@ -37,6 +39,24 @@ _log = get_logger()
 
 #: Seconds an expired entry is kept before a backend reclaims it (clock-skew allowance).
 EXPIRY_GRACE = 60.0
+#: A loss is stamped with the moment the store's own step runs when that lies this many
+#: seconds after the caller's ``now`` or less (:func:`loss_stamp`); beyond, the caller's now.
+STAMP_WINDOW_S = 30.0
+
+
+def loss_stamp(now: float, ran: float) -> float:
+    """The moment to record as the one a loss was noticed, by a step that ran at ``ran``
+    (the store's clock) for a caller that took ``now`` when its request began.
+
+    The caller's ``now`` alone is too early: between it and the step, the call may have
+    waited (for the store's lock or a connection) while other workers accepted proofs that
+    the loss then erased, and those were issued after ``now``: stamped with it, they would
+    be accepted again. So the later of the two, unless ``ran`` lies more than
+    :data:`STAMP_WINDOW_S` after ``now`` (clocks far apart, or a test's made-up clock): a
+    stamp far ahead would refuse every fresh proof for as long. The Redis scripts apply the
+    same rule in Lua with Redis' ``TIME``.
+    """
+    return ran if now < ran <= now + STAMP_WINDOW_S else now
 
 
 def redact_url(url: str) -> str:
@@ -74,7 +94,8 @@ class EpochWatch:
     Every operation of a shared store reads the marker in the same atomic step as its own
     work and hands it to :meth:`observe` (``epoch``, ``forgot_at``). The marker is created
     with the store; when it is missing, the step recreates it, and when this process knew
-    another epoch, it stamps ``forgot_at`` with the caller's ``now``: the moment the loss was
+    another epoch, it stamps ``forgot_at`` with the moment the step ran (:func:`loss_stamp`:
+    the store's clock, or the caller's ``now`` when that is later): the moment the loss was
     noticed, which every process then reads from the marker. A process that starts after the
     loss learns it from the marker too. :attr:`forgotten_at` is the latest such moment seen.
 

@@ -29,7 +29,7 @@ Keys are ``<key_prefix>replay:<key>``, ``<key_prefix>budget:<key>``,
 script reads in the same atomic step as its own work: when the marker is gone (a restart
 without persistence, ``FLUSHALL``, eviction) or names another epoch than this process knew
 (or is gone, and this process could not read it as it opened the store: it may have missed
-an epoch), the script recreates it and stamps ``forgot_at`` with the caller's ``now`` (see
+an epoch), the script recreates it and stamps ``forgot_at`` with the moment it runs (see
 :class:`~chio_middleware.stores._common.EpochWatch`); the middleware then refuses what may
 have been forgotten. The logic is written once (:class:`_Scripts` builds each call: script,
 keys, arguments, and the function that reads the result); :class:`RedisReplayStore` (sync,
@@ -49,6 +49,8 @@ epoch marker makes both visible (a replica that lost writes may still hold the m
 ``appendonly yes`` with ``appendfsync always`` where no reservation may ever be lost). Run
 Redis with ``maxmemory-policy noeviction``: an evicting policy would silently drop live
 reservations, whereas ``noeviction`` makes writes fail, which this store turns into 503.
+Redis 5.0 or later: a script reads ``TIME`` before it writes, which older servers refuse
+unless the script asks for effects replication.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ from ..core.errors import ReplayDetected, Unavailable
 from ..core.replay import DEFAULT_SUBJECT_QUOTA, TokenBucket, quota_bucket_end, quota_exceeded
 from ._common import (
     EXPIRY_GRACE,
+    STAMP_WINDOW_S,
     EpochWatch,
     budget_exceeded,
     new_epoch,
@@ -86,32 +89,50 @@ __all__ = ["DEFAULT_MAX_CONNECTIONS", "AsyncRedisReplayStore", "RedisReplayStore
 DEFAULT_MAX_CONNECTIONS = 50
 
 _GRACE_MS = round(EXPIRY_GRACE * 1000)
+_WINDOW = repr(float(STAMP_WINDOW_S))
 #: The longest safety-net expiry, in ms (about 115 days): PEXPIRE wants a plain integer.
 _MAX_TTL_MS = 10**10
 
-# Every script starts with this: the last key is the epoch marker, the last three ARGV are the
+# Every script starts with this: the last key is the epoch marker, the last four ARGV are the
 # epoch this process knows ('' for none yet, '?' for none by a process that could not read the
-# marker when it opened the store: see EpochWatch.blind), a fresh epoch id and the caller's
-# now. Each reply starts with the marker's {epoch, forgot_at ('' when it never forgot)}.
+# marker when it opened the store: see EpochWatch.blind), a fresh epoch id, the caller's now
+# and STAMP_WINDOW_S. Each reply starts with the marker's {epoch, forgot_at ('' when it never
+# forgot)}. A loss is stamped with the moment the script runs (Redis' clock) when that lies
+# within the window after the caller's now: the caller took its now when the request began, and
+# its call may have waited (for a connection, behind other commands) while other workers
+# accepted proofs that the loss then erased; stamped with that earlier now, those proofs would
+# be accepted again. Outside the window (a clock far apart, a test's made-up clock), the
+# caller's now.
 _EPOCH_LUA = """
-local function epoch(key, known, fresh, now)
+local function stamp(now, window)
+  local t = redis.call('TIME')
+  local ran = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local caller = tonumber(now)
+  if ran > caller and ran - caller <= tonumber(window) then
+    return string.format('%.6f', ran)
+  end
+  return now
+end
+local function epoch(key, known, fresh, now, window)
   local state = redis.call('HMGET', key, 'id', 'forgot_at')
   if not state[1] then
     if known ~= '' then
-      redis.call('HSET', key, 'id', fresh, 'forgot_at', now)
-      return {fresh, now}
+      local at = stamp(now, window)
+      redis.call('HSET', key, 'id', fresh, 'forgot_at', at)
+      return {fresh, at}
     end
     redis.call('HSET', key, 'id', fresh)
     return {fresh, ''}
   end
   if known ~= '' and known ~= '?' and state[1] ~= known and not state[2] then
-    redis.call('HSET', key, 'forgot_at', now)
-    return {state[1], now}
+    local at = stamp(now, window)
+    redis.call('HSET', key, 'forgot_at', at)
+    return {state[1], at}
   end
   return {state[1], state[2] or ''}
 end
 local n = #ARGV
-local e = epoch(KEYS[#KEYS], ARGV[n - 2], ARGV[n - 1], ARGV[n])
+local e = epoch(KEYS[#KEYS], ARGV[n - 3], ARGV[n - 2], ARGV[n - 1], ARGV[n])
 """
 
 # KEYS: the reservation, and the owner's quota hash when the call names an owner.
@@ -276,7 +297,7 @@ class _Scripts:
             return interpret(rest)
 
         known = self.watch.known or ("?" if self.watch.blind else "")
-        epoch_args = (known, new_epoch(), repr(float(now)))
+        epoch_args = (known, new_epoch(), repr(float(now)), _WINDOW)
         return _Call(script, (*keys, self.epoch_key), (*args, *epoch_args), observe)
 
     def reserve(self, key: str, *, expires_at: float, now: float, owner: str | None) -> _Call[None]:

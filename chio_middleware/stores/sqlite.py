@@ -54,7 +54,15 @@ from typing import TypeVar
 
 from ..core.errors import ReplayDetected, Unavailable
 from ..core.replay import DEFAULT_SUBJECT_QUOTA, TokenBucket, quota_bucket_end, quota_exceeded
-from ._common import EXPIRY_GRACE, EpochWatch, budget_exceeded, new_epoch, rate_limited, refill
+from ._common import (
+    EXPIRY_GRACE,
+    EpochWatch,
+    budget_exceeded,
+    loss_stamp,
+    new_epoch,
+    rate_limited,
+    refill,
+)
 
 __all__ = ["OPEN_TIMEOUT", "PRUNE_BATCH", "AsyncSqliteView", "SqliteReplayStore"]
 
@@ -191,15 +199,16 @@ class SqliteReplayStore:
         known = self._epoch.known
         row = conn.execute("SELECT epoch, forgot_at FROM chio_epoch WHERE id = 1").fetchone()
         if row is None:
-            epoch, forgot = new_epoch(), (now if known is not None else None)
+            forgot = loss_stamp(now, time.time()) if known is not None else None
+            epoch = new_epoch()
             conn.execute(
                 "INSERT INTO chio_epoch (id, epoch, forgot_at) VALUES (1, ?, ?)", (epoch, forgot)
             )
             return epoch, forgot
         epoch, forgot = str(row[0]), (float(row[1]) if row[1] is not None else None)
         if known is not None and epoch != known and forgot is None:
-            forgot = now
-            conn.execute("UPDATE chio_epoch SET forgot_at = ? WHERE id = 1", (now,))
+            forgot = loss_stamp(now, time.time())
+            conn.execute("UPDATE chio_epoch SET forgot_at = ? WHERE id = 1", (forgot,))
         return epoch, forgot
 
     def _before_fork(self) -> None:

@@ -2,16 +2,18 @@
 
 Redis: a throwaway ``redis-server`` of the test's own (own port, no persistence) is restarted
 or flushed mid-run; SQLite: the database file is deleted under the running store. In every
-case ``forgotten_at`` becomes the caller's ``now`` of the first operation after the loss, every
-process learns it from the marker (including one that starts afterwards), and a store that
+case ``forgotten_at`` becomes the moment the first operation after the loss ran (the caller's
+``now`` where the caller's clock is made up), every process learns it from the marker (including one that starts afterwards), and a store that
 never lost anything reports ``None``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +21,10 @@ import pytest
 import redis
 import structlog.testing
 
-from chio_middleware.core.errors import ReplayDetected
-from chio_middleware.core.replay import ReplayStore, forgotten_at
+from chio_middleware.core.errors import ReplayDetected, StateForgotten
+from chio_middleware.core.replay import ReplayStore, check_not_forgotten, forgotten_at
 from chio_middleware.stores import open_store
+from chio_middleware.stores._common import STAMP_WINDOW_S
 from chio_middleware.stores.redis import AsyncRedisReplayStore
 from tests.e2e.test_redis_fault import free_port, redis_server
 
@@ -275,3 +278,62 @@ def test_an_async_store_built_alone_takes_a_missing_marker_for_a_lost_one(
         loop.run_until_complete(alone.aclose())
         loop.close()
         seeing.close()
+
+
+# How long before its call reached the store the noticing request took its ``now`` (negative:
+# its clock behind the store's, or a request that waited), or how far ahead its clock runs.
+_CALLER_OFFSETS = (-3600.0, -(STAMP_WINDOW_S + 1), -(STAMP_WINDOW_S - 1), -2.0, -0.01, 0.0, 2.0)
+
+
+def _lose(backend: str, port: int, path: Path) -> None:
+    if backend == "redis":
+        client = redis.Redis(port=port)
+        client.flushall()  # our own throwaway server
+        client.close()
+    else:
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if name.exists():
+                os.unlink(name)
+
+
+@pytest.mark.parametrize("backend", ["redis", "sqlite"])
+def test_a_loss_is_stamped_when_the_noticing_step_ran_not_when_its_request_began(
+    backend: str, private_redis: tuple[int, Path], tmp_path: Path
+) -> None:
+    """Found by a review: the stamp was the noticing request's ``now``, taken as it began.
+    Its call can wait (for a connection, a lock) while another worker accepts a proof that
+    the loss then erases; stamped with the earlier ``now``, that proof's ``issued_at`` lay
+    after the stamp and it was accepted again. Now the stamp is the moment the step ran,
+    unless the caller's clock is ahead of the store's or more than STAMP_WINDOW_S behind it
+    (a far-off clock must not refuse every fresh proof for as long); then the caller's."""
+    port, workdir = private_redis
+    url = f"redis://127.0.0.1:{port}/0" if backend == "redis" else f"sqlite:///{tmp_path / 's.db'}"
+    with redis_server(port, workdir) if backend == "redis" else contextlib.nullcontext():
+        for offset in _CALLER_OFFSETS:
+            noticing, other = open_store(url, timeout=1), open_store(url, timeout=1)
+            _use(noticing, time.time())
+            issued = time.time()  # the other worker accepts a proof just before the loss
+            other.reserve("proof", expires_at=issued + 100, now=issued)
+            _lose(backend, port, tmp_path / "s.db")
+            lost = time.time()
+            caller_now = time.time() + offset
+            noticing.reserve("mine", expires_at=caller_now + 100, now=caller_now)
+            ran = time.time()
+            stamp = forgotten_at(noticing)
+            assert stamp is not None, offset
+            if -STAMP_WINDOW_S <= offset <= 0:
+                assert lost - 1e-6 <= stamp <= ran + 1e-6, (offset, stamp, lost, ran)
+                # The proof the loss erased is refused when presented again, as the
+                # middleware checks it: the reservation succeeds (the store forgot it)...
+                other.reserve("proof", expires_at=ran + 100, now=ran)
+                # ...but it was issued before the moment the loss was noticed.
+                with pytest.raises(StateForgotten):
+                    check_not_forgotten(other, int(issued), what="proof", guard="dpop")
+            else:
+                assert stamp == caller_now, offset
+            assert forgotten_at(other) in (None, stamp)
+            _use(other, ran)
+            assert forgotten_at(other) == stamp  # every worker learns the same moment
+            noticing.close()
+            other.close()
+            _lose(backend, port, tmp_path / "s.db")  # the next offset starts afresh
