@@ -16,6 +16,7 @@ lags, or a Redis whose clock runs ahead, never loses an entry a caller still con
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -24,39 +25,41 @@ from ..logs import get_logger
 
 __all__ = [
     "EXPIRY_GRACE",
-    "STAMP_WINDOW_S",
+    "SAME_CLOCK_S",
     "EpochWatch",
     "budget_exceeded",
-    "loss_stamp",
     "new_epoch",
     "rate_limited",
     "redact_url",
     "redis_missing",
     "refill",
+    "stamp_floor",
 ]
 
 _log = get_logger()
 
 #: Seconds an expired entry is kept before a backend reclaims it (clock-skew allowance).
 EXPIRY_GRACE = 60.0
-#: A loss is stamped with the moment the store's own step runs when that lies this many
-#: seconds after the caller's ``now`` or less (:func:`loss_stamp`); beyond, the caller's now.
-STAMP_WINDOW_S = 30.0
+#: A caller's ``now`` this close to the host's wall clock was read from it (the system clock
+#: the middleware uses); farther off, it is a made-up clock (a test's), and it alone is used
+#: for a loss's stamp. No request waits 30 days between its start and a store call.
+SAME_CLOCK_S = 30 * 86400.0
 
 
-def loss_stamp(now: float, ran: float) -> float:
-    """The moment to record as the one a loss was noticed, by a step that ran at ``ran``
-    (the store's clock) for a caller that took ``now`` when its request began.
+def stamp_floor(now: float) -> tuple[float, bool]:
+    """The earliest moment a loss noticed by a store call made now may be stamped with, and
+    whether ``now`` was read from the wall clock.
 
-    The caller's ``now`` alone is too early: between it and the step, the call may have
-    waited (for the store's lock or a connection) while other workers accepted proofs that
-    the loss then erased, and those were issued after ``now``: stamped with it, they would
-    be accepted again. So the later of the two, unless ``ran`` lies more than
-    :data:`STAMP_WINDOW_S` after ``now`` (clocks far apart, or a test's made-up clock): a
-    stamp far ahead would refuse every fresh proof for as long. The Redis scripts apply the
-    same rule in Lua with Redis' ``TIME``.
+    Not the caller's ``now`` alone: that was taken when its request began, and the body (as
+    slowly as its client sends it), the guards and a wait for the store all come before the
+    call, while other workers accept proofs that a loss then erases. Their ``issued_at`` lies
+    after the caller's ``now``: stamped with it, they would be accepted again (found by two
+    outside reviews). So the wall clock read as the call is made, when ``now`` came from it.
     """
-    return ran if now < ran <= now + STAMP_WINDOW_S else now
+    wall = time.time()
+    if abs(wall - now) <= SAME_CLOCK_S:
+        return max(now, wall), True
+    return now, False
 
 
 def redact_url(url: str) -> str:
@@ -94,10 +97,11 @@ class EpochWatch:
     Every operation of a shared store reads the marker in the same atomic step as its own
     work and hands it to :meth:`observe` (``epoch``, ``forgot_at``). The marker is created
     with the store; when it is missing, the step recreates it, and when this process knew
-    another epoch, it stamps ``forgot_at`` with the moment the step ran (:func:`loss_stamp`:
-    the store's clock, or the caller's ``now`` when that is later): the moment the loss was
-    noticed, which every process then reads from the marker. A process that starts after the
-    loss learns it from the marker too. :attr:`forgotten_at` is the latest such moment seen.
+    another epoch, it stamps ``forgot_at`` with the moment the step ran (:func:`stamp_floor`:
+    the wall clock as the call was made, or the store's own when that is later, by a bounded
+    lead), the moment the loss was noticed, which every process then reads from the marker.
+    A process that starts after the loss learns it from the marker too. :attr:`forgotten_at`
+    is the latest such moment seen.
 
     :attr:`blind` is set when the process could not read the marker as it opened the store
     (the store was unreachable). It was running while other processes may have created a

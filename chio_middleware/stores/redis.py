@@ -29,7 +29,9 @@ Keys are ``<key_prefix>replay:<key>``, ``<key_prefix>budget:<key>``,
 script reads in the same atomic step as its own work: when the marker is gone (a restart
 without persistence, ``FLUSHALL``, eviction) or names another epoch than this process knew
 (or is gone, and this process could not read it as it opened the store: it may have missed
-an epoch), the script recreates it and stamps ``forgot_at`` with the moment it runs (see
+an epoch), the script recreates it and stamps ``forgot_at`` with the moment it runs, by
+Redis' clock, no earlier than the app's clock as the call was made and at most
+``2 * timeout + 1`` s after it (see
 :class:`~chio_middleware.stores._common.EpochWatch`); the middleware then refuses what may
 have been forgotten. The logic is written once (:class:`_Scripts` builds each call: script,
 keys, arguments, and the function that reads the result); :class:`RedisReplayStore` (sync,
@@ -75,12 +77,12 @@ from ..core.errors import ReplayDetected, Unavailable
 from ..core.replay import DEFAULT_SUBJECT_QUOTA, TokenBucket, quota_bucket_end, quota_exceeded
 from ._common import (
     EXPIRY_GRACE,
-    STAMP_WINDOW_S,
     EpochWatch,
     budget_exceeded,
     new_epoch,
     rate_limited,
     redact_url,
+    stamp_floor,
 )
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "AsyncRedisReplayStore", "RedisReplayStore"]
@@ -89,35 +91,33 @@ __all__ = ["DEFAULT_MAX_CONNECTIONS", "AsyncRedisReplayStore", "RedisReplayStore
 DEFAULT_MAX_CONNECTIONS = 50
 
 _GRACE_MS = round(EXPIRY_GRACE * 1000)
-_WINDOW = repr(float(STAMP_WINDOW_S))
 #: The longest safety-net expiry, in ms (about 115 days): PEXPIRE wants a plain integer.
 _MAX_TTL_MS = 10**10
 
 # Every script starts with this: the last key is the epoch marker, the last four ARGV are the
 # epoch this process knows ('' for none yet, '?' for none by a process that could not read the
-# marker when it opened the store: see EpochWatch.blind), a fresh epoch id, the caller's now
-# and STAMP_WINDOW_S. Each reply starts with the marker's {epoch, forgot_at ('' when it never
-# forgot)}. A loss is stamped with the moment the script runs (Redis' clock) when that lies
-# within the window after the caller's now: the caller took its now when the request began, and
-# its call may have waited (for a connection, behind other commands) while other workers
-# accepted proofs that the loss then erased; stamped with that earlier now, those proofs would
-# be accepted again. Outside the window (a clock far apart, a test's made-up clock), the
-# caller's now.
+# marker when it opened the store: see EpochWatch.blind), a fresh epoch id, the floor of a
+# loss's stamp and its lead. Each reply starts with the marker's {epoch, forgot_at ('' when it
+# never forgot)}. A loss is stamped with the moment the script runs by Redis' clock, but no
+# earlier than the floor (the app's wall clock as the call was made: stamp_floor) and no more
+# than the lead after it: a call waits at most about 2 x timeout between the two (for a
+# connection, then for the reply), and a Redis clock far ahead must not refuse every fresh
+# proof for as long. A made-up caller clock has lead 0: its now is the stamp.
 _EPOCH_LUA = """
-local function stamp(now, window)
+local function stamp(floor, lead)
   local t = redis.call('TIME')
   local ran = tonumber(t[1]) + tonumber(t[2]) / 1000000
-  local caller = tonumber(now)
-  if ran > caller and ran - caller <= tonumber(window) then
-    return string.format('%.6f', ran)
+  local low = tonumber(floor)
+  if ran > low then
+    return string.format('%.6f', math.min(ran, low + tonumber(lead)))
   end
-  return now
+  return floor
 end
-local function epoch(key, known, fresh, now, window)
+local function epoch(key, known, fresh, floor, lead)
   local state = redis.call('HMGET', key, 'id', 'forgot_at')
   if not state[1] then
     if known ~= '' then
-      local at = stamp(now, window)
+      local at = stamp(floor, lead)
       redis.call('HSET', key, 'id', fresh, 'forgot_at', at)
       return {fresh, at}
     end
@@ -125,7 +125,7 @@ local function epoch(key, known, fresh, now, window)
     return {fresh, ''}
   end
   if known ~= '' and known ~= '?' and state[1] ~= known and not state[2] then
-    local at = stamp(now, window)
+    local at = stamp(floor, lead)
     redis.call('HSET', key, 'forgot_at', at)
     return {state[1], at}
   end
@@ -273,10 +273,15 @@ class _Scripts:
         """The call that only reads (or creates) the epoch marker."""
         return self._call(_EPOCH_ONLY_LUA, (), (), now, lambda _rest: None)
 
-    def __init__(self, key_prefix: str, subject_quota: int, watch: EpochWatch) -> None:
+    def __init__(
+        self, key_prefix: str, subject_quota: int, watch: EpochWatch, timeout: float
+    ) -> None:
         self.key_prefix = key_prefix
         self.subject_quota = subject_quota
         self.watch = watch
+        # How far past the call's floor Redis' clock may stamp a loss: the longest a call
+        # takes to run (the wait for a connection, then for the reply), and a second more.
+        self.lead = repr(2 * timeout + 1.0)
         self.epoch_key = f"{key_prefix}epoch"
 
     def _call(
@@ -297,7 +302,8 @@ class _Scripts:
             return interpret(rest)
 
         known = self.watch.known or ("?" if self.watch.blind else "")
-        epoch_args = (known, new_epoch(), repr(float(now)), _WINDOW)
+        floor, wall = stamp_floor(now)
+        epoch_args = (known, new_epoch(), repr(floor), self.lead if wall else "0")
         return _Call(script, (*keys, self.epoch_key), (*args, *epoch_args), observe)
 
     def reserve(self, key: str, *, expires_at: float, now: float, owner: str | None) -> _Call[None]:
@@ -417,7 +423,7 @@ class RedisReplayStore:
         self.subject_quota = subject_quota
         self._url = url
         self._watch = EpochWatch(redact_url(url))
-        self._scripts = _Scripts(key_prefix, subject_quota, self._watch)
+        self._scripts = _Scripts(key_prefix, subject_quota, self._watch, timeout)
         try:
             pool = redis.BlockingConnectionPool.from_url(
                 url, retry=Retry(NoBackoff(), 0), **_pool_options(timeout, max_connections)
@@ -528,7 +534,7 @@ class AsyncRedisReplayStore:
         # Built alone, it reads no marker as it opens (no event loop yet): blind, like a sync
         # store that found Redis down, so a missing marker is taken for a lost one.
         self._watch = watch if watch is not None else EpochWatch(redact_url(url), blind=True)
-        self._scripts = _Scripts(key_prefix, subject_quota, self._watch)
+        self._scripts = _Scripts(key_prefix, subject_quota, self._watch, timeout)
         self._clients: dict[asyncio.AbstractEventLoop, _AsyncClient] = {}
         self._lock = threading.Lock()
         try:  # parse now, so a bad URL fails at start-up rather than at the first request

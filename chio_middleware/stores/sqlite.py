@@ -58,10 +58,10 @@ from ._common import (
     EXPIRY_GRACE,
     EpochWatch,
     budget_exceeded,
-    loss_stamp,
     new_epoch,
     rate_limited,
     refill,
+    stamp_floor,
 )
 
 __all__ = ["OPEN_TIMEOUT", "PRUNE_BATCH", "AsyncSqliteView", "SqliteReplayStore"]
@@ -199,7 +199,8 @@ class SqliteReplayStore:
         known = self._epoch.known
         row = conn.execute("SELECT epoch, forgot_at FROM chio_epoch WHERE id = 1").fetchone()
         if row is None:
-            forgot = loss_stamp(now, time.time()) if known is not None else None
+            # Read inside the transaction: the moment the step runs, on the callers' clock.
+            forgot = stamp_floor(now)[0] if known is not None else None
             epoch = new_epoch()
             conn.execute(
                 "INSERT INTO chio_epoch (id, epoch, forgot_at) VALUES (1, ?, ?)", (epoch, forgot)
@@ -207,7 +208,7 @@ class SqliteReplayStore:
             return epoch, forgot
         epoch, forgot = str(row[0]), (float(row[1]) if row[1] is not None else None)
         if known is not None and epoch != known and forgot is None:
-            forgot = loss_stamp(now, time.time())
+            forgot = stamp_floor(now)[0]
             conn.execute("UPDATE chio_epoch SET forgot_at = ? WHERE id = 1", (forgot,))
         return epoch, forgot
 

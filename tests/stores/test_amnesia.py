@@ -23,8 +23,7 @@ import structlog.testing
 
 from chio_middleware.core.errors import ReplayDetected, StateForgotten
 from chio_middleware.core.replay import ReplayStore, check_not_forgotten, forgotten_at
-from chio_middleware.stores import open_store
-from chio_middleware.stores._common import STAMP_WINDOW_S
+from chio_middleware.stores import _common, open_store
 from chio_middleware.stores.redis import AsyncRedisReplayStore
 from tests.e2e.test_redis_fault import free_port, redis_server
 
@@ -280,9 +279,25 @@ def test_an_async_store_built_alone_takes_a_missing_marker_for_a_lost_one(
         seeing.close()
 
 
-# How long before its call reached the store the noticing request took its ``now`` (negative:
-# its clock behind the store's, or a request that waited), or how far ahead its clock runs.
-_CALLER_OFFSETS = (-3600.0, -(STAMP_WINDOW_S + 1), -(STAMP_WINDOW_S - 1), -2.0, -0.01, 0.0, 2.0)
+# The app's wall clock minus the store's (Redis 20 s ahead, the same, Redis 5 s behind), and
+# how long before its store call the noticing request took its now (negative: its clock runs
+# ahead of the wall clock). Two outside reviews found stamps taken from that now, and from it
+# past a 30 s window, that let a proof erased by the loss be accepted again.
+_CLOCK_OFFSETS = (-20.0, 0.0, 5.0)
+_REQUEST_AGES = (0.0, 0.01, 2.0, 29.0, 31.0, 3600.0, -2.0)
+_TIMEOUT = 1.0
+_LEAD = 2 * _TIMEOUT + 1.0  # how far past the call Redis' clock may stamp
+
+
+class _WallClock:
+    """``time`` for the stores' shared module: the app host's wall clock, ``offset`` from the
+    store's (this host's, which Redis' TIME reads)."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def time(self) -> float:
+        return time.time() + self.offset
 
 
 def _lose(backend: str, port: int, path: Path) -> None:
@@ -297,43 +312,60 @@ def _lose(backend: str, port: int, path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["redis", "sqlite"])
-def test_a_loss_is_stamped_when_the_noticing_step_ran_not_when_its_request_began(
-    backend: str, private_redis: tuple[int, Path], tmp_path: Path
+def test_a_loss_is_stamped_no_earlier_than_the_noticing_call_was_made(
+    backend: str, private_redis: tuple[int, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Found by a review: the stamp was the noticing request's ``now``, taken as it began.
-    Its call can wait (for a connection, a lock) while another worker accepts a proof that
-    the loss then erases; stamped with the earlier ``now``, that proof's ``issued_at`` lay
-    after the stamp and it was accepted again. Now the stamp is the moment the step ran,
-    unless the caller's clock is ahead of the store's or more than STAMP_WINDOW_S behind it
-    (a far-off clock must not refuse every fresh proof for as long); then the caller's."""
+    """Whatever the request's age (a body sent slowly, slow guards, a wait for the store) and
+    however the store's clock differs from the app's, a proof another worker accepted before
+    the loss is refused afterwards, as the middleware checks it; and the stamp runs ahead of
+    the app's clock by at most the lead, so fresh proofs are refused for that long at most."""
     port, workdir = private_redis
-    url = f"redis://127.0.0.1:{port}/0" if backend == "redis" else f"sqlite:///{tmp_path / 's.db'}"
+    path = tmp_path / "s.db"
+    url = f"redis://127.0.0.1:{port}/0" if backend == "redis" else f"sqlite:///{path}"
+    offsets = _CLOCK_OFFSETS if backend == "redis" else (0.0,)  # SQLite: the host's clock
     with redis_server(port, workdir) if backend == "redis" else contextlib.nullcontext():
-        for offset in _CALLER_OFFSETS:
-            noticing, other = open_store(url, timeout=1), open_store(url, timeout=1)
-            _use(noticing, time.time())
-            issued = time.time()  # the other worker accepts a proof just before the loss
+        for offset, age in itertools.product(offsets, _REQUEST_AGES):
+            case = (offset, age)
+            wall = _WallClock(offset)
+            monkeypatch.setattr(_common, "time", wall)
+            noticing, other = open_store(url, timeout=_TIMEOUT), open_store(url, timeout=_TIMEOUT)
+            _use(noticing, wall.time())
+            issued = wall.time()  # the other worker accepts a proof just before the loss
             other.reserve("proof", expires_at=issued + 100, now=issued)
-            _lose(backend, port, tmp_path / "s.db")
-            lost = time.time()
-            caller_now = time.time() + offset
-            noticing.reserve("mine", expires_at=caller_now + 100, now=caller_now)
-            ran = time.time()
+            _lose(backend, port, path)
+            made = wall.time()
+            caller_now = made - age
+            noticing.reserve("mine", expires_at=made + 100, now=caller_now)
+            after = wall.time()
             stamp = forgotten_at(noticing)
-            assert stamp is not None, offset
-            if -STAMP_WINDOW_S <= offset <= 0:
-                assert lost - 1e-6 <= stamp <= ran + 1e-6, (offset, stamp, lost, ran)
-                # The proof the loss erased is refused when presented again, as the
-                # middleware checks it: the reservation succeeds (the store forgot it)...
-                other.reserve("proof", expires_at=ran + 100, now=ran)
-                # ...but it was issued before the moment the loss was noticed.
-                with pytest.raises(StateForgotten):
-                    check_not_forgotten(other, int(issued), what="proof", guard="dpop")
-            else:
-                assert stamp == caller_now, offset
-            assert forgotten_at(other) in (None, stamp)
-            _use(other, ran)
-            assert forgotten_at(other) == stamp  # every worker learns the same moment
+            assert stamp is not None, case
+            assert max(caller_now, made) - 1e-6 <= stamp, (case, stamp, made)
+            assert stamp <= max(caller_now, after) + _LEAD + 1e-6, (case, stamp, after)
+            # The erased proof's reservation succeeds (the store forgot it)...
+            other.reserve("proof", expires_at=after + 100, now=after)
+            # ...but it was issued before the moment the loss was noticed: refused.
+            with pytest.raises(StateForgotten):
+                check_not_forgotten(other, int(issued), what="proof", guard="dpop")
+            # A proof issued once the lead has passed is accepted.
+            check_not_forgotten(other, int(stamp) + 1, what="proof", guard="dpop")
+            assert forgotten_at(other) == stamp, case  # every worker learns the same moment
             noticing.close()
             other.close()
-            _lose(backend, port, tmp_path / "s.db")  # the next offset starts afresh
+            monkeypatch.undo()
+            _lose(backend, port, path)  # the next case starts afresh
+
+
+@pytest.mark.parametrize("backend", ["redis", "sqlite"])
+def test_with_a_made_up_clock_the_stamp_is_the_caller_s_now(
+    backend: str, private_redis: tuple[int, Path], tmp_path: Path
+) -> None:
+    port, workdir = private_redis
+    path = tmp_path / "s.db"
+    url = f"redis://127.0.0.1:{port}/0" if backend == "redis" else f"sqlite:///{path}"
+    with redis_server(port, workdir) if backend == "redis" else contextlib.nullcontext():
+        store = open_store(url, timeout=_TIMEOUT)
+        _use(store, 100.0)
+        _lose(backend, port, path)
+        _use(store, 120.0)
+        assert forgotten_at(store) == 120.0  # not Redis' TIME, nor this host's clock
+        store.close()
