@@ -97,9 +97,9 @@ class EpochWatch:
     Every operation of a shared store reads the marker in the same atomic step as its own
     work and hands it to :meth:`observe` (``epoch``, ``forgot_at``). The marker is created
     with the store; when it is missing, the step recreates it, and when this process knew
-    another epoch, it stamps ``forgot_at`` with the moment the step ran (:func:`stamp_floor`:
-    the wall clock as the call was made, or the store's own when that is later, by a bounded
-    lead), the moment the loss was noticed, which every process then reads from the marker.
+    another epoch, it stamps ``forgot_at`` with the moment the step ran (the later of the
+    wall clock as the call was made, :func:`stamp_floor`, and the store's own clock), the
+    moment the loss was noticed, which every process then reads from the marker.
     A process that starts after the loss learns it from the marker too. :attr:`forgotten_at`
     is the latest such moment seen.
 
@@ -133,6 +133,10 @@ class EpochWatch:
             "chio_replay_store_forgot_its_state",
             store=self.store,
             forgotten_at=forgot_at,
+            # Far above 0: the store's clock (or the noticing host's) runs ahead of this
+            # host's, or the noticing call reached the store late; fresh proofs are refused
+            # until this host's clock passes forgotten_at.
+            ahead_of_this_host_s=round(forgot_at - time.time(), 3),
             message=(
                 "the replay store lost its state (its epoch marker disappeared or changed: a "
                 "restart without persistence, a flush, a failover that lost writes, a deleted "

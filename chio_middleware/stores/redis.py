@@ -29,9 +29,8 @@ Keys are ``<key_prefix>replay:<key>``, ``<key_prefix>budget:<key>``,
 script reads in the same atomic step as its own work: when the marker is gone (a restart
 without persistence, ``FLUSHALL``, eviction) or names another epoch than this process knew
 (or is gone, and this process could not read it as it opened the store: it may have missed
-an epoch), the script recreates it and stamps ``forgot_at`` with the moment it runs, by
-Redis' clock, no earlier than the app's clock as the call was made and at most
-``2 * timeout + 1`` s after it (see
+an epoch), the script recreates it and stamps ``forgot_at`` with the later of the moment
+it runs, by Redis' clock, and the app's clock as the call was made (see
 :class:`~chio_middleware.stores._common.EpochWatch`); the middleware then refuses what may
 have been forgotten. The logic is written once (:class:`_Scripts` builds each call: script,
 keys, arguments, and the function that reads the result); :class:`RedisReplayStore` (sync,
@@ -91,33 +90,40 @@ __all__ = ["DEFAULT_MAX_CONNECTIONS", "AsyncRedisReplayStore", "RedisReplayStore
 DEFAULT_MAX_CONNECTIONS = 50
 
 _GRACE_MS = round(EXPIRY_GRACE * 1000)
+#: How far a noticing host's clock may stamp a loss past Redis' clock (see _EPOCH_LUA).
+HOST_AHEAD_S = 300.0
+_HOST_AHEAD = repr(HOST_AHEAD_S)
 #: The longest safety-net expiry, in ms (about 115 days): PEXPIRE wants a plain integer.
 _MAX_TTL_MS = 10**10
 
 # Every script starts with this: the last key is the epoch marker, the last four ARGV are the
 # epoch this process knows ('' for none yet, '?' for none by a process that could not read the
 # marker when it opened the store: see EpochWatch.blind), a fresh epoch id, the floor of a
-# loss's stamp and its lead. Each reply starts with the marker's {epoch, forgot_at ('' when it
-# never forgot)}. A loss is stamped with the moment the script runs by Redis' clock, but no
-# earlier than the floor (the app's wall clock as the call was made: stamp_floor) and no more
-# than the lead after it: a call waits at most about 2 x timeout between the two (for a
-# connection, then for the reply), and a Redis clock far ahead must not refuse every fresh
-# proof for as long. A made-up caller clock has lead 0: its now is the stamp.
+# loss's stamp (stamp_floor: the app's wall clock as the call was made) and HOST_AHEAD_S when
+# the caller's clock is the wall clock ('0': a made-up clock, whose now is the stamp). Each
+# reply starts with the marker's {epoch, forgot_at ('' when it never forgot)}. A loss is
+# stamped with the later of the floor and the moment the script runs by Redis' clock, with no
+# cap on the latter: a call can reach Redis long after it was made (a paused process, bytes
+# held in the network after the client gave up), and the noticing host's clock can run
+# behind, while other workers accepted proofs the loss erased; a stamp too early would accept
+# them again, one too late (a Redis clock ahead) refuses fresh proofs for as long, and is
+# logged (EpochWatch). The floor counts only up to HOST_AHEAD_S past Redis' clock: a host
+# whose clock runs far ahead would otherwise refuse every host's fresh proofs for as long.
 _EPOCH_LUA = """
-local function stamp(floor, lead)
-  local t = redis.call('TIME')
-  local ran = tonumber(t[1]) + tonumber(t[2]) / 1000000
-  local low = tonumber(floor)
-  if ran > low then
-    return string.format('%.6f', math.min(ran, low + tonumber(lead)))
+local function stamp(floor, ahead)
+  local most = tonumber(ahead)
+  if most > 0 then
+    local t = redis.call('TIME')
+    local ran = tonumber(t[1]) + tonumber(t[2]) / 1000000
+    return string.format('%.6f', math.max(ran, math.min(tonumber(floor), ran + most)))
   end
   return floor
 end
-local function epoch(key, known, fresh, floor, lead)
+local function epoch(key, known, fresh, floor, ahead)
   local state = redis.call('HMGET', key, 'id', 'forgot_at')
   if not state[1] then
     if known ~= '' then
-      local at = stamp(floor, lead)
+      local at = stamp(floor, ahead)
       redis.call('HSET', key, 'id', fresh, 'forgot_at', at)
       return {fresh, at}
     end
@@ -125,7 +131,7 @@ local function epoch(key, known, fresh, floor, lead)
     return {fresh, ''}
   end
   if known ~= '' and known ~= '?' and state[1] ~= known and not state[2] then
-    local at = stamp(floor, lead)
+    local at = stamp(floor, ahead)
     redis.call('HSET', key, 'forgot_at', at)
     return {state[1], at}
   end
@@ -273,15 +279,10 @@ class _Scripts:
         """The call that only reads (or creates) the epoch marker."""
         return self._call(_EPOCH_ONLY_LUA, (), (), now, lambda _rest: None)
 
-    def __init__(
-        self, key_prefix: str, subject_quota: int, watch: EpochWatch, timeout: float
-    ) -> None:
+    def __init__(self, key_prefix: str, subject_quota: int, watch: EpochWatch) -> None:
         self.key_prefix = key_prefix
         self.subject_quota = subject_quota
         self.watch = watch
-        # How far past the call's floor Redis' clock may stamp a loss: the longest a call
-        # takes to run (the wait for a connection, then for the reply), and a second more.
-        self.lead = repr(2 * timeout + 1.0)
         self.epoch_key = f"{key_prefix}epoch"
 
     def _call(
@@ -303,7 +304,7 @@ class _Scripts:
 
         known = self.watch.known or ("?" if self.watch.blind else "")
         floor, wall = stamp_floor(now)
-        epoch_args = (known, new_epoch(), repr(floor), self.lead if wall else "0")
+        epoch_args = (known, new_epoch(), repr(floor), _HOST_AHEAD if wall else "0")
         return _Call(script, (*keys, self.epoch_key), (*args, *epoch_args), observe)
 
     def reserve(self, key: str, *, expires_at: float, now: float, owner: str | None) -> _Call[None]:
@@ -423,7 +424,7 @@ class RedisReplayStore:
         self.subject_quota = subject_quota
         self._url = url
         self._watch = EpochWatch(redact_url(url))
-        self._scripts = _Scripts(key_prefix, subject_quota, self._watch, timeout)
+        self._scripts = _Scripts(key_prefix, subject_quota, self._watch)
         try:
             pool = redis.BlockingConnectionPool.from_url(
                 url, retry=Retry(NoBackoff(), 0), **_pool_options(timeout, max_connections)
@@ -534,7 +535,7 @@ class AsyncRedisReplayStore:
         # Built alone, it reads no marker as it opens (no event loop yet): blind, like a sync
         # store that found Redis down, so a missing marker is taken for a lost one.
         self._watch = watch if watch is not None else EpochWatch(redact_url(url), blind=True)
-        self._scripts = _Scripts(key_prefix, subject_quota, self._watch, timeout)
+        self._scripts = _Scripts(key_prefix, subject_quota, self._watch)
         self._clients: dict[asyncio.AbstractEventLoop, _AsyncClient] = {}
         self._lock = threading.Lock()
         try:  # parse now, so a bad URL fails at start-up rather than at the first request
