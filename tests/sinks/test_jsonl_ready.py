@@ -100,7 +100,8 @@ def test_a_sync_thread_that_cannot_start_fails_no_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Out of threads, the record has written its line: it returns its receipt (a 503 would
-    answer for a response whose receipt is in the log), logs, and the next record retries."""
+    answer for a response whose receipt is in the log), fsyncs it itself (no line waits for
+    a thread that never comes), logs once, and each record tries the thread again."""
     path = tmp_path / "receipts.jsonl"
     sink = JsonlSink(path, fsync="interval", fsync_interval=60)
 
@@ -108,11 +109,14 @@ def test_a_sync_thread_that_cannot_start_fails_no_record(
         def start(self) -> None:
             raise RuntimeError("can't start new thread")
 
+    fsyncs: list[int] = []
     monkeypatch.setattr(sink_module, "threading", SimpleNamespace(Thread=NoThread))
+    monkeypatch.setattr(sink_module, "os", _Os(fsync=lambda fd: fsyncs.append(os.fsync(fd))))
     with structlog.testing.capture_logs() as events:
-        receipt = sink.record(request_signer(0))
-    assert receipt.id and len(path.read_bytes().splitlines()) == 1
+        receipts = [sink.record(request_signer(index)) for index in range(5)]
+    assert all(receipt.id for receipt in receipts) and len(path.read_bytes().splitlines()) == 5
     assert [e["event"] for e in events] == ["chio_receipt_log_fsync_thread_failed"]
+    assert len(fsyncs) == 5 and not sink._dirty  # each line synced by its own record
     monkeypatch.undo()
     sink.record(request_signer(1))
     assert sink._thread is not None and sink._thread.is_alive()

@@ -193,6 +193,7 @@ class JsonlSink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._thread_failed = False  # the last start of the sync thread failed (logged once)
         self._pid = os.getpid()
         self._fd = -1  # the current log; -1 when a reopen failed (retried at the next record)
         self._fd_id: tuple[int, int] | None = None  # (device, inode) of _fd, fixed while open
@@ -551,10 +552,11 @@ class JsonlSink:
     def _ensure_sync_thread(self) -> None:
         """Start the sync thread unless it runs (called with ``_lock`` held).
 
-        A thread that cannot start (``RuntimeError``: the process is out of threads) is
-        logged, and the next record tries again: the receipt is written by then, so failing
-        the record would answer 503 for a response whose receipt is in the log. Its line
-        is synced by the next sync that runs (a later record's thread, ``flush``, exit).
+        A thread that cannot start (``RuntimeError``: the process is out of threads) does
+        not fail the record, whose line is written (a 503 would answer for a response whose
+        receipt is in the log): the record fsyncs itself instead, as under
+        ``fsync="always"``, so no line waits longer than ``fsync_interval``; the first such
+        failure is logged, and each record tries the thread again.
         """
         thread = self._thread
         if thread is None or not thread.is_alive():
@@ -565,10 +567,24 @@ class JsonlSink:
                 thread.start()
             except RuntimeError as exc:
                 self._thread = None
-                _log.warning(
-                    "chio_receipt_log_fsync_thread_failed", path=str(self.path), error=str(exc)
-                )
+                if not self._thread_failed:
+                    self._thread_failed = True
+                    _log.warning(
+                        "chio_receipt_log_fsync_thread_failed",
+                        path=str(self.path),
+                        error=str(exc),
+                        message="fsyncing each receipt as it is recorded until a thread starts",
+                    )
+                try:
+                    self._sync()
+                except OSError as sync_error:
+                    _log.warning(
+                        "chio_receipt_log_fsync_failed",
+                        path=str(self.path),
+                        error=sync_error.strerror,
+                    )
                 return
+            self._thread_failed = False
             self._thread = thread
 
     def _sync_loop(self) -> None:
