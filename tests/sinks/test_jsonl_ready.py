@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog.testing
 
-from chio_middleware.sinks import SinkBusy, SinkError
+from chio_middleware.sinks import SinkBusy, SinkError, without_waiting
 from chio_middleware.sinks.jsonl import JsonlSink
 from chio_middleware.sinks.jsonl import sink as sink_module
 from tests.sinks.logmaker import request_signer
@@ -117,7 +117,14 @@ def test_a_sync_thread_that_cannot_start_fails_no_record(
     assert all(receipt.id for receipt in receipts) and len(path.read_bytes().splitlines()) == 5
     assert [e["event"] for e in events] == ["chio_receipt_log_fsync_thread_failed"]
     assert len(fsyncs) == 5 and not sink._dirty  # each line synced by its own record
+    # An event loop's record (without_waiting) never waits on the disk: its line waits.
+    fsyncs.clear()
+    with structlog.testing.capture_logs() as events:
+        without_waiting(sink.record, request_signer(5))
+    assert fsyncs == [] and sink._dirty and events == []
+    sink.record(request_signer(6))  # a record that may wait syncs both lines
+    assert len(fsyncs) == 1 and not sink._dirty
     monkeypatch.undo()
-    sink.record(request_signer(1))
+    sink.record(request_signer(7))
     assert sink._thread is not None and sink._thread.is_alive()
     sink.close()

@@ -194,6 +194,7 @@ class JsonlSink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_failed = False  # the last start of the sync thread failed (logged once)
+        self._inline_sync_failed = False  # the last fsync a record made itself failed (logged)
         self._pid = os.getpid()
         self._fd = -1  # the current log; -1 when a reopen failed (retried at the next record)
         self._fd_id: tuple[int, int] | None = None  # (device, inode) of _fd, fixed while open
@@ -498,6 +499,7 @@ class JsonlSink:
         """In a forked child: own descriptors (a shared flock excludes nothing), no thread."""
         self._release_all()
         self._thread = None
+        self._thread_failed = self._inline_sync_failed = False  # the child logs its own
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._pid = os.getpid()
@@ -554,9 +556,10 @@ class JsonlSink:
 
         A thread that cannot start (``RuntimeError``: the process is out of threads) does
         not fail the record, whose line is written (a 503 would answer for a response whose
-        receipt is in the log): the record fsyncs itself instead, as under
-        ``fsync="always"``, so no line waits longer than ``fsync_interval``; the first such
-        failure is logged, and each record tries the thread again.
+        receipt is in the log): a record that may wait fsyncs itself instead, as under
+        ``fsync="always"``; one that must not (an event loop's, ``without_waiting``) leaves
+        its line to the next record that may, to ``flush`` or to exit. The first failure is
+        logged, and each record tries the thread again.
         """
         thread = self._thread
         if thread is None or not thread.is_alive():
@@ -568,21 +571,30 @@ class JsonlSink:
             except RuntimeError as exc:
                 self._thread = None
                 if not self._thread_failed:
-                    self._thread_failed = True
                     _log.warning(
                         "chio_receipt_log_fsync_thread_failed",
                         path=str(self.path),
                         error=str(exc),
-                        message="fsyncing each receipt as it is recorded until a thread starts",
+                        message=(
+                            "each receipt is fsynced by the record that may wait (WSGI, a "
+                            "worker thread), else by the next such record, flush or exit"
+                        ),
                     )
+                self._thread_failed = True
+                if must_not_wait():  # an event loop's record: the disk wait is not for it
+                    return
                 try:
                     self._sync()
                 except OSError as sync_error:
-                    _log.warning(
-                        "chio_receipt_log_fsync_failed",
-                        path=str(self.path),
-                        error=sync_error.strerror,
-                    )
+                    if not self._inline_sync_failed:  # once, as the thread logs once a round
+                        _log.warning(
+                            "chio_receipt_log_fsync_failed",
+                            path=str(self.path),
+                            error=sync_error.strerror,
+                        )
+                    self._inline_sync_failed = True
+                    return
+                self._inline_sync_failed = False
                 return
             self._thread_failed = False
             self._thread = thread
