@@ -74,6 +74,7 @@ from redis.retry import Retry
 
 from ..core.errors import ReplayDetected, Unavailable
 from ..core.replay import DEFAULT_SUBJECT_QUOTA, TokenBucket, quota_bucket_end, quota_exceeded
+from ..logs import get_logger
 from ._common import (
     EXPIRY_GRACE,
     EpochWatch,
@@ -85,6 +86,8 @@ from ._common import (
 )
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "AsyncRedisReplayStore", "RedisReplayStore"]
+
+_log = get_logger()
 
 #: Connections one pool (one process, or one event loop) opens at most.
 DEFAULT_MAX_CONNECTIONS = 50
@@ -445,6 +448,16 @@ class RedisReplayStore:
             self._run(self._scripts.observe_epoch(time.time()))
         except Unavailable:
             self._watch.blind = True
+            _log.warning(
+                "chio_replay_store_unreachable_at_start",
+                store=redact_url(url),
+                message=(
+                    "Redis could not be reached as this process started: until its first "
+                    "operation it cannot tell a new Redis from an emptied one, so DPoP proofs, "
+                    "execution nonces and max_invocations capabilities issued before then "
+                    "are refused (chio_state_forgotten) unless Redis already has a marker"
+                ),
+            )
 
     def _run(self, call: _Call[_T]) -> _T:
         try:
