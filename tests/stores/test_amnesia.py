@@ -3,8 +3,8 @@
 Redis: a throwaway ``redis-server`` of the test's own (own port, no persistence) is restarted
 or flushed mid-run; SQLite: the database file is deleted under the running store. In every
 case ``forgotten_at`` becomes the moment the first operation after the loss ran (the caller's
-``now`` where the caller's clock is made up), every process learns it from the marker (including one that starts afterwards), and a store that
-never lost anything reports ``None``.
+``now`` where the caller's clock is made up), every process learns it from the marker
+(including one that starts afterwards), and a store that never lost anything reports ``None``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,19 @@ def _use(store: ReplayStore, now: float) -> None:
     store.reserve(f"k{now}", expires_at=now + 100, now=now)
 
 
+def _lose(backend: str, port: int, path: Path) -> None:
+    """The loss: FLUSHALL of the private Redis at ``port``, or the SQLite files at ``path``
+    deleted."""
+    if backend == "redis":
+        client = redis.Redis(port=port)
+        client.flushall()  # our own throwaway server
+        client.close()
+    else:
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if name.exists():
+                os.unlink(name)
+
+
 def test_a_redis_restart_without_persistence_is_noticed(private_redis: tuple[int, Path]) -> None:
     port, workdir = private_redis
     url = f"redis://127.0.0.1:{port}/0"
@@ -68,9 +81,7 @@ def test_a_flushall_is_noticed_by_the_async_view_too(private_redis: tuple[int, P
         store = open_store(url, timeout=2)
         driven = AsyncDriven(store)
         driven.reserve("proof", expires_at=500, now=100)
-        client = redis.Redis(port=port)
-        client.flushall()  # our own throwaway server
-        client.close()
+        _lose("redis", port, workdir)
         driven.reserve("other", expires_at=500, now=110)
         assert forgotten_at(driven.view) == 110 == forgotten_at(store)  # one knowledge
         driven.close()
@@ -95,9 +106,7 @@ def test_a_deleted_sqlite_file_is_noticed(tmp_path: Path) -> None:
     store, other = open_store(f"sqlite:///{path}"), open_store(f"sqlite:///{path}")
     store.reserve("proof", expires_at=500, now=100)
     _use(other, 101)
-    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        if name.exists():
-            os.unlink(name)
+    _lose("sqlite", 0, path)
     store.reserve("proof", expires_at=500, now=120)  # a new, empty file: forgotten...
     assert forgotten_at(store) == 120  # ...and noticed
     _use(other, 130)
@@ -269,9 +278,7 @@ def test_an_async_store_built_alone_takes_a_missing_marker_for_a_lost_one(
         seeing.reserve("proof", expires_at=500, now=100)
         loop = asyncio.new_event_loop()
         alone = AsyncRedisReplayStore(url, timeout=1)
-        client = redis.Redis(port=port)
-        client.flushall()  # our own throwaway server
-        client.close()
+        _lose("redis", port, workdir)
         loop.run_until_complete(alone.reserve("proof", expires_at=500, now=120))
         assert forgotten_at(alone) == 120  # the proof's reservation was accepted, but noticed
         loop.run_until_complete(alone.aclose())
@@ -280,8 +287,8 @@ def test_an_async_store_built_alone_takes_a_missing_marker_for_a_lost_one(
 
 
 # The noticing host's wall clock minus the store's and the other hosts' (20 s behind, level,
-# 5 s ahead, 10 minutes ahead: past HOST_AHEAD_S), and how long before its store call the noticing request took its now (negative:
-# its clock runs ahead of the wall clock). Outside reviews found stamps taken from that now,
+# 5 s ahead, 10 minutes ahead: past HOST_AHEAD_S), and how long before its store call the
+# noticing request took its now (negative: its clock runs ahead of the wall clock). Outside reviews found stamps taken from that now,
 # from it past a 30 s window, and from a host's clock with Redis' counted only 3 s past it,
 # each of which let a proof erased by the loss be accepted again.
 _CLOCK_OFFSETS = (-20.0, 0.0, 5.0, 600.0)
@@ -298,17 +305,6 @@ class _WallClock:
 
     def time(self) -> float:
         return time.time() + self.offset
-
-
-def _lose(backend: str, port: int, path: Path) -> None:
-    if backend == "redis":
-        client = redis.Redis(port=port)
-        client.flushall()  # our own throwaway server
-        client.close()
-    else:
-        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-            if name.exists():
-                os.unlink(name)
 
 
 @pytest.mark.parametrize("backend", ["redis", "sqlite"])

@@ -570,34 +570,36 @@ class JsonlSink:
                 thread.start()
             except RuntimeError as exc:
                 self._thread = None
-                if not self._thread_failed:
-                    _log.warning(
-                        "chio_receipt_log_fsync_thread_failed",
-                        path=str(self.path),
-                        error=str(exc),
-                        message=(
-                            "each receipt is fsynced by the record that may wait (WSGI, a "
-                            "worker thread), else by the next such record, flush or exit"
-                        ),
-                    )
-                self._thread_failed = True
-                if must_not_wait():  # an event loop's record: the disk wait is not for it
-                    return
-                try:
-                    self._sync()
-                except OSError as sync_error:
-                    if not self._inline_sync_failed:  # once, as the thread logs once a round
-                        _log.warning(
-                            "chio_receipt_log_fsync_failed",
-                            path=str(self.path),
-                            error=sync_error.strerror,
-                        )
-                    self._inline_sync_failed = True
-                    return
-                self._inline_sync_failed = False
+                self._sync_without_thread(exc)
                 return
             self._thread_failed = False
             self._thread = thread
+
+    def _sync_without_thread(self, exc: RuntimeError) -> None:
+        """What a record does when the sync thread cannot start (``_ensure_sync_thread``)."""
+        if not self._thread_failed:
+            _log.warning(
+                "chio_receipt_log_fsync_thread_failed",
+                path=str(self.path),
+                error=str(exc),
+                message=(
+                    "each receipt is fsynced by the record that may wait (WSGI, a worker "
+                    "thread), else by the next such record, flush or exit"
+                ),
+            )
+        self._thread_failed = True
+        if must_not_wait():  # an event loop's record: the disk wait is not for it
+            return
+        try:
+            self._sync()
+        except OSError as sync_error:
+            if not self._inline_sync_failed:  # once, as the thread logs once a round
+                _log.warning(
+                    "chio_receipt_log_fsync_failed", path=str(self.path), error=sync_error.strerror
+                )
+            self._inline_sync_failed = True
+            return
+        self._inline_sync_failed = False
 
     def _sync_loop(self) -> None:
         while True:
